@@ -1,0 +1,12 @@
+"""alwidgets: Jupyter-native active learning.
+
+Label the right images first, inside the notebook, and see at once whether it pays off.
+"""
+from . import select
+from .models import LinearProbe
+from .pool import Pool
+from .simulate import SimulationResult, simulate
+
+__version__ = "0.1.0"
+
+__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "__version__"]

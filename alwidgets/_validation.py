@@ -1,0 +1,81 @@
+"""Input checks shared by selectors, models, the simulation and the session.
+
+Every check raises ``ValueError`` (or ``TypeError``) with a message that names
+the argument, the expected shape and, for bad rows, which rows.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+UNLABELED = -1
+"""Marker for an unlabelled item in a label array."""
+
+
+def _row_list(rows: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def check_labels(labels, n_items: int | None = None, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-d int64 array; -1 marks unlabelled items."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of class indices, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+            raise ValueError(f"{name} must hold integers (-1 = unlabelled); rows {_row_list(bad)} do not")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"{name} must be an integer array (-1 = unlabelled), got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if np.any(arr < UNLABELED):
+        bad = np.flatnonzero(arr < UNLABELED)
+        raise ValueError(f"{name} has negative values other than -1 at rows {_row_list(bad)}")
+    if n_items is not None and arr.shape[0] != n_items:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but the pool has {n_items} items")
+    return arr
+
+
+def check_embeddings(embeddings, n_items: int | None = None, name: str = "embeddings") -> np.ndarray:
+    """Return ``embeddings`` as a finite 2-d float32 array of shape (n, d)."""
+    arr = np.asarray(embeddings)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array (n_items, n_features), got shape {arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if n_items is not None and arr.shape[0] != n_items:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but the pool has {n_items} items")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} has NaN or inf values in rows {_row_list(np.flatnonzero(~finite))}")
+    return arr
+
+
+def check_probs(probs, n_items: int | None = None, name: str = "probs") -> np.ndarray:
+    """Return ``probs`` as a 2-d float64 array of rows that sum to one."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array (n_items, n_classes), got shape {arr.shape}")
+    if n_items is not None and arr.shape[0] != n_items:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but the pool has {n_items} items")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{name} has NaN or inf values in rows {_row_list(np.flatnonzero(bad))}")
+    if np.any(arr < -1e-6):
+        raise ValueError(f"{name} has negative probabilities in rows {_row_list(np.flatnonzero((arr < -1e-6).any(axis=1)))}")
+    sums = arr.sum(axis=1)
+    off = np.abs(sums - 1.0) > 1e-3
+    if off.any():
+        raise ValueError(f"{name} rows must sum to 1; rows {_row_list(np.flatnonzero(off))} do not")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def check_batch_size(n, name: str = "n") -> int:
+    """Return ``n`` as a positive int."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
