@@ -277,10 +277,12 @@ function render({ model, el }) {
       const img = h("img");
       img.alt = it.caption || it.id;
       img.draggable = false;
+      // tiny images (8x8 digits) are scaled up without blurring
+      img.addEventListener("load", () => img.classList.toggle("alw-pixel", img.naturalWidth > 0 && img.naturalWidth < 48));
       const url = toBlobUrl(thumbs[i], it.mime);
       if (url) { urls.push(url); img.src = url; }
-      // tiles keep each image's aspect ratio: the box is fixed, the image fits inside
-      if (it.w && it.h) img.style.aspectRatio = `${it.w} / ${it.h}`;
+      // mixed aspect ratios: every tile has the same box and the image is fitted inside (CSS object-fit)
+      if (it.w && it.h) img.title = `${it.w}×${it.h}`;
       box.appendChild(img);
       const zoom = h("button", "alw-zoom", "⤢");
       zoom.type = "button";

@@ -1,0 +1,556 @@
+"""Session: the notebook's state for labelling a pool, one batch per cell.
+
+Every label goes through a :class:`~alwidgets.LabelStore` (SQLite) and is
+acknowledged only once the store has committed it; the label array, the
+history of rounds and the labels table are all read back from the store, so a
+notebook that is restarted picks up where it stopped.
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._validation import UNLABELED, check_batch_size, check_embeddings
+from .models import default_model, fit_predict_proba
+from .select.random import Random
+from .select.registry import make_selector
+
+_BINS = 10
+
+
+class Session:
+    """Label a pool in a notebook: pick a batch, label it in a grid, refit, watch accuracy.
+
+    Parameters
+    ----------
+    pool : Pool
+        The items to label (``Pool.digits()``, ``Pool.from_folder(...)``, ...).
+    classes : list of str, optional
+        Class names; default ``pool.classes``.
+    embeddings : array (n_items, d), optional
+        Features of the pool; computed with ``embedder`` when not given.
+    embedder : object with ``embed(pool)``, optional
+        Default :class:`~alwidgets.embed.PixelEmbedder` (fine for small images).
+    selector : str or Selector
+        Strategy name (``"auto"``, ``"margin"``, ``"random"``, ...) or a selector.
+        Strategies that need a model take a random batch until there is one.
+    model : scikit-learn classifier, optional
+        Default :class:`~alwidgets.models.LinearProbe`.
+    store : LabelStore, path or None
+        Where labels live. ``None`` uses ``alwidgets-<pool name>.db`` in the
+        current directory; ``":memory:"`` keeps them in memory only.
+    test : (X_test, y_test) or Pool, optional
+        Held-out items with known classes. Accuracy is measured there when
+        given; otherwise by cross-validation on the labelled items.
+    budget : int, optional
+        Labels you intend to give in total; shown in the progress line.
+    calibration : bool
+        Also plot a reliability diagram.
+    keymap : dict, optional
+        Changes to the grid's key map (see ``docs/keymap.md``).
+
+    Examples
+    --------
+    >>> from alwidgets import Pool, Session
+    >>> s = Session(Pool.digits(), selector="margin", store=":memory:")
+    >>> app = s.label(4)                       # shows the grid in a notebook
+    >>> len(s.batch)
+    4
+    >>> s.submit({i: "3" for i in s.batch})    # what the grid sends on Enter
+    'saved 4 labels; accuracy 100% (cross-validated on 4 labelled items)'
+    >>> s.labels_df()["label"].tolist()
+    ['3', '3', '3', '3']
+    >>> s.close()
+    """
+
+    def __init__(self, pool, classes=None, embeddings=None, embedder=None, selector="auto", model=None,
+                 store=None, test=None, *, budget=None, calibration=False, keymap=None, annotator=None,
+                 cv=5, thumbnail_size=96, random_state=0):
+        from .pool import Pool
+
+        if not isinstance(pool, Pool):
+            raise TypeError(f"pool must be an alwidgets.Pool (e.g. Pool.from_arrays(X)), got {type(pool).__name__}")
+        self.pool = pool
+        classes = pool.classes if classes is None else classes
+        if not classes:
+            raise ValueError(f"{pool.name} has no class names; pass classes=['cat', 'dog', ...]")
+        self.classes = [str(c) for c in classes]
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes has repeated names: {self.classes}")
+        self._class_index = {c: i for i, c in enumerate(self.classes)}
+        self.embedder = embedder
+        if embeddings is None:
+            if embedder is None:
+                from .embed import PixelEmbedder
+
+                self.embedder = PixelEmbedder()
+            embeddings = self.embedder.embed(pool)
+        self.embeddings = check_embeddings(embeddings, n_items=len(pool))
+        self.selector = make_selector(selector)
+        self.model = default_model(len(self.classes)) if model is None else model
+        self.test = self._check_test(test)
+        self.budget = None if budget is None else check_batch_size(budget, "budget")
+        self.calibration = bool(calibration)
+        self.keymap = keymap
+        self.annotator = annotator
+        self.cv = check_batch_size(cv, "cv")
+        self.thumbnail_size = check_batch_size(thumbnail_size, "thumbnail_size")
+        self._rng = np.random.default_rng(random_state)
+        self.store, self._owns_store = self._open_store(store)
+        self.store.attach_pool(list(pool.ids), self.classes)
+
+        self.model_ = None
+        self.probs_ = None        # (n_items, n_classes) for the pool, from the last fit
+        self._test_probs = None
+        self._fit_n = -1          # labelled count the current fit saw
+        self.metrics_ = None
+        self.batch: list[str] = []
+        self.continuous = False
+        self._round = None        # the open round: {"id", "strategy", "timings"}
+        self._skipped: set[str] = set()
+        self._undo: list[str] = []
+        self._app = None
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _open_store(self, store):
+        from .store import LabelStore
+
+        if isinstance(store, LabelStore):
+            return store, False
+        if store is None:
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.pool.name).strip("-") or "pool"
+            store = Path.cwd() / f"alwidgets-{slug}.db"
+        return LabelStore(store, annotator=self.annotator), True
+
+    def _check_test(self, test):
+        if test is None:
+            return None
+        from .pool import Pool
+
+        if isinstance(test, Pool):
+            if self.embedder is None:
+                raise ValueError("test=Pool(...) needs embedder= to embed it the same way as the pool; "
+                                 "or pass test=(X_test, y_test) with embeddings")
+            unknown = np.flatnonzero(test.targets < 0)
+            if len(unknown):
+                raise ValueError(f"test pool {test.name}: items without a class at rows {unknown[:10].tolist()}")
+            names = [test.classes[t] for t in test.targets] if test.classes else test.targets
+            X, y = self.embedder.embed(test), names
+        else:
+            try:
+                X, y = test
+            except (TypeError, ValueError):
+                raise TypeError("test must be (X_test, y_test) or a Pool with targets") from None
+        X = check_embeddings(X, name="test X")
+        if X.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"test X has {X.shape[1]} features but the pool's embeddings have {self.embeddings.shape[1]}")
+        y = list(np.asarray(y).tolist())
+        if len(y) != len(X):
+            raise ValueError(f"test has {len(X)} rows of X but {len(y)} labels")
+        codes = np.empty(len(y), np.int64)
+        bad = []
+        for r, v in enumerate(y):
+            if isinstance(v, str):
+                codes[r] = self._class_index.get(v, -1)
+            elif isinstance(v, int) and 0 <= v < len(self.classes):
+                codes[r] = v
+            else:
+                codes[r] = -1
+            if codes[r] < 0:
+                bad.append(r)
+        if bad:
+            raise ValueError(f"test labels at rows {bad[:10]} are not classes of this session ({', '.join(self.classes)})")
+        return X, codes
+
+    @property
+    def app(self):
+        """The composed widget (grid + live plots), created on first use."""
+        if self._app is None:
+            from .widgets.app import LabelApp
+            from .widgets.labelgrid import LabelGrid
+
+            grid = LabelGrid(self.classes, keymap=self.keymap, on_submit=self._grid_submit,
+                             on_undo=self.undo, image=self._large_image)
+            self._app = LabelApp(grid, self.classes, calibration=self.calibration)
+            self._refresh_plots()
+        return self._app
+
+    # ------------------------------------------------------------------ state from the store
+    def labels(self) -> np.ndarray:
+        """Class index per pool item (``-1`` = unlabelled), read from the store."""
+        out = np.full(len(self.pool), UNLABELED, dtype=np.int64)
+        for item_id, name in self.store.current_labels().items():
+            cls = self._class_index.get(name)
+            try:
+                i = self.pool.index_of(item_id)
+            except KeyError:
+                continue  # the store knows ids beyond this pool (attached by ids)
+            if cls is not None:
+                out[i] = cls
+        return out
+
+    def labels_df(self, history: bool = False) -> pd.DataFrame:
+        """Labels as a table (item_id, label, annotator, created_at, seconds, round, source)."""
+        return self.store.labels_df(history=history)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per finished round: strategy, n_labels, accuracy, how it was measured, times."""
+        rounds = self.store.rounds_df()
+        cols = ["round", "strategy", "n_labels", "n_added", "accuracy", "accuracy_source",
+                "select_s", "label_s", "fit_s"]
+        rows = []
+        for r in rounds.to_dict("records"):
+            m, t = r.get("metrics") or {}, r.get("timings") or {}
+            if "n_labels" not in m:
+                continue  # not finished, or written by another tool
+            rows.append({"round": r.get("round_id", r.get("id")), "strategy": r.get("strategy"),
+                         "n_labels": m["n_labels"], "n_added": m.get("n_added"),
+                         "accuracy": m.get("accuracy"), "accuracy_source": m.get("source"),
+                         "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s")})
+        return pd.DataFrame(rows, columns=cols)
+
+    # ------------------------------------------------------------------ model
+    def fit(self):
+        """Refit the model on every label in the store; predict the pool (and the test set)."""
+        labels = self.labels()
+        n = int(np.count_nonzero(labels != UNLABELED))
+        if n == 0:
+            self.model_, self.probs_, self._test_probs, self._fit_n = None, None, None, 0
+            return self
+        X_eval = self.embeddings if self.test is None else np.concatenate([self.embeddings, self.test[0]])
+        self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes), X_eval=X_eval)
+        self.probs_ = probs[: len(self.pool)]
+        self._test_probs = None if self.test is None else probs[len(self.pool):]
+        self._fit_n = n
+        return self
+
+    def evaluate(self) -> dict:
+        """Accuracy of the current model: on the test set if given, else cross-validated on labelled items.
+
+        Returns a dict with ``accuracy``, ``source`` (``"test"`` or ``"cv"``),
+        ``source_text``, ``n_eval``, ``n_labels``, ``per_class`` (accuracy per
+        class name, None where no item of the class was evaluated) and, with
+        ``calibration=True``, a ``reliability`` table and ``ece``.
+        """
+        labels = self.labels()
+        lab = np.flatnonzero(labels != UNLABELED)
+        if self.test is not None:
+            if self._fit_n != len(lab):
+                self.fit()
+            y_true = self.test[1]
+            probs = self._test_probs
+            source, text = "test", f"test set, {len(y_true)} items"
+        else:
+            y_true = labels[lab]
+            probs = self._cross_val_probs(lab, y_true)
+            source, text = "cv", f"cross-validated on {len(lab)} labelled items"
+        m = {"n_labels": int(len(lab)), "source": source, "source_text": text, "n_eval": int(len(y_true))}
+        if probs is None:
+            m.update(accuracy=None, per_class={c: None for c in self.classes})
+            return m
+        pred = probs.argmax(axis=1)
+        hit = pred == y_true
+        m["accuracy"] = float(hit.mean())
+        m["per_class"] = {c: (float(hit[y_true == k].mean()) if np.any(y_true == k) else None)
+                          for k, c in enumerate(self.classes)}
+        if self.calibration:
+            m["reliability"], m["ece"] = _reliability(probs.max(axis=1), hit)
+        return m
+
+    def _cross_val_probs(self, lab, y):
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if len(lab) < 2:
+            return None
+        counts = np.bincount(y)
+        smallest = counts[counts > 0].min()
+        seed = int(self._rng.integers(2**31 - 1))
+        if smallest >= 2 and len(np.unique(y)) > 1:
+            folds = StratifiedKFold(n_splits=min(self.cv, int(smallest)), shuffle=True, random_state=seed)
+        else:  # a class with a single label: held out, it is honestly missed
+            folds = KFold(n_splits=min(self.cv, len(lab)), shuffle=True, random_state=seed)
+        X = self.embeddings[lab]
+        out = np.zeros((len(lab), len(self.classes)))
+        for tr, te in folds.split(X, y):
+            _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
+        return out
+
+    # ------------------------------------------------------------------ rounds
+    def label(self, n: int = 16, *, continuous: bool = False):
+        """Pick a batch of ``n`` items and show it in the grid; returns the widget.
+
+        Label with the keyboard (``docs/keymap.md``) and press Enter: the labels
+        are saved, the model refit and the plots redrawn in place. With
+        ``continuous=True`` the next batch then loads in the same grid.
+        """
+        self.batch_size = check_batch_size(n)
+        self.continuous = bool(continuous)
+        app = self.app
+        self._next_batch()
+        return app
+
+    def _next_batch(self) -> str:
+        grid = self.app.grid
+        labels = self.labels()
+        n_done = int(np.count_nonzero(labels != UNLABELED))
+        if self._round is not None:  # a batch was shown and replaced without a submit
+            self._finish_round(n_added=0, labels=labels)
+        n = self.batch_size
+        if self.budget is not None:
+            n = min(n, self.budget - n_done)
+        t0 = time.perf_counter()
+        if n_done and self._fit_n != n_done:
+            self.fit()
+        probs = self.probs_ if n_done else None
+        chooser = self.selector
+        if probs is None and "probs" in self.selector.requires:
+            chooser = Random()  # cold start: nothing to be uncertain about yet
+        skipped = [self.pool.index_of(i) for i in self._skipped]
+        skipped = [i for i in skipped if labels[i] == UNLABELED]
+        idx = np.empty(0, np.int64)
+        if n > 0:
+            sel = chooser.select(n + len(skipped), labels=labels, embeddings=self.embeddings, probs=probs,
+                                 random_state=self._rng)
+            keep = np.isin(sel.indices, skipped, invert=True)
+            idx = sel.indices[keep][:n]
+        t1 = time.perf_counter()
+        items, thumbs = self._batch_items(idx, probs)
+        t2 = time.perf_counter()
+        self.batch = [self.pool.ids[i] for i in idx]
+        strategy = chooser.name if chooser is self.selector else f"{chooser.name} (cold start)"
+        if len(idx):
+            params = {"n": int(n), "selector": self.selector.name, **_jsonable(self.selector.get_params())}
+            rid = self.store.start_round(strategy, params, type(self.model).__name__)
+            self._round = {"id": rid, "strategy": strategy, "shown": time.perf_counter(),
+                           "timings": {"select_s": t1 - t0, "thumbs_s": t2 - t1}}
+        grid.show_batch(items, thumbs)
+        self._set_progress(n_done)
+        if not len(idx):
+            grid.status = ("budget reached" if self.budget is not None and n_done >= self.budget
+                           else "every item is labelled" if n_done == len(self.pool)
+                           else "no unskipped items left")
+        elif self._owns_store and grid.status == "":
+            grid.status = f"labels are saved in {self.store_path}"
+        return grid.status
+
+    @property
+    def store_path(self) -> str:
+        """Where the labels are saved."""
+        return str(getattr(self.store, "path", "?"))
+
+    def _batch_items(self, idx, probs):
+        items, thumbs = [], []
+        for i in idx.tolist():
+            data, mime, (w, h) = _thumbnail(self.pool, i, self.thumbnail_size)
+            item = {"id": self.pool.ids[i], "caption": _caption(self.pool, i), "mime": mime, "w": w, "h": h,
+                    "suggestion": None, "confidence": None}
+            if probs is not None:
+                k = int(probs[i].argmax())
+                item["suggestion"], item["confidence"] = self.classes[k], round(float(probs[i, k]), 4)
+            items.append(item)
+            thumbs.append(data)
+        return items, thumbs
+
+    def _set_progress(self, n_done: int) -> None:
+        self.app.grid.progress = {"pool_labelled": n_done, "pool_size": len(self.pool), "budget": self.budget}
+
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=()) -> str:
+        """Record ``{item_id: class_name}``, refit, update the plots; returns a status line.
+
+        Returns once the store has committed the labels. ``skipped`` ids are not
+        offered again in this session. Raises ``ValueError`` naming unknown ids or
+        classes (nothing is saved then).
+        """
+        if not isinstance(labels, dict):
+            raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
+        sources, seconds = sources or {}, seconds or {}
+        bad_ids, bad_classes = [], []
+        for item_id, name in labels.items():
+            try:
+                self.pool.index_of(item_id)
+            except KeyError:
+                bad_ids.append(item_id)
+            if str(name) not in self._class_index:
+                bad_classes.append(name)
+        if bad_ids:
+            raise ValueError(f"not in pool {self.pool.name}: item ids {bad_ids[:10]}")
+        if bad_classes:
+            raise ValueError(f"unknown classes {sorted(set(map(str, bad_classes)))[:10]}; "
+                             f"this session's classes are {', '.join(self.classes)}")
+        if self._round is None and labels:
+            rid = self.store.start_round("manual", {}, type(self.model).__name__)
+            self._round = {"id": rid, "strategy": "manual", "shown": time.perf_counter(), "timings": {}}
+        rid = self._round["id"] if self._round else None
+        records = [{"item_id": str(k), "label": str(v), "seconds": _seconds(seconds.get(k)), "round": rid,
+                    "source": "accepted" if sources.get(k) == "accepted" else "human",
+                    "annotator": self.annotator} for k, v in labels.items()]
+        if records:
+            self.store.add_labels(records)  # committed when this returns
+        self._undo.extend(str(k) for k in labels)
+        self._skipped.update(str(s) for s in skipped)
+        self._skipped.difference_update(labels)
+        if self._app is not None:
+            self._app.grid.status = f"saved {len(records)} labels; refitting…"
+        msg = self._after_change(n_added=len(records))
+        if self._app is not None and self.continuous and self._round is None:
+            if self.budget is None or self.metrics_["n_labels"] < self.budget:
+                self._next_batch()
+            else:
+                self._clear_grid()
+        elif self._app is not None:
+            self._clear_grid()
+        if self._app is not None:
+            self._app.grid.status = msg
+        return msg
+
+    def _clear_grid(self):
+        self.batch = []
+        self.app.grid.show_batch([], [])
+
+    def _after_change(self, n_added: int) -> str:
+        t0 = time.perf_counter()
+        self.fit()
+        t1 = time.perf_counter()
+        labels = self.labels()
+        if self._round is not None:
+            self._finish_round(n_added=n_added, labels=labels, fit_s=t1 - t0)
+        else:
+            self.metrics_ = self.evaluate()
+        self._refresh_plots(labels)
+        m = self.metrics_
+        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.0%}"
+        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})"
+
+    def _finish_round(self, n_added, labels, fit_s=None):
+        self.metrics_ = self.evaluate()
+        timings = dict(self._round["timings"])
+        timings["label_s"] = time.perf_counter() - self._round["shown"]
+        if fit_s is not None:
+            timings["fit_s"] = fit_s
+        metrics = {k: v for k, v in self.metrics_.items() if k != "source_text"}
+        metrics["n_added"] = int(n_added)
+        self.store.finish_round(self._round["id"], metrics, timings)
+        self._round = None
+
+    def _refresh_plots(self, labels=None):
+        if self._app is None:
+            return
+        labels = self.labels() if labels is None else labels
+        counts = np.bincount(labels[labels != UNLABELED], minlength=len(self.classes))
+        self._app.update(self.history, self.metrics_, counts)
+        self._set_progress(int(counts.sum()))
+
+    def _grid_submit(self, labels, *, sources, seconds, skipped):
+        return self.submit(labels, sources=sources, seconds=seconds, skipped=skipped)
+
+    def undo(self) -> str:
+        """Retract the last label saved in this session (the store keeps the history)."""
+        if not self._undo:
+            return "nothing to undo"
+        item_id = self._undo.pop()
+        self.store.undo(item_id, annotator=self.annotator)
+        self.fit()
+        self.metrics_ = self.evaluate()
+        self._refresh_plots()
+        return f"retracted the label of {item_id}"
+
+    def _large_image(self, item_id: str):
+        data, mime, _ = _thumbnail(self.pool, self.pool.index_of(item_id), 4 * self.thumbnail_size)
+        return data, mime
+
+    # ------------------------------------------------------------------ baseline
+    def show_baseline(self, repeats: int = 3, budget: int | None = None) -> pd.DataFrame:
+        """Simulate random sampling on the pool's known targets and draw it on the accuracy plot.
+
+        Only for pools whose true classes are known (demos, benchmarks): the
+        simulation replays random picks with the labels hidden. Returns its curves.
+        """
+        from .simulate import simulate
+
+        known = np.flatnonzero(self.pool.targets >= 0)
+        if len(known) < len(self.pool):
+            raise ValueError(f"{self.pool.name}: the random baseline needs the true class of every item "
+                             f"({len(self.pool) - len(known)} unknown)")
+        budget = budget or self.budget or max(100, 4 * getattr(self, "batch_size", 16))
+        kw = {} if self.test is None else {"X_test": self.test[0], "y_test": self.test[1]}
+        res = simulate(self.embeddings, self.pool.targets, ["random"], model=self.model, target_acc=0.01,
+                       batch_size=getattr(self, "batch_size", 16), seed_per_class=0, budget=budget,
+                       repeats=repeats, progress=False, **kw)
+        stats = res.curves.groupby("n_labels")["accuracy"].agg(["mean", "std"]).reset_index()
+        self.app.show_baseline(stats["n_labels"], stats["mean"], stats["std"].fillna(0.0))
+        return res.curves
+
+    # ------------------------------------------------------------------ misc
+    def close(self) -> None:
+        """Close the store if this session opened it."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        n = int(np.count_nonzero(self.labels() != UNLABELED))
+        return (f"Session({self.pool.name!r}, {n}/{len(self.pool)} labelled, classes={len(self.classes)}, "
+                f"selector={self.selector.name!r}, store={self.store_path!r})")
+
+
+# ---------------------------------------------------------------------- helpers
+def _thumbnail(pool, i: int, size: int):
+    """(bytes, mime, (w, h)) of item ``i`` fitted in ``size`` x ``size``."""
+    from PIL import Image
+
+    thumb = getattr(pool, "thumbnail", None)
+    if thumb is not None:
+        data = thumb(i, size=size)
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, wh = im.format, im.size
+        return data, f"image/{(fmt or 'jpeg').lower()}", wh
+    im = pool.image(i)
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue(), "image/jpeg", im.size
+
+
+def _caption(pool, i: int) -> str:
+    if pool.paths is not None:
+        return Path(pool.paths[i]).name
+    return pool.ids[i]
+
+
+def _seconds(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v >= 0 else None
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in params.items()}
+
+
+def _reliability(confidence: np.ndarray, hit: np.ndarray):
+    """Per-bin mean confidence, accuracy and count; and the expected calibration error."""
+    edges = np.linspace(0.0, 1.0, _BINS + 1)
+    b = np.clip(np.digitize(confidence, edges[1:-1]), 0, _BINS - 1)
+    table = {"confidence": [], "accuracy": [], "count": []}
+    ece = 0.0
+    for k in range(_BINS):
+        m = b == k
+        if m.any():
+            table["confidence"].append(float(confidence[m].mean()))
+            table["accuracy"].append(float(hit[m].mean()))
+            table["count"].append(int(m.sum()))
+            ece += m.mean() * abs(confidence[m].mean() - hit[m].mean())
+    return table, float(ece)
