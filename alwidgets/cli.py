@@ -63,8 +63,6 @@ def make_embedder(spec: str, args=None):
 
 def embed_pool(pool, embedder):
     """Features for ``pool``: the arrays themselves for feature npz files, else the embedder's output."""
-    if pool.arrays is not None and pool.arrays.ndim == 2:  # an npz of ready-made features
-        return np.asarray(pool.arrays, dtype=np.float32)
     return embedder.embed(pool)
 
 
@@ -140,21 +138,42 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="stratified random subset of the pool of at most this many items")
 
 
+def load_npz_features(spec: str):
+    """(X, y) from ``npz:FILE`` when its ``X`` holds ready-made features (2-d), else None."""
+    kind, _, path = spec.partition(":")
+    if kind.strip().lower() != "npz" or not path:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "X" not in f or f["X"].ndim != 2:
+                return None
+            if "y" not in f:
+                raise UsageError(f"--dataset {spec}: simulation needs labels: an array named 'y'")
+            return np.asarray(f["X"], dtype=np.float32), f["y"]
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--dataset {spec}: {e}") from None
+
+
 def load_features(args):
-    """(X, y, class names) for the dataset and embedder named on the command line."""
+    """(X, y) for the dataset and embedder named on the command line."""
+    ready = load_npz_features(args.dataset)
+    if ready is not None:
+        X, y = ready
+        keep = subsample(y, args.max_items, getattr(args, "seed", 0))
+        return X[keep], y[keep]
     pool = load_pool(args.dataset)
     if not np.all(pool.targets >= 0):
         raise UsageError(f"--dataset {args.dataset}: simulation needs a label for every item "
                          "(use class sub-folders, or an npz with y)")
     keep = subsample(pool.targets, args.max_items, getattr(args, "seed", 0))
     X = embed_pool(pool, make_embedder(args.embedder, args))
-    return X[keep], pool.targets[keep], pool.classes
+    return X[keep], pool.targets[keep]
 
 
 def cmd_simulate(args) -> int:
     from .simulate import simulate
 
-    X, y, classes = load_features(args)
+    X, y = load_features(args)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     from .select import available
 

@@ -1,0 +1,27 @@
+"""Shared fixtures. Data beside the repo (``../shared``) is optional: tests that need it skip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ``../shared``; skips the calling test with a reason when absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared test data not found at {p} (clone with ../shared beside the repo)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn digits as (X in [0, 1], y)."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype(np.float32), y

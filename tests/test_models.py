@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from alwidgets.models import LinearProbe, fit_predict_proba
+
+
+def test_probe_keeps_one_column_per_class_when_classes_are_missing():
+    X = np.array([[0.0, 0], [0.1, 0], [1, 1], [1.1, 1]])
+    p = LinearProbe(n_classes=4).fit(X, [0, 0, 2, 2]).predict_proba(X)
+    assert p.shape == (4, 4)
+    np.testing.assert_allclose(p.sum(1), 1)
+    assert np.all(p[:, [1, 3]] == 0)
+    assert p[0].argmax() == 0 and p[3].argmax() == 2
+
+
+def test_single_labelled_class_predicts_it():
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    labels = np.array([1, -1, -1, -1, -1])
+    _, p = fit_predict_proba(LinearProbe(), X, labels, n_classes=3)
+    assert np.all(p.argmax(1) == 1)
+    _, p = fit_predict_proba(RandomForestClassifier(n_estimators=5), X, labels, n_classes=3)
+    assert p.shape == (5, 3) and np.all(p[:, 1] == 1)
+
+
+def test_any_sklearn_classifier_maps_its_classes_to_columns():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    labels = np.where(X[:, 0] > 0, 3, 1)
+    fitted, p = fit_predict_proba(RandomForestClassifier(n_estimators=10, random_state=0), X, labels, n_classes=5)
+    assert p.shape == (60, 5) and np.all(p[:, [0, 2, 4]] == 0)
+    assert (p.argmax(1) == labels).mean() > 0.9
+
+
+def test_fit_errors():
+    with pytest.raises(ValueError, match="no labelled items"):
+        fit_predict_proba(LinearProbe(), np.zeros((3, 2)), [-1, -1, -1], n_classes=2)
+    with pytest.raises(ValueError, match="NaN or inf values in rows \\[1\\]"):
+        LinearProbe().fit(np.array([[0.0], [np.inf]]), [0, 1])
