@@ -6,7 +6,8 @@ from . import select
 from .models import LinearProbe
 from .pool import Pool
 from .simulate import SimulationResult, simulate
+from .store import LabelStore
 
 __version__ = "0.1.0"
 
-__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "__version__"]
+__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "LabelStore", "__version__"]
