@@ -2,12 +2,25 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ON_ERROR = ("raise", "skip")
+
+
+class ImageReadError(ValueError):
+    """An item's image file is missing, empty or cannot be decoded."""
+
+    def __init__(self, item_id: str, path: str | None, reason: str):
+        self.item_id, self.path, self.reason = item_id, path, reason
+        where = f" ({path})" if path else ""
+        super().__init__(f"cannot read item {item_id!r}{where}: {reason}")
 
 
 class Pool:
@@ -23,9 +36,18 @@ class Pool:
     >>> pool = Pool.digits()
     >>> len(pool), pool.ids[0], pool.classes[:3]
     (1797, 'digits-0000', ['0', '1', '2'])
+
+    File pools check every file when built (missing, zero-byte, not an image)
+    and again when decoded. ``on_error="raise"`` (default) stops at the first
+    bad file, naming its id and path; ``on_error="skip"`` records it in
+    ``pool.errors`` (``{id: reason}``) and ``pool.usable`` masks it out, so a
+    session never selects it.
     """
 
-    def __init__(self, ids, *, paths=None, arrays=None, targets=None, classes=None, name="pool"):
+    def __init__(self, ids, *, paths=None, arrays=None, targets=None, classes=None, name="pool",
+                 on_error: str = "raise"):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         ids = [str(i) for i in ids]
         if not ids:
             raise ValueError(f"{name}: the pool is empty")
@@ -50,7 +72,15 @@ class Pool:
         if self.targets.shape != (n,):
             raise ValueError(f"{name}: targets have shape {self.targets.shape}, expected ({n},)")
         self.classes: list[str] | None = None if classes is None else [str(c) for c in classes]
+        if self.classes is not None and self.targets.max(initial=-1) >= len(self.classes):
+            bad = np.flatnonzero(self.targets >= len(self.classes))
+            raise ValueError(f"{name}: targets at rows {bad[:10].tolist()} exceed the {len(self.classes)} classes")
         self.name = name
+        self.on_error = on_error
+        self.errors: dict[str, str] = {}
+        self._thumbs: OrderedDict = OrderedDict()
+        if self.paths is not None:
+            self._check_files()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,16 +100,139 @@ class Pool:
         except KeyError:
             raise KeyError(f"item id {item_id!r} is not in {self.name}") from None
 
+    @property
+    def usable(self) -> np.ndarray:
+        """Boolean mask of items that can be shown and selected (not in ``errors``)."""
+        mask = np.ones(len(self), bool)
+        for item_id in self.errors:
+            mask[self.index_of(item_id)] = False
+        return mask
+
     def image(self, i: int):
-        """Item ``i`` as an RGB or greyscale PIL image."""
+        """Item ``i`` as an RGB or greyscale PIL image (CMYK, 16-bit, palette and alpha converted).
+
+        Raises :class:`ImageReadError` (naming id and path) when the file cannot be decoded.
+        """
         from PIL import Image
 
         if self.arrays is not None:
             return Image.fromarray(_to_uint8_hwc(self.arrays[i]))
         path = self.paths[i]
-        with Image.open(path) as im:
-            im.load()
-            return _normalise_mode(im)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return _normalise_mode(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImageReadError(self.ids[i], path, _reason(e)) from None
+
+    def subset(self, indices) -> "Pool":
+        """A new pool of the items at ``indices`` (in that order), with their ids, targets and errors.
+
+        >>> from alwidgets import Pool
+        >>> Pool.digits().subset([5, 0]).ids
+        ['digits-0005', 'digits-0000']
+        """
+        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"{self.name}: indices out of range for a pool of {len(self)} items")
+        ids = [self.ids[i] for i in idx]
+        new = Pool.__new__(Pool)
+        new.__dict__.update(self.__dict__)
+        new.ids = ids
+        new.paths = None if self.paths is None else [self.paths[i] for i in idx]
+        new.arrays = None if self.arrays is None else self.arrays[idx]
+        new.targets = self.targets[idx]
+        new.errors = {k: v for k, v in self.errors.items() if k in set(ids)}
+        new._thumbs = OrderedDict()
+        new.__dict__.pop("_index", None)
+        if not ids:
+            raise ValueError(f"{self.name}: the subset is empty")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{self.name}: subset indices repeat items")
+        return new
+
+    def report_error(self, i: int, reason: str) -> None:
+        """Record that item ``i`` is unreadable: raise under ``on_error="raise"``, else skip it."""
+        path = self.paths[i] if self.paths is not None else None
+        if self.on_error == "raise":
+            raise ImageReadError(self.ids[i], path, reason)
+        self.errors[self.ids[i]] = reason
+
+    def thumbnail(self, i: int, size: int = 96, format: str = "jpeg") -> bytes:
+        """Item ``i`` as JPEG or WebP bytes, longest side ``size`` px, for the widget.
+
+        Encoded once and kept in a small in-memory LRU cache, because a labelling
+        grid asks for the same thumbnails again and again.
+
+        >>> from alwidgets import Pool
+        >>> Pool.digits().thumbnail(0, size=32)[:2].hex()  # JPEG magic
+        'ffd8'
+        """
+        fmt = format.lower()
+        if fmt in ("jpg", "jpeg"):
+            fmt = "jpeg"
+        elif fmt != "webp":
+            raise ValueError(f"thumbnail format must be 'jpeg' or 'webp', got {format!r}")
+        if isinstance(size, bool) or int(size) != size or size < 1:
+            raise ValueError(f"thumbnail size must be a positive integer, got {size!r}")
+        key = (int(i), int(size), fmt)
+        hit = self._thumbs.get(key)
+        if hit is not None:
+            self._thumbs.move_to_end(key)
+            return hit
+        from PIL import Image
+
+        im = self.image(i)
+        w, h = im.size
+        scale = size / max(w, h)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        # tiny images (digits, CIFAR) are enlarged without blur so pixels stay crisp
+        im = im.resize(new, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, format=fmt.upper(), quality=85)
+        data = buf.getvalue()
+        self._thumbs[key] = data
+        if len(self._thumbs) > THUMBNAIL_CACHE_SIZE:
+            self._thumbs.popitem(last=False)
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of the ids and content (arrays) or size+mtime (files): the cache key of a pool."""
+        h = hashlib.sha256()
+        h.update("\0".join(self.ids).encode())
+        if self.arrays is not None:
+            a = np.ascontiguousarray(self.arrays)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        else:
+            for p in self.paths:
+                try:
+                    h.update(file_fingerprint(p).encode())
+                except OSError:
+                    h.update(b"missing")
+                h.update(b"\0")
+        return h.hexdigest()
+
+    def _check_files(self) -> None:
+        """Cheap checks at build time: the file exists, is not empty and has an image header."""
+        from PIL import Image
+
+        for i, path in enumerate(self.paths):
+            try:
+                if os.path.getsize(path) == 0:
+                    self.report_error(i, "zero-byte file")
+                    continue
+                with Image.open(path):
+                    pass
+            except ImageReadError:
+                raise
+            except FileNotFoundError:
+                self.report_error(i, "no such file")
+            except (OSError, ValueError, SyntaxError) as e:
+                self.report_error(i, _reason(e))
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -141,13 +294,65 @@ class Pool:
         return cls.from_arrays(X, y, name=path.stem)
 
     @classmethod
-    def from_paths(cls, paths, ids=None, *, targets=None, classes=None, name="paths"):
+    def from_paths(cls, paths, ids=None, *, targets=None, classes=None, name="paths", on_error="raise"):
         """Images from file paths; ids default to the paths."""
         paths = [str(p) for p in paths]
-        return cls(ids if ids is not None else paths, paths=paths, targets=targets, classes=classes, name=name)
+        return cls(ids if ids is not None else paths, paths=paths, targets=targets, classes=classes,
+                   name=name, on_error=on_error)
 
     @classmethod
-    def from_folder(cls, directory):
+    def from_dataframe(cls, df, path_col: str, label_col: str | None = None, id_col: str | None = None,
+                       *, root=None, classes=None, name="dataframe", on_error="raise"):
+        """Images listed in a DataFrame: one row per item.
+
+        ``label_col`` may hold class names or integer indices; missing values
+        (NaN/None, or -1) mean the target is unknown. Relative paths are
+        resolved against ``root``. Ids come from ``id_col``, else the paths.
+
+        >>> import pandas as pd
+        >>> from alwidgets import Pool
+        >>> df = pd.DataFrame({"file": ["a.png", "b.png"], "label": ["cat", None]})
+        >>> Pool.from_dataframe(df, "file", "label", root="imgs", on_error="skip").targets.tolist()
+        [0, -1]
+        """
+        for col in (path_col, label_col, id_col):
+            if col is not None and col not in df.columns:
+                raise ValueError(f"{name}: no column {col!r} (columns: {', '.join(map(str, df.columns))})")
+        raw = df[path_col].tolist()
+        bad = [r for r, p in enumerate(raw) if not isinstance(p, (str, os.PathLike)) or not str(p)]
+        if bad:
+            raise ValueError(f"{name}: column {path_col!r} has no path at rows {bad[:10]}")
+        paths = [str(Path(root) / p) if root is not None else str(p) for p in raw]
+        ids = [str(v) for v in df[id_col].tolist()] if id_col is not None else [str(p) for p in raw]
+        targets = None
+        if label_col is not None:
+            col = df[label_col]
+            known = col.notna().to_numpy()
+            values = col[known].to_numpy()
+            targets = np.full(len(df), -1, np.int64)
+            if values.dtype.kind in "iuf":
+                if np.any(values != np.round(values)):
+                    raise ValueError(f"{name}: column {label_col!r} has non-integer numeric labels")
+                values = values.astype(np.int64)
+                known[np.flatnonzero(known)[values < 0]] = False  # -1 = unknown
+                values = values[values >= 0]
+                if classes is None:
+                    uniq = np.unique(values)
+                    classes, values = [str(v) for v in uniq], np.searchsorted(uniq, values)
+                targets[known] = values
+            else:
+                names = [str(v) for v in values]
+                if classes is None:
+                    classes = sorted(set(names))
+                index = {c: k for k, c in enumerate(map(str, classes))}
+                unknown = sorted(set(names) - set(index))
+                if unknown:
+                    raise ValueError(f"{name}: labels {unknown[:5]} are not among classes {list(classes)[:10]}")
+                targets[known] = [index[c] for c in names]
+        return cls(ids, paths=paths, targets=targets, classes=classes, name=name, on_error=on_error)
+
+    @classmethod
+    def from_folder(cls, directory, *, on_error="raise"):
         """Images under ``directory``: class sub-folders give targets and class names.
 
         Ids are paths relative to ``directory`` (``cat/0001.jpg``), so they stay
@@ -169,8 +374,12 @@ class Pool:
         if not files:
             raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
         ids = [p.relative_to(root).as_posix() for p in files]
-        return cls(ids, paths=files, targets=targets or None, classes=classes, name=root.name)
+        return cls(ids, paths=files, targets=targets or None, classes=classes, name=root.name,
+                   on_error=on_error)
 
+
+THUMBNAIL_CACHE_SIZE = 4096
+"""Thumbnails kept in memory per pool (a few KB each)."""
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -227,6 +436,11 @@ def _normalise_mode(im):
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:200]
 
 
 def file_fingerprint(path: str) -> str:

@@ -1,0 +1,170 @@
+"""On-disk embedding cache: compute a pool's embeddings once, resume after an interruption.
+
+An entry is a folder named by the hash of everything that decides the numbers
+(model, weights, preprocessing, precision, the pool's ids and file
+size/mtime or array content). Rows are written in chunks as they finish, each
+chunk atomically (temporary file + ``os.replace``), so a killed run resumes
+from the last finished chunk; when every chunk is there they are joined into
+one ``embeddings.npy`` and ``meta.json`` is written last, marking the entry
+complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ENV_VAR = "ALWIDGETS_CACHE"
+DEFAULT_CHUNK = 1024
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$ALWIDGETS_CACHE`` if set, else ``~/.cache/alwidgets/embeddings``."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "alwidgets" / "embeddings"
+
+
+def cache_key(parts: dict) -> str:
+    """Stable hash of a JSON-able dict (key order does not matter)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so big checkpoints are read once."""
+    st = os.stat(path)
+    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[memo] = h.hexdigest()
+    return _FILE_HASHES[memo]
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class CacheEntry:
+    """The cached embeddings of one (embedder, pool) pair.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from alwidgets.embed.cache import CacheEntry
+    >>> e = CacheEntry(tempfile.mkdtemp(), "demo", n=3, chunk_size=2)
+    >>> e.missing_chunks()
+    [0, 1]
+    >>> e.save_chunk(0, np.ones((2, 4), np.float32))
+    >>> e.missing_chunks()
+    [1]
+    """
+
+    def __init__(self, root, key: str, n: int, chunk_size: int = DEFAULT_CHUNK, meta: dict | None = None):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.dir = Path(root) / key
+        self.n = int(n)
+        self.chunk_size = int(chunk_size)
+        self.meta = dict(meta or {})
+
+    # ------------------------------------------------------------ complete entries
+    @property
+    def _final(self) -> Path:
+        return self.dir / "embeddings.npy"
+
+    @property
+    def _meta(self) -> Path:
+        return self.dir / "meta.json"
+
+    def load(self):
+        """``(embeddings, {row: reason})`` when the entry is complete and intact, else ``None``."""
+        try:
+            meta = json.loads(self._meta.read_text())
+            X = np.load(self._final, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if meta.get("format") != FORMAT_VERSION or X.ndim != 2 or X.shape[0] != self.n:
+            return None
+        return X, {int(k): v for k, v in meta.get("errors", {}).items()}
+
+    # --------------------------------------------------------------------- chunks
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n // self.chunk_size)
+
+    def chunk_rows(self, c: int) -> range:
+        return range(c * self.chunk_size, min((c + 1) * self.chunk_size, self.n))
+
+    def _chunk_path(self, c: int) -> Path:
+        return self.dir / f"chunk{self.chunk_size}-{c:06d}.npz"
+
+    def missing_chunks(self) -> list[int]:
+        """Chunks not yet on disk, in order."""
+        return [c for c in range(self.n_chunks) if not self._chunk_path(c).is_file()]
+
+    def save_chunk(self, c: int, X: np.ndarray, errors: dict[int, str] | None = None) -> None:
+        """Write chunk ``c`` (rows ``chunk_rows(c)``) atomically; ``errors`` maps pool rows to reasons."""
+        rows = self.chunk_rows(c)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] != len(rows):
+            raise ValueError(f"chunk {c} needs {len(rows)} rows, got an array of shape {X.shape}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        err = errors or {}
+        err_rows = np.array(sorted(err), dtype=np.int64)
+        err_msgs = np.array([err[r] for r in err_rows.tolist()], dtype=str)
+        atomic_write(self._chunk_path(c), lambda f: np.savez(f, X=X, err_rows=err_rows, err_msgs=err_msgs))
+
+    def load_chunk(self, c: int):
+        """``(X, {row: reason})`` of a finished chunk."""
+        with np.load(self._chunk_path(c), allow_pickle=False) as z:
+            return z["X"], dict(zip(z["err_rows"].tolist(), z["err_msgs"].tolist()))
+
+    def finish(self):
+        """Join the chunks into the final file, write ``meta.json`` last, drop the chunks.
+
+        Returns ``(embeddings, {row: reason})``.
+        """
+        parts, errors = [], {}
+        for c in range(self.n_chunks):
+            X, err = self.load_chunk(c)
+            parts.append(X)
+            errors.update(err)
+        X = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        atomic_write(self._final, lambda f: np.save(f, X, allow_pickle=False))
+        meta = dict(self.meta, format=FORMAT_VERSION, n=self.n, dim=int(X.shape[1]),
+                    errors={str(k): v for k, v in sorted(errors.items())})
+        text = json.dumps(meta, indent=1, sort_keys=True, default=str).encode()
+        atomic_write(self._meta, lambda f: f.write(text))
+        for c in range(self.n_chunks):
+            self._chunk_path(c).unlink(missing_ok=True)
+        return X, errors
+
+    def clear(self) -> None:
+        """Delete this entry."""
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,461 @@
+"""Pooled features of a pretrained timm backbone: the embeddings that make selection work.
+
+Fast on both devices: images are decoded and resized in DataLoader workers,
+sent as uint8 (4x less to copy than float) and normalised on the device; CUDA
+runs channels_last under bf16/fp16 autocast from pinned memory and halves the
+batch on out-of-memory; the CPU uses every core. Results are cached on disk
+(see :mod:`alwidgets.embed.cache`) so a pool is embedded once.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .cache import DEFAULT_CHUNK, CacheEntry, cache_key, default_cache_dir, file_sha256
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CACHE_FORMAT = "timm-pooled-v1"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but could not be loaded."""
+
+
+class TimmEmbedder:
+    """Embed a :class:`~alwidgets.Pool` with a timm backbone's pooled features.
+
+    Parameters
+    ----------
+    model_name : str
+        A timm model name (``"resnet50.a1_in1k"``, ``"vit_small_patch14_dinov2"``).
+    pretrained : bool
+        Load pretrained weights (default). An error, never random weights, when
+        they cannot be obtained; ``False`` gives a randomly initialised model.
+    checkpoint : path, optional
+        A local ``.safetensors`` / ``.pth`` file with the weights, for offline
+        use (passed to timm as ``pretrained_cfg_overlay=dict(file=...)``).
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    batch_size : int, optional
+        Images per forward pass; default 256 on CUDA, 32 on CPU. Halved
+        automatically when CUDA runs out of memory.
+    num_workers : int, optional
+        DataLoader worker processes that decode and resize images; default
+        ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores
+        run the model).
+    precision : str
+        ``"auto"`` (bf16 on CUDA where supported, else fp16; fp32 on CPU),
+        ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
+    cache_dir : path or False, optional
+        Where embeddings are cached; default ``$ALWIDGETS_CACHE`` or
+        ``~/.cache/alwidgets/embeddings``. ``False`` turns the cache off.
+    pretrained_cfg_overlay : dict, optional
+        Overrides of the model's pretrained config: ``mean``, ``std``,
+        ``interpolation``, ``crop_pct``, ``input_size`` of a custom checkpoint.
+    progress : bool
+        Show a tqdm progress bar (a widget in notebooks) with images/s.
+    **model_kwargs
+        Passed to ``timm.create_model`` (e.g. ``pad_type="same"``).
+
+    Examples
+    --------
+    >>> from alwidgets import Pool
+    >>> from alwidgets.embed import TimmEmbedder
+    >>> emb = TimmEmbedder("resnet10t", pretrained=False, cache_dir=False, progress=False,
+    ...                    pretrained_cfg_overlay=dict(input_size=(3, 32, 32), crop_pct=1.0))
+    >>> emb.embed(Pool.digits().subset(range(8))).shape
+    (8, 512)
+    """
+
+    def __init__(self, model_name: str, pretrained: bool = True, checkpoint=None, device: str = "auto",
+                 batch_size: int | None = None, num_workers: int | None = None, precision: str = "auto",
+                 cache_dir=None, pretrained_cfg_overlay: dict | None = None, progress: bool = True,
+                 **model_kwargs):
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.checkpoint = checkpoint
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.precision = precision
+        self.cache_dir = cache_dir
+        self.pretrained_cfg_overlay = pretrained_cfg_overlay
+        self.progress = progress
+        self.model_kwargs = model_kwargs
+        self.cache_chunk = DEFAULT_CHUNK
+        self._model = None
+
+    def __repr__(self) -> str:
+        args = [repr(self.model_name)]
+        defaults = dict(pretrained=True, checkpoint=None, device="auto", batch_size=None, num_workers=None,
+                        precision="auto", cache_dir=None, pretrained_cfg_overlay=None, progress=True)
+        args += [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
+        args += [f"{k}={v!r}" for k, v in self.model_kwargs.items()]
+        return f"TimmEmbedder({', '.join(args)})"
+
+    # ------------------------------------------------------------------ settings
+    def _device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'")
+        return dev
+
+    def _precision(self, device) -> str:
+        import torch
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision != "auto":
+            return self.precision
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+
+    def _batch_size(self, device) -> int:
+        bs = self.batch_size if self.batch_size is not None else (256 if device.type == "cuda" else 32)
+        if isinstance(bs, bool) or int(bs) != bs or bs < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        return int(bs)
+
+    def _num_workers(self, device) -> int:
+        if self.num_workers is not None:
+            if int(self.num_workers) != self.num_workers or self.num_workers < 0:
+                raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+            return int(self.num_workers)
+        cores = _cores()
+        return min(8, cores) if device.type == "cuda" else max(0, cores - 1)
+
+    # --------------------------------------------------------------------- model
+    @property
+    def model_(self):
+        """The timm backbone (``num_classes=0``) in eval mode, built on first use."""
+        if self._model is None:
+            self._model = self._build_model()
+        return self._model
+
+    def _build_model(self):
+        import timm
+
+        if "num_classes" in self.model_kwargs:
+            raise ValueError("num_classes is fixed to 0 (pooled features); drop it from the model kwargs")
+        overlay = dict(self.pretrained_cfg_overlay or {})
+        if self.checkpoint is not None:
+            if not self.pretrained:
+                raise ValueError("checkpoint= loads pretrained weights; it cannot be combined with pretrained=False")
+            path = Path(self.checkpoint).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint file not found: {path}")
+            overlay["file"] = str(path.resolve())
+        name = self.model_name
+        if ":" not in name and not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown timm model {name!r}{hint} (see timm.list_models())")
+        catcher = _TimmLogCatcher()
+        try:
+            with catcher:
+                model = timm.create_model(name, pretrained=bool(self.pretrained), num_classes=0,
+                                          pretrained_cfg_overlay=overlay or None, **self.model_kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure to obtain weights gets the same advice
+            if not self.pretrained:
+                raise
+            if isinstance(e, RuntimeError) and "state_dict" in str(e):
+                raise WeightsUnavailableError(
+                    f"the weights {overlay.get('file', '')!s} do not fit {name!r}: {_first_line(e)} "
+                    "(check the model name and model kwargs such as pad_type)") from None
+            raise WeightsUnavailableError(self._weights_advice(name, e)) from None
+        if self.pretrained:
+            missing = [k for k in catcher.missing if not k.endswith("num_batches_tracked")]
+            if missing:
+                raise WeightsUnavailableError(
+                    f"the weights {overlay.get('file', '')!s} do not fit {name!r}: {len(missing)} model "
+                    f"tensors were not in the file (e.g. {', '.join(missing[:3])}); check the model name "
+                    "and model kwargs, or the file's key names")
+            if catcher.random_init:
+                raise WeightsUnavailableError(self._weights_advice(name, catcher.random_init))
+        return model.eval().requires_grad_(False)
+
+    def _weights_advice(self, name, cause) -> str:
+        return (f"could not load pretrained weights for {name!r} ({_first_line(cause)}). "
+                "Without network access, download the weights elsewhere and pass "
+                "checkpoint='path/to/weights.safetensors' (or .pth; set mean/std/interpolation with "
+                "pretrained_cfg_overlay if they differ from the model's defaults), or put them in the "
+                "Hugging Face cache (HF_HOME). pretrained=False gives random weights.")
+
+    def data_config(self) -> dict:
+        """Preprocessing from the model's pretrained config (input size, resize, crop, mean, std)."""
+        import timm.data
+
+        cfg = timm.data.resolve_data_config({}, model=self.model_)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+    def _weights_id(self) -> str:
+        if self.checkpoint is not None:
+            return "file:" + file_sha256(Path(self.checkpoint).expanduser())
+        if self.pretrained:
+            cfg = dict(getattr(self.model_, "pretrained_cfg", {}) or {})
+            return "tag:" + "|".join(str(cfg.get(k, "")) for k in ("architecture", "tag", "hf_hub_id", "url", "file"))
+        h = hashlib.sha256()  # random weights: the numbers themselves
+        for k, t in self.model_.state_dict().items():
+            h.update(k.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return "random:" + h.hexdigest()
+
+    # --------------------------------------------------------------------- embed
+    def embed(self, pool) -> np.ndarray:
+        """Return an ``(n, d)`` float32 array of pooled features, one row per pool item.
+
+        Unreadable items raise under ``pool.on_error="raise"``; under ``"skip"``
+        their rows are zeros and they are listed in ``pool.errors``.
+        """
+        import torch
+
+        if len(pool) == 0:
+            raise ValueError("the pool is empty")
+        device = self._device()
+        precision = self._precision(device)
+        model = self.model_
+        cfg = self.data_config()
+        entry = None
+        if self.cache_dir is not False:
+            parts = dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
+                         overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
+                         weights=self._weights_id(), data=cfg, precision=precision,
+                         pool=pool.fingerprint(), n=len(pool))
+            root = default_cache_dir() if self.cache_dir is None else Path(self.cache_dir).expanduser()
+            entry = CacheEntry(root, cache_key(parts), len(pool), self.cache_chunk,
+                               meta=dict(parts, pool_name=pool.name))
+            hit = entry.load()
+            if hit is not None:
+                X, errors = hit
+                for row, reason in errors.items():
+                    pool.report_error(row, reason)
+                return X
+        todo = entry.missing_chunks() if entry is not None else [0]
+        chunk = entry.chunk_size if entry is not None else len(pool)
+        done_rows = len(pool) - sum(len(range(c * chunk, min((c + 1) * chunk, len(pool)))) for c in todo)
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(_cores())
+        try:
+            with _progress(self.progress, len(pool), done_rows, self.model_name) as bar:
+                out = self._run(pool, model, cfg, device, precision, todo, chunk, entry, bar)
+        finally:
+            torch.set_num_threads(threads)
+        if entry is None:
+            return out[0]
+        X, errors = entry.finish()
+        return X
+
+    def _run(self, pool, model, cfg, device, precision, todo, chunk, entry, bar):
+        """Embed the rows of chunks ``todo``; save each chunk as it completes."""
+        import torch
+
+        n = len(pool)
+        bs = self._batch_size(device)
+        self._max_batch = bs
+        model = model.to(device)
+        if device.type == "cuda" or _channels_last_helps(model):
+            model = model.to(memory_format=torch.channels_last)
+        pil_tf, mean, std = split_transform(cfg)
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+        shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+        h, w = cfg["input_size"][1:]
+        batches = []
+        for c in todo:
+            rows = list(range(c * chunk, min((c + 1) * chunk, n)))
+            batches += [rows[k:k + bs] for k in range(0, len(rows), bs)]
+        skip = {pool.index_of(i) for i in pool.errors}
+        ds = _Images(pool, pil_tf, (h, w), skip)
+        workers = self._num_workers(device)
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                            prefetch_factor=4 if workers else None, persistent_workers=False)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                    if precision != "fp32" else contextlib.nullcontext())
+        results = {}  # chunk -> list of arrays
+        errors: dict[int, dict[int, str]] = {}
+        outputs = []
+        with torch.inference_mode(), autocast:
+            for x, idx, msgs in loader:
+                feats = self._forward_batches(model, x, device, scale, shift)
+                idx = idx.tolist()
+                for k, msg in enumerate(msgs):
+                    if msg:
+                        pool.report_error(idx[k], msg)  # raises under on_error="raise"
+                        feats[k] = 0.0
+                        errors.setdefault(idx[k] // chunk, {})[idx[k]] = msg
+                c = idx[0] // chunk
+                results.setdefault(c, []).append(feats)
+                bar.update(len(idx))
+                if sum(len(f) for f in results[c]) == len(range(c * chunk, min((c + 1) * chunk, n))):
+                    X = np.concatenate(results.pop(c))
+                    if entry is not None:
+                        entry.save_chunk(c, X, errors.pop(c, {}))
+                    else:
+                        outputs.append(X)
+        return outputs
+
+    def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
+        """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
+        import torch
+
+        parts, start = [], 0
+        while start < len(x):
+            bs = self._max_batch
+            oom = False
+            try:
+                parts.append(self._forward(model, x[start:start + bs], device, scale, shift))
+                start += bs
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or bs == 1:
+                    raise
+                oom = True
+            if oom:  # outside the except block, so the failed batch's tensors are freed first
+                self._max_batch = max(1, bs // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                warnings.warn(f"out of memory with {bs} images per batch; retrying with {self._max_batch}",
+                              RuntimeWarning, stacklevel=2)
+        return np.concatenate(parts)
+
+    @staticmethod
+    def _forward(model, x, device, scale, shift) -> np.ndarray:
+        """uint8 NHWC on the host -> normalised float NCHW (channels_last) on ``device`` -> features."""
+        import torch
+
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NCHW view, channels_last memory
+        x = x.float().mul_(scale).sub_(shift)  # (x/255 - mean)/std
+        f = model(x)
+        return f.float().cpu().numpy()
+
+
+def split_transform(cfg: dict):
+    """timm's eval transform for ``cfg`` split into (PIL resize/crop part, mean, std).
+
+    ``ToTensor`` and ``Normalize`` are left out: images travel as uint8 and are
+    normalised on the device.
+    """
+    import timm.data
+    from torchvision import transforms as T
+
+    tf = timm.data.create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    steps = list(tf.transforms) if isinstance(tf, T.Compose) else [tf]
+    names = [type(s).__name__ for s in steps]
+    if len(steps) < 2 or names[-1] != "Normalize" or names[-2] not in ("ToTensor", "MaybeToTensor"):
+        raise ValueError(f"unexpected timm eval transform {names}; expected ... ToTensor, Normalize")
+    return T.Compose(steps[:-2]), tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"])
+
+
+class _Images:
+    """Dataset of (uint8 HWC tensor, row, error message) after the PIL resize/crop."""
+
+    def __init__(self, pool, pil_tf, size, skip):
+        self.pool, self.pil_tf, self.size, self.skip = pool, pil_tf, size, skip
+
+    def __len__(self):
+        return len(self.pool)
+
+    def __getitem__(self, i):
+        import torch
+
+        from ..pool import ImageReadError
+
+        if i in self.skip:
+            return torch.zeros((*self.size, 3), dtype=torch.uint8), i, self.pool.errors.get(self.pool.ids[i], "skipped")
+        try:
+            im = self.pil_tf(self.pool.image(i).convert("RGB"))
+        except ImageReadError as e:
+            return torch.zeros((*self.size, 3), dtype=torch.uint8), i, e.reason
+        a = np.asarray(im, dtype=np.uint8)
+        if a.shape != (*self.size, 3):
+            raise ValueError(f"item {self.pool.ids[i]!r}: preprocessing gave shape {a.shape}, expected {(*self.size, 3)}")
+        return torch.from_numpy(a.copy()), i, ""
+
+
+class _TimmLogCatcher(logging.Handler):
+    """Collects timm's messages about missing keys and random initialisation while a model loads."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.missing: list[str] = []
+        self.random_init = ""
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Missing keys ("):
+            self.missing += [k.strip() for k in msg[len("Missing keys ("):].split(")")[0].split(",")]
+        elif "random init" in msg or "cannot load weights" in msg:
+            self.random_init = msg
+
+    def __enter__(self):
+        self._logger = logging.getLogger("timm")
+        self._level = self._logger.level
+        self._logger.addHandler(self)
+        if self._logger.getEffectiveLevel() > logging.INFO:
+            self._logger.setLevel(logging.INFO)
+        # the handler sees INFO; keep other handlers as quiet as before
+        return self
+
+    def __exit__(self, *exc):
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+        return False
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _channels_last_helps(model) -> bool:
+    """channels_last is faster for convolutional nets on CPU (oneDNN), not for plain transformers."""
+    import torch
+
+    return any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.modules())
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _first_line(e) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextlib.contextmanager
+def _progress(enabled, total, initial, desc):
+    if not enabled:
+        yield _NoBar(initial)
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=initial, unit="img", desc=f"embed {desc}", smoothing=0.1, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class _NoBar:
+    def __init__(self, initial):
+        self.n = self.initial = initial
+
+    def update(self, k):
+        self.n += k
