@@ -209,7 +209,7 @@ class Session:
             m, t = r.get("metrics") or {}, r.get("timings") or {}
             if "n_labels" not in m:
                 continue  # not finished, or written by another tool
-            rows.append({"round": r.get("round_id", r.get("id")), "strategy": r.get("strategy"),
+            rows.append({"round": r["round"], "strategy": r.get("strategy"),
                          "n_labels": m["n_labels"], "n_added": m.get("n_added"),
                          "accuracy": m.get("accuracy"), "accuracy_source": m.get("source"),
                          "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s")})
