@@ -5,9 +5,10 @@ Label the right images first, inside the notebook, and see at once whether it pa
 from . import select
 from .models import LinearProbe
 from .pool import Pool
+from .session import Session
 from .simulate import SimulationResult, simulate
 from .store import LabelStore
 
 __version__ = "0.1.0"
 
-__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "LabelStore", "__version__"]
+__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "LabelStore", "Session", "__version__"]

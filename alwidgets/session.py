@@ -506,20 +506,13 @@ class Session:
 
 # ---------------------------------------------------------------------- helpers
 def _thumbnail(pool, i: int, size: int):
-    """(bytes, mime, (w, h)) of item ``i`` fitted in ``size`` x ``size``."""
+    """(bytes, mime, (w, h)) of item ``i`` from ``pool.thumbnail`` (cached there)."""
     from PIL import Image
 
-    thumb = getattr(pool, "thumbnail", None)
-    if thumb is not None:
-        data = thumb(i, size=size)
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, wh = im.format, im.size
-        return data, f"image/{(fmt or 'jpeg').lower()}", wh
-    im = pool.image(i)
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue(), "image/jpeg", im.size
+    data = pool.thumbnail(i, size=size)
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        fmt, wh = im.format, im.size
+    return data, f"image/{(fmt or 'jpeg').lower()}", wh
 
 
 def _caption(pool, i: int) -> str:
