@@ -327,7 +327,7 @@ class Pool:
         targets = None
         if label_col is not None:
             col = df[label_col]
-            known = col.notna().to_numpy()
+            known = col.notna().to_numpy().copy()
             values = col[known].to_numpy()
             targets = np.full(len(df), -1, np.int64)
             if values.dtype.kind in "iuf":

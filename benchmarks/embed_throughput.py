@@ -1,0 +1,141 @@
+"""Images/s of TimmEmbedder against the model's own limit and a plain torchvision loop.
+
+On the same JPEG folder, measures
+  (a) the bare model forward on ready tensors (same batch size, no data loading): the limit;
+  (b) ``TimmEmbedder(...).embed(pool)`` with the cache off;
+  (c) the loop users usually write: ``torchvision.datasets.ImageFolder`` with timm's eval
+      transform, a ``DataLoader`` (``--baseline-workers``, default 2) and ``model(x)`` under
+      ``torch.no_grad()`` in fp32, contiguous memory;
+and prints the ratios b/a and b/c. Each is run ``--repeats`` times, interleaved, and the
+best (least disturbed) figure is kept, because other jobs share the machine.
+
+    python benchmarks/embed_throughput.py --folder ../shared/data/cifar10-subset/test \\
+        --model mobilenetv1_100 --checkpoint ../shared/weights/mobilenetv1_100.coral_in1k.safetensors \\
+        --model-kwargs '{"pad_type": "same"}' --limit 512
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def bare_forward(model, device, batch_size, size, n_images, channels_last, precision):
+    x = torch.randn(batch_size, 3, *size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    ctx = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+           if precision != "fp32" else torch.autocast(device.type, enabled=False))
+    with torch.inference_mode(), ctx:
+        model(x)  # warm-up
+        _sync(device)
+        t = time.perf_counter()
+        done = 0
+        while done < n_images:
+            model(x)
+            done += batch_size
+        _sync(device)
+    return done / (time.perf_counter() - t)
+
+
+def embedder_run(emb, pool, device):
+    _sync(device)
+    t = time.perf_counter()
+    X = emb.embed(pool)
+    _sync(device)
+    assert X.shape[0] == len(pool)
+    return len(pool) / (time.perf_counter() - t)
+
+
+def plain_loop(model, folder, cfg, batch_size, workers, device, limit):
+    import timm.data
+    from torch.utils.data import DataLoader, Subset
+    from torchvision.datasets import ImageFolder
+
+    tf = timm.data.create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    ds = ImageFolder(folder, transform=tf)
+    if limit:
+        ds = Subset(ds, range(min(limit, len(ds))))
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    model = model.to(memory_format=torch.contiguous_format)
+    _sync(device)
+    t = time.perf_counter()
+    n = 0
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x.to(device)).cpu()
+            n += len(x)
+    _sync(device)
+    return n / (time.perf_counter() - t)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folder", required=True, help="JPEG folder (class sub-folders)")
+    ap.add_argument("--model", default="mobilenetv1_100")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--model-kwargs", default="{}", help="JSON")
+    ap.add_argument("--pretrained-cfg", default=None, help="JSON overlay; default mean/std 0.5, bilinear, crop 0.875")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--num-workers", type=int, default=None)
+    ap.add_argument("--baseline-workers", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=512, help="images to use (0 = all)")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from alwidgets import Pool
+    from alwidgets.embed import TimmEmbedder
+
+    overlay = json.loads(args.pretrained_cfg) if args.pretrained_cfg else dict(
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=0.875)
+    pool = Pool.from_folder(args.folder)
+    if args.limit:
+        pool = pool.subset(range(min(args.limit, len(pool))))
+    emb = TimmEmbedder(args.model, pretrained=args.checkpoint is not None, checkpoint=args.checkpoint,
+                       device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                       cache_dir=False, progress=False, pretrained_cfg_overlay=overlay,
+                       **json.loads(args.model_kwargs))
+    device = emb._device()
+    precision = emb._precision(device)
+    bs = emb._batch_size(device)
+    cfg = emb.data_config()
+    size = tuple(cfg["input_size"][1:])
+    model = emb.model_.to(device)
+    channels_last = device.type == "cuda" or _cl(model)
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    print(f"device={device} precision={precision} batch={bs} workers={emb._num_workers(device)} "
+          f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model}", flush=True)
+    a, b, c = [], [], []
+    for r in range(args.repeats):
+        a.append(bare_forward(model, device, bs, size, len(pool), channels_last, precision))
+        b.append(embedder_run(emb, pool, device))
+        c.append(plain_loop(model, args.folder, cfg, bs, args.baseline_workers, device, len(pool)))
+        print(f"  run {r}: (a) bare forward {a[-1]:.1f} img/s  (b) TimmEmbedder {b[-1]:.1f} img/s  "
+              f"(c) ImageFolder+DataLoader {c[-1]:.1f} img/s", flush=True)
+    A, B, C = max(a), max(b), max(c)
+    print(f"best: (a) {A:.1f}  (b) {B:.1f}  (c) {C:.1f} img/s")
+    print(f"b/a = {B / A:.3f}   b/c = {B / C:.3f}")
+    return 0
+
+
+def _cl(model):
+    from alwidgets.embed.timm import _channels_last_helps
+
+    return _channels_last_helps(model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
