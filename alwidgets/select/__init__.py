@@ -9,6 +9,12 @@ from .base import Selection, Selector
 from .random import Random
 from .registry import available, make_selector, register
 from .uncertainty import Entropy, LeastConfidence, Margin, uncertainty
+from .coverage import Coverage
+from .explore import Explore
+from .kcenter import KCenterGreedy
+from .badge import Badge
+from .diversity import UncertaintyDiversity
+from .auto import Auto
 
 __all__ = [
     "Selection",
@@ -18,6 +24,12 @@ __all__ = [
     "Margin",
     "Entropy",
     "uncertainty",
+    "Coverage",
+    "Explore",
+    "KCenterGreedy",
+    "Badge",
+    "UncertaintyDiversity",
+    "Auto",
     "available",
     "make_selector",
     "register",

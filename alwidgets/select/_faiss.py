@@ -1,0 +1,214 @@
+"""Geometry shared by the embedding-based selectors: k-means, nearest centres, kNN.
+
+Everything works in float32, in row blocks, and never builds an N x N matrix:
+k-means and kNN come from faiss, nearest-centre assignment is a blocked GEMM,
+and :class:`NearestCenter` keeps the distance of every item to its closest
+chosen centre up to date in O(N) memory (farthest-first and k-means++ seeding).
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+BLOCK_ROWS = 16384
+"""Rows per block in blocked distance computations (bounds temporary memory)."""
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Unit-length copy of the rows of ``X`` (float32); all-zero rows stay zero."""
+    X = np.array(X, dtype=np.float32, order="C", copy=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    norms[norms == 0] = 1.0
+    X /= norms[:, None]
+    return X
+
+
+def sq_norms(X: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of each row, float32."""
+    return np.einsum("ij,ij->i", X, X)
+
+
+def nearest_center(X: np.ndarray, C: np.ndarray, x_sq: np.ndarray | None = None):
+    """Index of and squared distance to the nearest row of ``C`` for each row of ``X``.
+
+    Blocked GEMM (``|x|^2 - 2 x.c + |c|^2``): memory is ``BLOCK_ROWS x len(C)``.
+    Squared distances are clipped at 0 (float32 rounding).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    C = np.ascontiguousarray(C, dtype=np.float32)
+    if x_sq is None:
+        x_sq = sq_norms(X)
+    c_sq = sq_norms(C)
+    n = len(X)
+    owner = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    for s in range(0, n, BLOCK_ROWS):
+        e = min(s + BLOCK_ROWS, n)
+        d = X[s:e] @ C.T
+        d *= -2.0
+        d += c_sq[None, :]
+        j = np.argmin(d, axis=1)
+        owner[s:e] = j
+        dist[s:e] = d[np.arange(e - s), j] + x_sq[s:e]
+    np.maximum(dist, 0.0, out=dist)
+    return owner, dist
+
+
+def kmeans(X: np.ndarray, k: int, *, seed: int, niter: int = 20, max_points_per_centroid: int = 64,
+           weights: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Centroids ``(k, d)`` of faiss k-means on ``X``.
+
+    For big pools the centroids are trained on a random subset of
+    ``k * max_points_per_centroid`` rows (the standard faiss practice), then the
+    caller assigns every row with :func:`nearest_center`. ``k`` must be at most
+    ``len(X)``.
+    """
+    n, d = X.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= n_items, got k={k}, n_items={n}")
+    cap = k * max_points_per_centroid
+    if n > cap:
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, cap, replace=False))
+        X = X[rows]
+        weights = None if weights is None else weights[rows]
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    init = X[kmeans_plus_plus(X, k, rng, weights=weights)]
+    km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False,
+                      max_points_per_centroid=max(len(X), 1), min_points_per_centroid=1)
+    km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32),
+             init_centroids=init)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def kmeans_plus_plus(X: np.ndarray, k: int, rng: np.random.Generator, weights: np.ndarray | None = None,
+                     first: int | None = None) -> np.ndarray:
+    """Row indices of ``k`` k-means++ seeds of ``X`` (D^2 sampling; Arthur & Vassilvitskii, 2007)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    x_sq = sq_norms(X)
+    tracker = NearestCenter(len(X), vector_sqdist(X, x_sq), slack=1e-5 * float(x_sq.max(initial=0.0)) + 1e-12)
+    if first is None:
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        first = int(rng.choice(len(X), p=None if w is None or w.sum() <= 0 else w / w.sum()))
+    return d2_sampling(tracker, k, rng, first, weights=weights)[0]
+
+
+def d2_sampling(tracker: "NearestCenter", k: int, rng: np.random.Generator, first: int,
+                weights: np.ndarray | None = None):
+    """k-means++ seeding on a :class:`NearestCenter`: each next item drawn with p ~ D^2 (x weight).
+
+    Returns ``(items, sq_dist)``: the ``k`` distinct items in pick order and each
+    one's squared distance to the nearest earlier pick when drawn (the first:
+    ``inf``). Once every remaining item coincides with a pick (all D^2 = 0,
+    duplicates), the rest are drawn uniformly from the unused items.
+    """
+    n = tracker.n
+    used = np.zeros(n, dtype=bool)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    out, d2 = [int(first)], [np.inf]
+    used[first] = True
+    tracker.add(int(first))
+    while len(out) < k:
+        p = tracker.dist.astype(np.float64)
+        if w is not None:
+            p *= w
+        p[used] = 0.0
+        total = p.sum()
+        if total > 0 and np.isfinite(total):
+            j = int(rng.choice(n, p=p / total))
+        else:
+            j = int(rng.choice(np.flatnonzero(~used)))
+        out.append(j)
+        d2.append(float(tracker.dist[j]))
+        used[j] = True
+        if len(out) < k:
+            tracker.add(j)
+    return np.asarray(out, dtype=np.int64), np.asarray(d2)
+
+
+def knn_distances(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Euclidean distances ``(len(queries), k)`` to the ``k`` nearest rows of ``reference``.
+
+    Exact search (faiss ``IndexFlatL2``); ``k`` is capped at ``len(reference)``.
+    """
+    k = int(min(k, len(reference)))
+    index = faiss.IndexFlatL2(reference.shape[1])
+    index.add(np.ascontiguousarray(reference, dtype=np.float32))
+    D, _ = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return np.sqrt(np.maximum(D, 0.0))
+
+
+class NearestCenter:
+    """Squared distance of every item to its nearest chosen centre, updated per new centre.
+
+    ``sqdist(rows, j)`` must return the float32 squared distances of the items
+    ``rows`` (an index array, or ``None`` for all items) to item ``j``; this is
+    how k-center works on raw vectors and BADGE on its factorised gradient
+    embeddings with the same code.
+
+    Adding a centre costs at most one O(N * d) pass, and usually much less:
+    by the triangle inequality an item whose current centre ``a`` satisfies
+    ``|c - a| >= 2 |x - a|`` cannot be closer to the new centre ``c``, so only the
+    other items are recomputed (exact, not an approximation).
+    """
+
+    def __init__(self, n_items: int, sqdist, slack: float = 0.0):
+        self.n = int(n_items)
+        self.sqdist = sqdist
+        self.dist = np.full(self.n, np.inf, dtype=np.float32)
+        self.owner = np.full(self.n, -1, dtype=np.int64)
+        self.centers: list[int] = []
+        self.slack = float(slack)  # absolute tolerance for float32 rounding in the pruning test
+
+    def seed(self, centers: np.ndarray, dist: np.ndarray, owner: np.ndarray) -> None:
+        """Start from precomputed nearest-centre distances to ``centers`` (pool indices)."""
+        self.centers = [int(c) for c in centers]
+        self.dist = np.asarray(dist, dtype=np.float32).copy()
+        self.owner = np.asarray(owner, dtype=np.int64).copy()
+        self.dist[np.asarray(centers, dtype=np.int64)] = 0.0
+
+    def add(self, j: int) -> None:
+        """Make item ``j`` a centre and lower the distances it is now closest for."""
+        t = len(self.centers)
+        if t == 0:
+            self.dist = np.asarray(self.sqdist(None, j), dtype=np.float32).copy()
+            self.owner[:] = 0
+        else:
+            cc = np.asarray(self.sqdist(np.asarray(self.centers, dtype=np.int64), j), dtype=np.float32)
+            need = cc[self.owner] < 4.0 * self.dist + self.slack
+            rows = np.flatnonzero(need)
+            if len(rows) > 0.5 * self.n:
+                d = np.asarray(self.sqdist(None, j), dtype=np.float32)
+                closer = d < self.dist
+                self.dist[closer] = d[closer]
+                self.owner[closer] = t
+            elif len(rows):
+                d = np.asarray(self.sqdist(rows, j), dtype=np.float32)
+                closer = d < self.dist[rows]
+                upd = rows[closer]
+                self.dist[upd] = d[closer]
+                self.owner[upd] = t
+        self.dist[j] = 0.0
+        self.owner[j] = t
+        self.centers.append(int(j))
+
+
+def vector_sqdist(X: np.ndarray, x_sq: np.ndarray):
+    """``sqdist(rows, j)`` for :class:`NearestCenter` on the rows of ``X``."""
+
+    def sqdist(rows, j):
+        xj = X[j]
+        if rows is None:
+            d = X @ xj
+            d *= -2.0
+            d += x_sq
+        else:
+            d = X[rows] @ xj
+            d *= -2.0
+            d += x_sq[rows]
+        d += x_sq[j]
+        np.maximum(d, 0.0, out=d)
+        return d
+
+    return sqdist

@@ -1,0 +1,76 @@
+"""Auto: the session default: coverage while labels are scarce, then uncertainty + diversity."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import UNLABELED
+from .base import Selection, Selector
+from .coverage import Coverage
+from .diversity import UncertaintyDiversity
+from .registry import register
+
+
+@register("auto")
+class Auto(Selector):
+    """Coverage until there are ``labels_per_class`` labels per class, then uncertainty + diversity.
+
+    With a handful of labels a model's uncertainty is noise, and typical
+    items from uncovered clusters teach it more (the cold-start phase of
+    Hacohen et al., 2022); once each class has a few examples, the model's
+    own doubts become the better guide. The switch happens when the number
+    of labelled items reaches ``labels_per_class x n_classes`` (``n_classes``
+    = columns of ``probs``); without ``probs`` (no model yet) it stays on
+    coverage. ``Selection.info`` reports ``strategy`` (the one actually used),
+    ``reason``, ``switch_at`` (labels at which it switches) and ``n_labelled``.
+
+    Parameters
+    ----------
+    labels_per_class : int
+        Average labels per class before switching.
+    cold : Selector, optional
+        Strategy before the switch; default :class:`Coverage`.
+    warm : Selector, optional
+        Strategy after it; default :class:`UncertaintyDiversity` (margin, k-means).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alwidgets.select import Auto
+    >>> X = np.random.default_rng(0).normal(size=(40, 3))
+    >>> sel = Auto().select(4, labels=np.full(40, -1), embeddings=X, random_state=0)
+    >>> sel.info["strategy"], sel.info["reason"]
+    ('coverage', 'no model predictions yet')
+    """
+
+    requires = ("embeddings",)
+
+    def __init__(self, labels_per_class: float = 3, cold: Selector | None = None, warm: Selector | None = None):
+        self.labels_per_class = labels_per_class
+        self.cold = cold
+        self.warm = warm
+
+    def _select(self, n, *, labels, embeddings, probs, rng):
+        if not (isinstance(self.labels_per_class, (int, float, np.integer, np.floating))
+                and not isinstance(self.labels_per_class, bool) and self.labels_per_class >= 0):
+            raise ValueError(f"labels_per_class must be a number >= 0, got {self.labels_per_class!r}")
+        cold = self.cold if self.cold is not None else Coverage()
+        warm = self.warm if self.warm is not None else UncertaintyDiversity()
+        n_labelled = int(np.count_nonzero(labels != UNLABELED))
+        if probs is None:
+            chosen, reason, switch_at = cold, "no model predictions yet", None
+        else:
+            n_classes = probs.shape[1]
+            switch_at = int(np.ceil(self.labels_per_class * n_classes))
+            if n_labelled < switch_at:
+                chosen = cold
+                reason = (f"{n_labelled} labels < {self.labels_per_class} per class x {n_classes} classes; "
+                          "uncertainty is not yet reliable")
+            else:
+                chosen = warm
+                reason = f"{n_labelled} labels >= {self.labels_per_class} per class x {n_classes} classes"
+        if "probs" in chosen.requires and probs is None:
+            raise ValueError(f"Auto: {type(chosen).__name__} needs probs, but none were given")
+        sel = chosen.select(n, labels=labels, embeddings=embeddings, probs=probs, random_state=rng)
+        info = {**sel.info, "strategy": chosen.name, "selector": "auto", "reason": reason,
+                "switch_at": switch_at, "n_labelled": n_labelled}
+        return Selection(sel.indices, sel.scores, info)

@@ -1,0 +1,176 @@
+"""Cold-start coverage: label the most typical item of each uncovered cluster (TypiClust)."""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from .._validation import UNLABELED
+from ._faiss import knn_distances, kmeans, l2_normalize, nearest_center
+from .base import Selection, Selector
+from .registry import register
+
+_DUP_SQ = 1e-10  # squared distance under which two unit vectors count as the same point
+
+
+@register("coverage")
+class Coverage(Selector):
+    """Pick typical items from the clusters that have the fewest labels (TypiClust).
+
+    With few labels the best items to ask about are typical examples of every
+    region of the data, not the uncertain or unusual ones (Hacohen et al.,
+    2022, "Active learning on a budget"). The pool's L2-normalised embeddings
+    are clustered by faiss k-means into ``#labelled + n`` clusters (at most
+    ``max_clusters``); clusters are visited round-robin, those with the fewest
+    labelled (or already picked) items and the most members first, and from
+    each the unlabelled item of highest typicality is taken: the inverse mean
+    distance to its ``n_neighbors`` nearest neighbours inside the cluster.
+    Clusters smaller than ``min_cluster_size`` are used only when the others
+    are exhausted. Needs embeddings only, so it works from zero labels.
+
+    Parameters
+    ----------
+    max_clusters : int
+        Cap on the number of k-means clusters.
+    min_cluster_size : int
+        Clusters with fewer members are left until last (they are usually outliers).
+    n_neighbors : int
+        Neighbours in the typicality estimate (capped at half the cluster size).
+    max_candidates, max_reference : int
+        In clusters larger than this, typicality is computed for at most
+        ``max_candidates`` unlabelled members (half the nearest to the centroid,
+        half at random) against a random subset of ``max_reference`` members,
+        which keeps big pools fast; small clusters are computed exactly.
+    kmeans_iter : int
+        k-means iterations.
+    max_points_per_centroid : int
+        k-means trains on at most ``clusters x max_points_per_centroid`` random
+        items, then assigns every item.
+
+    ``Selection.scores`` are the typicality of each pick; ``info["clusters"]``
+    the cluster each pick came from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alwidgets.select import Coverage
+    >>> rng = np.random.default_rng(0)
+    >>> centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> X = np.repeat(centres, 20, axis=0) + 0.05 * rng.standard_normal((60, 3))
+    >>> sel = Coverage().select(3, labels=np.full(60, -1), embeddings=X, random_state=0)
+    >>> sorted(int(i) // 20 for i in sel.indices)   # one item from each blob
+    [0, 1, 2]
+    """
+
+    requires = ("embeddings",)
+
+    def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
+                 max_candidates: int = 128, max_reference: int = 1024, kmeans_iter: int = 20,
+                 max_points_per_centroid: int = 64):
+        self.max_clusters = max_clusters
+        self.min_cluster_size = min_cluster_size
+        self.n_neighbors = n_neighbors
+        self.max_candidates = max_candidates
+        self.max_reference = max_reference
+        self.kmeans_iter = kmeans_iter
+        self.max_points_per_centroid = max_points_per_centroid
+
+    def _check_params(self):
+        for key in ("max_clusters", "min_cluster_size", "n_neighbors", "max_candidates", "max_reference",
+                    "kmeans_iter", "max_points_per_centroid"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Coverage: {key} must be a positive integer, got {v!r}")
+        if self.max_candidates < 2:
+            raise ValueError(f"Coverage: max_candidates must be >= 2, got {self.max_candidates}")
+
+    def _select(self, n, *, labels, embeddings, probs, rng):
+        self._check_params()
+        X = l2_normalize(embeddings)
+        N = len(X)
+        labelled = labels != UNLABELED
+        K = int(min(int(labelled.sum()) + n, self.max_clusters, N))
+        C = kmeans(X, K, seed=int(rng.integers(2**31 - 1)), niter=self.kmeans_iter,
+                   max_points_per_centroid=self.max_points_per_centroid, rng=rng)
+        owner, d2 = nearest_center(X, C)
+        sizes = np.bincount(owner, minlength=K)
+        counts = np.bincount(owner[labelled], minlength=K)
+        open_ = np.bincount(owner[~labelled], minlength=K) > 0
+        order = np.argsort(owner, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        taken = labelled.copy()
+
+        # heap key: (tier, labelled-or-picked count, -size, cluster); tier 0 = big enough,
+        # 1 = tiny cluster, 2 = only duplicates of earlier picks left
+        heap = [(0 if sizes[c] >= self.min_cluster_size else 1, int(counts[c]), -int(sizes[c]), int(c))
+                for c in np.flatnonzero(open_)]
+        heapq.heapify(heap)
+        ranked: dict[int, list] = {}   # cluster -> [candidates by typicality desc, typicalities, cursor]
+        picked_in: dict[int, list] = {}
+        picks, scores, clusters = [], [], []
+        while len(picks) < n and heap:
+            tier, cnt, neg_size, c = heapq.heappop(heap)
+            members = order[bounds[c]:bounds[c + 1]]
+            item = self._next_item(c, members, X, C, d2, taken, ranked, picked_in, rng, allow_dup=tier == 2)
+            if item is None:
+                if tier < 2 and (~taken[members]).any():
+                    heapq.heappush(heap, (2, cnt, neg_size, c))  # only duplicates remain
+                continue
+            j, typ = item
+            taken[j] = True
+            picks.append(j)
+            scores.append(typ)
+            clusters.append(c)
+            picked_in.setdefault(c, []).append(j)
+            if (~taken[members]).any():
+                heapq.heappush(heap, (tier, cnt + 1, neg_size, c))
+        info = {"n_clusters": K, "n_small_clusters": int(np.sum(open_ & (sizes < self.min_cluster_size))),
+                "clusters": clusters}
+        return Selection(np.asarray(picks, np.int64), np.asarray(scores), info)
+
+    def _next_item(self, c, members, X, C, d2, taken, ranked, picked_in, rng, allow_dup):
+        """Most typical untaken member of cluster ``c`` (not a duplicate of a pick there, unless allowed)."""
+        for _ in range(2):
+            if c not in ranked:
+                free = members[~taken[members]]
+                if len(free) == 0:
+                    return None
+                ranked[c] = self._rank(members, free, X, d2, rng) + (len(free) <= self.max_candidates,)
+            cand, typ, complete = ranked[c]
+            ok = ~taken[cand]
+            if not allow_dup and c in picked_in and ok.any():
+                P = X[np.asarray(picked_in[c])]
+                Q = X[cand[ok]]
+                sq = (Q * Q).sum(1)[:, None] - 2.0 * Q @ P.T + (P * P).sum(1)[None, :]
+                ok[np.flatnonzero(ok)[sq.min(axis=1) < _DUP_SQ]] = False
+            if ok.any():
+                i = int(np.flatnonzero(ok)[0])
+                return int(cand[i]), float(typ[i])
+            del ranked[c]
+            if complete:
+                return None  # every free member was ranked: what is left duplicates earlier picks
+        return None
+
+    def _rank(self, members, free, X, d2, rng):
+        """Candidates of a cluster sorted by typicality (highest first) and their typicality."""
+        m = self.max_candidates
+        if len(free) > m:
+            near = free[np.argsort(d2[free], kind="stable")[: m // 2]]
+            rest = np.setdiff1d(free, near, assume_unique=True)
+            cand = np.concatenate([near, rng.choice(rest, m - len(near), replace=False)])
+        else:
+            cand = free
+        ref = members if len(members) <= self.max_reference else np.sort(
+            rng.choice(members, self.max_reference, replace=False))
+        k = min(self.n_neighbors, len(members) // 2)
+        if k < 1:
+            typ = np.zeros(len(cand))
+        else:
+            kk = min(k + 1, len(ref))
+            D = knn_distances(X[cand], X[ref], kk)
+            in_ref = np.isin(cand, ref)
+            # drop the item itself (distance 0, first column) when it is in the reference set
+            D = np.where(in_ref[:, None], D[:, 1:kk], D[:, : kk - 1]) if kk > 1 else D
+            typ = 1.0 / (D.mean(axis=1) + 1e-6)
+        o = np.lexsort((cand, -typ))
+        return cand[o], typ[o]
