@@ -2,7 +2,7 @@
 
 Label the right images first, inside the notebook, and see at once whether it pays off.
 """
-from . import select
+from . import calibrate, select, stopping
 from .models import LinearProbe
 from .pool import Pool
 from .session import Session
@@ -11,4 +11,4 @@ from .store import LabelStore
 
 __version__ = "0.1.0"
 
-__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "LabelStore", "Session", "__version__"]
+__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "calibrate", "stopping", "LabelStore", "Session", "__version__"]

@@ -15,6 +15,12 @@ from .kcenter import KCenterGreedy
 from .badge import Badge
 from .diversity import UncertaintyDiversity
 from .auto import Auto
+from .committee import Committee, kl_to_consensus, vote_entropy
+from .bald import BALD, bald_scores
+from .egl import ExpectedGradientLength, expected_gradient_length
+from .targeted import ClassTargeted
+from .cost import CostAware
+from .variance import Variance
 
 __all__ = [
     "Selection",
@@ -30,6 +36,16 @@ __all__ = [
     "Badge",
     "UncertaintyDiversity",
     "Auto",
+    "Committee",
+    "vote_entropy",
+    "kl_to_consensus",
+    "BALD",
+    "bald_scores",
+    "ExpectedGradientLength",
+    "expected_gradient_length",
+    "ClassTargeted",
+    "CostAware",
+    "Variance",
     "available",
     "make_selector",
     "register",

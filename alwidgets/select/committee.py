@@ -1,0 +1,204 @@
+"""Query by committee: ask about the items on which several models disagree.
+
+A committee is either models the user supplies (e.g. a linear probe and a
+random forest: "where do my two models disagree?") or bootstrap copies of one
+model, fitted internally on the current labels. Disagreement is measured by
+vote entropy (hard votes) or by the mean KL divergence of each member from the
+consensus (soft probabilities).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+
+from .._validation import UNLABELED
+from ..models import default_model, fit_predict_proba
+from .base import Selection, Selector, top_k, unlabeled_indices
+from .registry import register
+
+MEASURES = ("vote_entropy", "kl")
+_EPS = 1e-12
+
+
+def vote_entropy(member_probs) -> np.ndarray:
+    """Entropy (nats) of the members' hard votes per item; 0 when all vote alike.
+
+    ``member_probs`` has shape ``(n_members, n_items, n_classes)``.
+    """
+    p = _check_member_probs(member_probs)
+    m, n, c = p.shape
+    votes = p.argmax(axis=2)
+    counts = np.zeros((n, c))
+    for row in votes:
+        counts[np.arange(n), row] += 1.0
+    frac = counts / m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logf = np.where(frac > 0, np.log(frac), 0.0)
+    return -(frac * logf).sum(axis=1)
+
+
+def kl_to_consensus(member_probs) -> np.ndarray:
+    """Mean KL divergence of each member's prediction from the committee mean, per item.
+
+    Zero when all members predict the same distribution, however uncertain
+    that distribution is: it measures disagreement, not uncertainty.
+    """
+    p = _check_member_probs(member_probs)
+    mean = p.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(p > 0, np.log(np.maximum(p, _EPS)) - np.log(np.maximum(mean, _EPS))[None], 0.0)
+    return np.maximum((p * ratio).sum(axis=2).mean(axis=0), 0.0)
+
+
+def _check_member_probs(member_probs, n_items: int | None = None, name: str = "member_probs") -> np.ndarray:
+    p = np.asarray(member_probs, dtype=np.float64)
+    if p.ndim != 3:
+        raise ValueError(f"{name} must have shape (n_members, n_items, n_classes), got {p.shape}")
+    if n_items is not None and p.shape[1] != n_items:
+        raise ValueError(f"{name} covers {p.shape[1]} items but labels has {n_items}")
+    bad = ~np.isfinite(p).all(axis=(0, 2))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} has NaN or inf values for items {rows[:10].tolist()}"
+                         + (f" and {len(rows) - 10} more" if len(rows) > 10 else ""))
+    off = np.abs(p.sum(axis=2) - 1.0) > 1e-3
+    if off.any():
+        rows = np.flatnonzero(off.any(axis=0))
+        raise ValueError(f"{name} rows must sum to 1 for every member; items {rows[:10].tolist()} do not")
+    return np.clip(p, 0.0, 1.0)
+
+
+def n_classes_of(labels: np.ndarray, probs, n_classes=None) -> int:
+    """Number of classes: from ``probs`` if given, else ``n_classes``, else the largest label + 1."""
+    if probs is not None:
+        return int(probs.shape[1])
+    if n_classes is not None:
+        return int(n_classes)
+    return int(labels.max(initial=0)) + 1
+
+
+def random_batch(n: int, labels: np.ndarray, rng: np.random.Generator, reason: str) -> Selection:
+    """A uniform random batch, reported as a fallback with ``reason``."""
+    candidates = unlabeled_indices(labels)
+    idx, scores = top_k(rng.random(len(candidates)), candidates, n, rng)
+    return Selection(idx, np.zeros(n), {"fallback": "random", "reason": reason})
+
+
+def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.random.Generator,
+                    bootstrap: bool = True, X_eval=None) -> np.ndarray:
+    """Fit ``n_members`` copies of ``model`` on the labelled rows; return ``(M, n, C)`` probabilities.
+
+    With ``bootstrap`` each copy sees a resample (with replacement) of the
+    labelled rows, so members differ where the labels leave the decision open.
+    Copies that take a ``random_state`` parameter get a distinct seed each.
+    """
+    labelled = np.flatnonzero(labels != UNLABELED)
+    X_eval = X if X_eval is None else X_eval
+    out = np.empty((n_members, len(X_eval), n_classes))
+    for m in range(n_members):
+        member = clone(model)
+        if "random_state" in member.get_params():
+            member.set_params(random_state=int(rng.integers(2**31 - 1)))
+        rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
+        sub = np.full(len(rows), UNLABELED, dtype=np.int64)
+        sub[:] = labels[rows]
+        _, out[m] = fit_predict_proba(member, X[rows], sub, n_classes, X_eval=X_eval)
+    return out
+
+
+@register("committee")
+class Committee(Selector):
+    """Query by committee: pick the items the committee members disagree on most.
+
+    Parameters
+    ----------
+    models : list of classifiers, optional
+        The committee (any scikit-learn classifiers with ``predict_proba``),
+        each fitted on all current labels. Default: ``n_members`` bootstrap
+        copies of ``model``.
+    model : classifier, optional
+        Model copied into a bootstrap committee when ``models`` is not given;
+        default :class:`~alwidgets.models.LinearProbe`.
+    n_members : int
+        Size of the bootstrap committee.
+    measure : {"vote_entropy", "kl"}
+        ``"vote_entropy"`` (default): entropy of the members' hard votes,
+        i.e. disagreement about the predicted class; it takes few distinct
+        values with few members, so ties are broken by KL. ``"kl"``: mean KL
+        divergence of each member from the consensus, which also counts
+        disagreement about how sure to be (with strongly regularised members
+        it can peak away from the decision boundary).
+    member_probs : array (n_members, n_items, n_classes), optional
+        Predictions you already have (e.g. from two of your own models);
+        then nothing is fitted and ``embeddings`` are not needed.
+    n_classes : int, optional
+        Number of classes when no ``probs`` are passed to ``select``
+        (default: largest label + 1).
+
+    Notes
+    -----
+    With no labels, or labels of a single class, a fitted committee cannot
+    disagree: the batch is random and ``Selection.info`` says why.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alwidgets.select import Committee
+    >>> a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])   # model A
+    >>> b = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])   # model B
+    >>> sel = Committee(member_probs=[a, b]).select(1, labels=[-1, -1, -1])
+    >>> sel.indices.tolist()                                 # they disagree on item 1
+    [1]
+    """
+
+    def __init__(self, models=None, model=None, n_members: int = 5, measure: str = "vote_entropy",
+                 member_probs=None, n_classes: int | None = None):
+        self.models = models
+        self.model = model
+        self.n_members = n_members
+        self.measure = measure
+        self.member_probs = member_probs
+        self.n_classes = n_classes
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return () if self.member_probs is not None else ("embeddings",)
+
+    def _select(self, n, *, labels, embeddings, probs, rng):
+        if self.measure not in MEASURES:
+            raise ValueError(f"unknown measure {self.measure!r}; choose from {', '.join(MEASURES)}")
+        info = {"measure": self.measure}
+        if self.member_probs is not None:
+            p = _check_member_probs(self.member_probs, n_items=len(labels))
+            info["committee"] = f"{p.shape[0]} given predictions"
+        else:
+            labelled = labels[labels != UNLABELED]
+            if len(labelled) == 0:
+                return random_batch(n, labels, rng, "no labels yet: a committee needs labelled items to fit")
+            if len(np.unique(labelled)) < 2:
+                return random_batch(n, labels, rng, "all labels are one class: every member predicts it")
+            c = n_classes_of(labels, probs, self.n_classes)
+            if self.models is not None:
+                models = list(self.models)
+                if len(models) < 2:
+                    raise ValueError(f"a committee needs at least 2 models, got {len(models)}")
+                p = np.stack([fit_predict_proba(m, embeddings, labels, c)[1] for m in models])
+                info["committee"] = f"{len(models)} given models"
+            else:
+                if int(self.n_members) < 2:
+                    raise ValueError(f"n_members must be at least 2, got {self.n_members}")
+                model = default_model() if self.model is None else self.model
+                p = committee_probs(model, embeddings, labels, c, int(self.n_members), rng)
+                info["committee"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
+        candidates = unlabeled_indices(labels)
+        pc = p[:, candidates]
+        kl = kl_to_consensus(pc)
+        if self.measure == "kl":
+            idx, s = top_k(kl, candidates, n, rng)
+        else:
+            # Hard votes tie a lot with few members: break ties by KL, then at random.
+            ve = vote_entropy(pc)
+            order = np.lexsort((rng.random(len(candidates)), -kl, -ve))[:n]
+            idx, s = candidates[order], ve[order]
+        info["max_disagreement"] = float(s[0])
+        return Selection(idx, s, info)

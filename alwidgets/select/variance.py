@@ -1,0 +1,167 @@
+"""Variance sampling for regression: ask about the items whose value the model can least pin down.
+
+For numeric targets (a count, an age, a quality score) there are no class
+probabilities; the uncertainty is the predictive variance, from a bootstrap
+ensemble of regressors (their spread) or from a Gaussian process (its
+posterior variance). Both grow away from the labelled data.
+
+Numeric targets do not fit the selector's integer ``labels`` contract, so
+they are passed as ``targets`` (float, NaN = unlabelled)::
+
+    Variance().select_regression(10, targets=y_with_nans, embeddings=X)
+
+``select(n, labels=..., embeddings=...)`` also works: without ``targets`` the
+integer labels themselves are regressed on (meaningful for ordinal labels
+such as 1-5 ratings), with ``targets`` the ``labels`` only mark which items
+are labelled.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .._validation import UNLABELED, check_embeddings
+from .base import Selection, Selector, top_k, unlabeled_indices
+from .committee import random_batch
+from .registry import register
+
+KINDS = ("ensemble", "gp")
+_CHUNK = 8192
+
+
+def default_regressor():
+    """Ridge regression on standardised features: fast, and its bootstrap spread grows with distance."""
+    return make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+
+
+def ensemble_variance(model, X, y, labelled, X_eval, n_members: int, rng: np.random.Generator) -> np.ndarray:
+    """Variance across ``n_members`` bootstrap fits of ``model``, per row of ``X_eval``."""
+    preds = np.empty((n_members, len(X_eval)))
+    for m in range(n_members):
+        rows = rng.choice(labelled, len(labelled), replace=True)
+        member = clone(model)
+        if "random_state" in member.get_params():
+            member.set_params(random_state=int(rng.integers(2**31 - 1)))
+        member.fit(X[rows], y[rows])
+        preds[m] = np.asarray(member.predict(X_eval), dtype=np.float64).reshape(len(X_eval))
+    return preds.var(axis=0)
+
+
+def gp_variance(X, y, labelled, X_eval, rng: np.random.Generator) -> np.ndarray:
+    """Posterior predictive variance of a GP (scaled RBF + white noise, hyper-parameters fitted)."""
+    scaler = StandardScaler().fit(X[labelled])
+    d = X.shape[1]
+    kernel = ConstantKernel(1.0) * RBF(length_scale=np.sqrt(d)) + WhiteKernel(1e-2)
+    gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=int(rng.integers(2**31 - 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp.fit(scaler.transform(X[labelled]), y[labelled])
+    out = np.empty(len(X_eval))
+    for s in range(0, len(X_eval), _CHUNK):
+        _, std = gp.predict(scaler.transform(X_eval[s:s + _CHUNK]), return_std=True)
+        out[s:s + _CHUNK] = std ** 2
+    return out
+
+
+@register("variance")
+class Variance(Selector):
+    """Pick the items with the largest predictive variance of a regression model.
+
+    Parameters
+    ----------
+    kind : {"ensemble", "gp"}
+        ``"ensemble"``: variance across bootstrap copies of ``model``.
+        ``"gp"``: posterior variance of a Gaussian process (exact; best up
+        to a few thousand labelled items).
+    model : regressor, optional
+        Copied into the ensemble; default Ridge on standardised features.
+    n_members : int
+        Ensemble size.
+    targets : array (n_items,) of float, optional
+        Numeric target per item, NaN for unlabelled ones. Default: the
+        integer ``labels`` passed to ``select``, read as numbers.
+
+    Notes
+    -----
+    With fewer than two labelled items (or, for the ensemble, all labelled
+    targets equal) there is no spread to measure: the batch is random and
+    ``Selection.info`` says why.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alwidgets.select import Variance
+    >>> X = np.linspace(0, 10, 21)[:, None]
+    >>> y = np.full(21, np.nan)
+    >>> y[[0, 1, 2, 3]] = [0.0, 0.4, 1.1, 1.4]           # labels only near x = 0
+    >>> sel = Variance(kind="gp").select_regression(1, targets=y, embeddings=X, random_state=0)
+    >>> float(X[sel.indices[0], 0]) >= 9.0               # the far end is least pinned down
+    True
+    """
+
+    requires = ("embeddings",)
+
+    def __init__(self, kind: str = "ensemble", model=None, n_members: int = 10, targets=None):
+        self.kind = kind
+        self.model = model
+        self.n_members = n_members
+        self.targets = targets
+
+    def select_regression(self, n, *, targets, embeddings, random_state=None) -> Selection:
+        """Pick ``n`` items given numeric ``targets`` (NaN = unlabelled)."""
+        t = self._check_targets(targets, None)
+        labels = np.where(np.isnan(t), UNLABELED, 0).astype(np.int64)
+        return clone(self).set_params(targets=t).select(n, labels=labels, embeddings=embeddings,
+                                                        random_state=random_state)
+
+    @staticmethod
+    def _check_targets(targets, n_items) -> np.ndarray:
+        t = np.asarray(targets)
+        if t.ndim != 1 or t.dtype.kind not in "fiub":
+            raise ValueError(f"targets must be a 1-d numeric array (NaN = unlabelled), got shape {t.shape} "
+                             f"and dtype {t.dtype}")
+        t = t.astype(np.float64)
+        if n_items is not None and len(t) != n_items:
+            raise ValueError(f"targets has {len(t)} rows but the pool has {n_items} items")
+        inf = np.isinf(t)
+        if inf.any():
+            raise ValueError(f"targets has inf values in rows {np.flatnonzero(inf)[:10].tolist()}")
+        return t
+
+    def _select(self, n, *, labels, embeddings, probs, rng):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        labelled = np.flatnonzero(labels != UNLABELED)
+        if self.targets is None:
+            y = labels.astype(np.float64)
+            info = {"kind": self.kind, "targets": "integer labels read as numbers"}
+        else:
+            y = self._check_targets(self.targets, len(labels))
+            missing = labelled[np.isnan(y[labelled])]
+            if len(missing):
+                raise ValueError(f"labelled rows {missing[:10].tolist()} have NaN targets")
+            info = {"kind": self.kind, "targets": "numeric targets"}
+        if len(labelled) < 2:
+            return random_batch(n, labels, rng, "fewer than two labelled items: no predictive variance yet")
+        candidates = unlabeled_indices(labels)
+        X = check_embeddings(embeddings)
+        if self.kind == "gp":
+            var = gp_variance(X, y, labelled, X[candidates], rng)
+        else:
+            if np.ptp(y[labelled]) == 0:
+                return random_batch(n, labels, rng, "all labelled targets are equal: the ensemble cannot spread")
+            if int(self.n_members) < 2:
+                raise ValueError(f"n_members must be at least 2, got {self.n_members}")
+            model = default_regressor() if self.model is None else self.model
+            var = ensemble_variance(model, X, y, labelled, X[candidates], int(self.n_members), rng)
+            info["ensemble"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
+        idx, s = top_k(var, candidates, n, rng)
+        return Selection(idx, s, info)
