@@ -66,13 +66,34 @@ while True:
 """
 
 
-def _read_all(fd, sink: list) -> None:
-    with os.fdopen(fd, "rb") as f:
-        sink.append(f.read())
+class _Output:
+    """Reads a child's stdout in a thread; ``ready`` is set when it printed READY."""
+
+    def __init__(self, fd: int):
+        self.data = b""
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as f:
+            for line in f:
+                self.data += line
+                if line == b"READY\n":
+                    self.ready.set()
+
+    def wait_then_kill(self, kill, delay: float, after_ready: bool) -> bytes:
+        if after_ready and not self.ready.wait(timeout=120):
+            kill()
+            raise AssertionError("the child never got ready: " + self.data.decode(errors="replace")[-2000:])
+        time.sleep(delay)
+        kill()
+        self._thread.join()
+        return self.data
 
 
-def _forked(path: str, seed: int, delay: float) -> bytes:
-    """Fork a child running CHILD, SIGKILL it after ``delay`` s, return what it printed."""
+def _forked(path: str, seed: int, delay: float, after_ready: bool) -> bytes:
+    """Fork a child running CHILD, SIGKILL it ``delay`` s after start (or after READY)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
@@ -85,33 +106,31 @@ def _forked(path: str, seed: int, delay: float) -> bytes:
         finally:
             os._exit(1)
     os.close(w)
-    out: list = []
-    reader = threading.Thread(target=_read_all, args=(r, out))
-    reader.start()
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    reader.join()
-    return out[0]
+    out = _Output(r)
+
+    def kill():
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+    return out.wait_then_kill(kill, delay, after_ready)
 
 
-def _subprocess(path: str, seed: int, delay: float) -> bytes:
+def _subprocess(path: str, seed: int, delay: float, after_ready: bool) -> bytes:
+    """A fresh interpreter running CHILD (imports alwidgets, opens and resumes the store)."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, path, str(seed)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out: list = []
-    reader = threading.Thread(target=_read_all, args=(os.dup(proc.stdout.fileno()), out))
+    out = _Output(os.dup(proc.stdout.fileno()))
     proc.stdout.close()
-    reader.start()
-    # wait until the interpreter has imported alwidgets (a few s) so kills land in the labelling loop
-    # or while the store opens; READY is printed after attach_pool
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    reader.join()
+
+    def kill():
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    data = out.wait_then_kill(kill, delay, after_ready)
     err = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
     assert "Traceback" not in err, err
-    return out[0]
+    return data
 
 
 def _parse(output: bytes) -> list[tuple[int, str, str | None]]:
@@ -134,13 +153,14 @@ def _rows(path) -> dict[int, tuple[str, str | None]]:
         conn.close()
 
 
-def _crash_loop(tmp_path, run, delays) -> None:
+def _crash_loop(tmp_path, run, delays, early) -> None:
+    """Kill ``len(delays)`` children; ``early[k]`` kills the k-th while it starts, else after READY."""
     path = str(tmp_path / "crash.db")
     acked: list = []
     n_ready = 0
     for k, delay in enumerate(delays):
         before = _rows(path)
-        output = run(path, k, delay)
+        output = run(path, k, delay, not early[k])
         n_ready += output.startswith(b"READY")
         acks = _parse(output)
         after = _rows(path)
@@ -150,7 +170,7 @@ def _crash_loop(tmp_path, run, delays) -> None:
         unacked = set(after) - set(before) - {a[0] for a in acks}
         assert len(unacked) <= MAX_BATCH, f"kill {k}: {len(unacked)} committed rows were never acknowledged"
         acked += acks
-    assert n_ready >= len(delays) // 2, "too few kills reached the labelling loop; raise the delays"
+    assert n_ready >= sum(not e for e in early)
     print(f"{len(delays)} kills, {n_ready} reached the loop, {len(acked)} acknowledged labels")
     assert len(acked) > 100, f"only {len(acked)} labels acknowledged; the test exercised too little"
     conn = sqlite3.connect(path)
@@ -166,20 +186,21 @@ def _crash_loop(tmp_path, run, delays) -> None:
         assert len(hist) == len(final) >= len(acked)
 
 
+def _schedule(seed: int, start_window: float):
+    """Every 10th kill lands while the child starts (importing, creating or opening the store);
+    the others at a random moment of the labelling loop."""
+    rng = random.Random(seed)
+    early = [k % 10 == 0 for k in range(N_KILLS)]
+    delays = [rng.uniform(0.0, start_window) if e else rng.uniform(0.0, 0.1) for e in early]
+    return delays, early
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_sigkill_never_loses_an_acknowledged_label(tmp_path):
-    rng = random.Random(0)
-    # a few kills at once (store being created/opened), the rest during labelling
-    delays = [rng.uniform(0.0, 0.02) if k % 10 == 0 else rng.uniform(0.02, 0.12) for k in range(N_KILLS)]
-    _crash_loop(tmp_path, _forked, delays)
+    _crash_loop(tmp_path, _forked, *_schedule(0, start_window=0.02))
 
 
 @pytest.mark.slow
 def test_sigkill_fresh_interpreters(tmp_path):
-    """Same check with a new Python process per kill (imports, opens, resumes the store)."""
-    probe = subprocess.run([sys.executable, "-c", "import time; t = time.time(); import alwidgets; "
-                            "print(time.time() - t)"], capture_output=True, text=True, check=True)
-    startup = float(probe.stdout) + 0.3
-    rng = random.Random(1)
-    delays = [rng.uniform(0.0, startup) if k % 10 == 0 else startup + rng.uniform(0.1, 0.6) for k in range(N_KILLS)]
-    _crash_loop(tmp_path, _subprocess, delays)
+    """Same check with a new Python process per kill, as a restarted kernel."""
+    _crash_loop(tmp_path, _subprocess, *_schedule(1, start_window=2.0))
