@@ -224,7 +224,9 @@ class Session:
             self.model_, self.probs_, self._test_probs, self._fit_n = None, None, None, 0
             return self
         X_eval = self.embeddings if self.test is None else np.concatenate([self.embeddings, self.test[0]])
-        self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes), X_eval=X_eval)
+        with _one_blas_thread():
+            self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes),
+                                                   X_eval=X_eval)
         self.probs_ = probs[: len(self.pool)]
         self._test_probs = None if self.test is None else probs[len(self.pool):]
         self._fit_n = n
@@ -277,8 +279,9 @@ class Session:
             folds = KFold(n_splits=min(self.cv, len(lab)), shuffle=True, random_state=seed)
         X = self.embeddings[lab]
         out = np.zeros((len(lab), len(self.classes)))
-        for tr, te in folds.split(X, y):
-            _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
+        with _one_blas_thread():
+            for tr, te in folds.split(X, y):
+                _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
         return out
 
     # ------------------------------------------------------------------ rounds
@@ -428,7 +431,8 @@ class Session:
         return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})"
 
     def _finish_round(self, n_added, labels, fit_s=None):
-        self.metrics_ = self.evaluate()
+        if n_added or self.metrics_ is None or self.metrics_["n_labels"] != int(np.count_nonzero(labels >= 0)):
+            self.metrics_ = self.evaluate()  # an abandoned batch changes nothing: keep the metrics
         timings = dict(self._round["timings"])
         timings["label_s"] = time.perf_counter() - self._round["shown"]
         if fit_s is not None:
@@ -513,6 +517,19 @@ def _thumbnail(pool, i: int, size: int):
     with Image.open(io.BytesIO(data)) as im:  # reads the header only
         fmt, wh = im.format, im.size
     return data, f"image/{(fmt or 'jpeg').lower()}", wh
+
+
+def _one_blas_thread():
+    """Run the small per-round fits on one BLAS thread.
+
+    The labelled set is small (hundreds to thousands of rows), so threads buy
+    nothing; but on a busy 2-core machine (a kernel beside other work) spinning
+    BLAS threads made each logistic-regression fit 50x slower (2 s instead of
+    40 ms; see benchmarks/widget_latency.py).
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _caption(pool, i: int) -> str:
