@@ -1,0 +1,254 @@
+"""Embedders: PixelEmbedder and TimmEmbedder (tiny random timm models on CPU)."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alwidgets import Pool
+from alwidgets.embed import PixelEmbedder, TimmEmbedder, WeightsUnavailableError
+from alwidgets.pool import ImageReadError
+
+TINY = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear")
+
+
+_MODEL = {}
+
+
+def tiny(share=True, **kw):
+    """A resnet10t embedder at 32 px; ``share`` reuses one set of random weights (and saves building)."""
+    kw.setdefault("pretrained", False)
+    kw.setdefault("cache_dir", False)
+    kw.setdefault("progress", False)
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("pretrained_cfg_overlay", TINY)
+    emb = TimmEmbedder("resnet10t", **kw)
+    if share and not kw["pretrained"] and kw["pretrained_cfg_overlay"] == TINY:
+        if "m" not in _MODEL:
+            _MODEL["m"] = emb.model_
+        emb._model = _MODEL["m"]
+    return emb
+
+
+@pytest.fixture(scope="module")
+def small_pool():
+    return Pool.digits().subset(range(0, 1797, 90))  # 20 items
+
+
+# ------------------------------------------------------------------ pixels
+def test_pixels_shape_range_and_pca(small_pool):
+    X = PixelEmbedder().embed(small_pool)
+    assert X.shape == (20, 64) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
+    Z = PixelEmbedder(pca=5).embed(small_pool)
+    assert Z.shape == (20, 5) and np.allclose(Z.mean(0), 0, atol=1e-4)
+    with pytest.raises(ValueError, match="pca must be a positive integer"):
+        PixelEmbedder(pca=0).embed(small_pool)
+
+
+def test_pixels_from_files_resized(tmp_path):
+    for k, size in enumerate([(10, 20), (33, 7)]):
+        Image.new("RGB", size, (k * 100, 0, 0)).save(tmp_path / f"{k}.png")
+    X = PixelEmbedder(size=8).embed(Pool.from_folder(tmp_path))
+    assert X.shape == (2, 8 * 8 * 3) and np.isclose(X[1, 0], 100 / 255)
+
+
+# -------------------------------------------------------------------- timm
+def _reference(emb, pool):
+    """The plain timm recipe: its eval transform on each PIL image, then the model."""
+    import timm.data
+
+    cfg = timm.data.resolve_data_config({}, model=emb.model_)
+    tf = timm.data.create_transform(**cfg)
+    x = torch.stack([tf(pool.image(i).convert("RGB")) for i in range(len(pool))])
+    with torch.inference_mode():
+        return emb.model_.to(memory_format=torch.contiguous_format)(x).numpy()
+
+
+def test_timm_matches_plain_timm_pipeline(small_pool):
+    emb = tiny()
+    X = emb.embed(small_pool)
+    assert X.shape == (20, 512) and X.dtype == np.float32 and np.isfinite(X).all()
+    np.testing.assert_allclose(X, _reference(emb, small_pool), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(emb.embed(small_pool), X)  # deterministic
+
+
+def test_timm_uses_pretrained_cfg_for_preprocessing(tmp_path):
+    # a non-square image: resize short side to 32/0.5 = 64 then centre-crop 32, so only the middle is seen
+    a = np.zeros((80, 120, 3), np.uint8)
+    a[:, :20] = 255  # bright band on the left, cropped away by a centre crop
+    Image.fromarray(a).save(tmp_path / "x.png")
+    Image.fromarray(np.zeros_like(a)).save(tmp_path / "y.png")
+    pool = Pool.from_folder(tmp_path)
+    crop = tiny(pretrained_cfg_overlay=dict(TINY, crop_pct=0.5))
+    assert crop.data_config()["crop_pct"] == 0.5
+    X = crop.embed(pool)
+    np.testing.assert_allclose(X[0], X[1], atol=1e-5)  # the band was cropped off: same input
+    X = tiny().embed(pool)
+    assert not np.allclose(X[0], X[1], atol=1e-5)
+
+
+def test_uint8_on_device_normalisation_path():
+    emb = tiny()
+    model = emb.model_
+    x = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    mean, std = (0.2, 0.4, 0.6), (0.5, 0.25, 0.1)
+    scale = torch.tensor([1 / (255 * s) for s in std]).view(1, 3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        got = TimmEmbedder._forward(model, x, torch.device("cpu"), scale, shift)
+        ref_in = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        ref = model(ref_in).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_oom_backoff_halves_batch(small_pool, monkeypatch):
+    ref = tiny(batch_size=8).embed(small_pool)
+    real = TimmEmbedder._forward
+    sizes = []
+
+    def flaky(model, x, *a):
+        sizes.append(len(x))
+        if len(x) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, x, *a)
+
+    monkeypatch.setattr(TimmEmbedder, "_forward", staticmethod(flaky))
+    emb = tiny(batch_size=8)
+    with pytest.warns(RuntimeWarning, match="out of memory with 8 images"):
+        X = emb.embed(small_pool)
+    np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
+    assert emb._max_batch == 2 and sizes[:3] == [8, 4, 2] and max(sizes[3:]) == 2
+
+
+def test_non_oom_errors_propagate(small_pool, monkeypatch):
+    def broken(model, x, *a):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(TimmEmbedder, "_forward", staticmethod(broken))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        tiny().embed(small_pool)
+
+
+def test_oom_at_batch_one_is_raised(small_pool, monkeypatch):
+    def always(model, x, *a):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(TimmEmbedder, "_forward", staticmethod(always))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            tiny(batch_size=4).embed(small_pool)
+
+
+def test_workers_give_same_result(small_pool):
+    a, b = tiny(num_workers=2, batch_size=7), tiny(num_workers=0)  # same random weights
+    np.testing.assert_allclose(a.embed(small_pool), b.embed(small_pool), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------- weights
+def _save_checkpoint(model, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_checkpoint_file_loads_those_weights(small_pool, tmp_path):
+    import timm
+
+    src = timm.create_model("resnet10t", pretrained=False, num_classes=7).eval()
+    ckpt = _save_checkpoint(src, tmp_path / "w.safetensors")
+    emb = tiny(pretrained=True, checkpoint=ckpt, pretrained_cfg_overlay=dict(TINY, num_classes=7))
+    X = emb.embed(small_pool)
+    src.reset_classifier(0)
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(emb.model_.state_dict()[k], v)
+    np.testing.assert_allclose(X, _reference(emb, small_pool), rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_of_other_architecture_is_refused(tmp_path):
+    import timm
+
+    ckpt = _save_checkpoint(timm.create_model("resnet18", pretrained=False), tmp_path / "r18.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="do not fit 'resnet10t'"):
+        tiny(pretrained=True, checkpoint=ckpt).model_
+
+
+def test_checkpoint_with_foreign_key_names_is_refused(tmp_path):
+    import timm
+
+    sd = timm.create_model("resnet10t", pretrained=False).state_dict()
+    from safetensors.torch import save_file
+
+    save_file({"encoder." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "prefixed.safetensors"))
+    with pytest.raises(WeightsUnavailableError, match="were not in the file"):
+        tiny(pretrained=True, checkpoint=tmp_path / "prefixed.safetensors").model_
+
+
+def test_bad_arguments():
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+        tiny(pretrained=True, checkpoint="/nonexistent/w.safetensors").model_
+    with pytest.raises(ValueError, match="cannot be combined with pretrained=False"):
+        tiny(share=False, checkpoint=__file__).model_
+    with pytest.raises(ValueError, match="unknown timm model 'resnet10x'"):
+        TimmEmbedder("resnet10x", pretrained=False).model_
+    with pytest.raises(ValueError, match="num_classes is fixed"):
+        TimmEmbedder("resnet10t", pretrained=False, num_classes=3).model_
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tiny(precision="fp8").embed(Pool.digits().subset([0]))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        tiny(batch_size=0).embed(Pool.digits().subset([0]))
+
+
+def test_pretrained_without_weights_says_how_to_provide_them(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match=r"could not load pretrained weights for 'resnet10t'.*checkpoint="):
+        TimmEmbedder("resnet10t", progress=False, cache_dir=False).model_
+
+
+def test_model_kwargs_reach_timm():
+    emb = TimmEmbedder("mobilenetv1_100", pretrained=False, pad_type="same", cache_dir=False)
+    from timm.layers import Conv2dSame
+
+    assert any(isinstance(m, Conv2dSame) for m in emb.model_.modules())
+    assert "pad_type='same'" in repr(emb)
+
+
+# ------------------------------------------------------------- bad images
+@pytest.fixture
+def bad_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"ok{k}.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    return tmp_path
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_files_skipped_rows_zero(bad_folder, workers):
+    pool = Pool.from_folder(bad_folder, on_error="skip")
+    X = tiny(num_workers=workers).embed(pool)
+    assert set(pool.errors) == {"empty.jpg", "truncated.jpg"}
+    bad = ~pool.usable
+    assert bad.sum() == 2 and np.all(X[bad] == 0) and np.all(np.abs(X[~bad]).sum(1) > 0)
+
+
+def test_corrupt_files_raise_by_default(bad_folder):
+    (bad_folder / "empty.jpg").unlink()
+    pool = Pool.from_folder(bad_folder)
+    with pytest.raises(ImageReadError, match=r"'truncated.jpg' \(.*truncated.jpg\)"):
+        tiny(num_workers=1).embed(pool)
