@@ -116,7 +116,11 @@ class Selector(BaseEstimator, metaclass=ABCMeta):
         name = type(self).__name__
         if idx.shape != (k,) or scores.shape != (k,):
             raise RuntimeError(f"{name} returned {idx.shape[0]} indices / {scores.shape[0]} scores, expected {k}")
-        if len(np.unique(idx)) != k:
+        if np.any((idx < 0) | (idx >= len(labels))):
+            raise RuntimeError(f"{name} returned indices outside the pool")
+        seen = np.zeros(len(labels), dtype=bool)
+        seen[idx] = True
+        if np.count_nonzero(seen) != k:  # O(n) duplicate check; np.unique is slow on big batches
             raise RuntimeError(f"{name} returned repeated indices")
         if np.any(labels[idx] != UNLABELED):
             raise RuntimeError(f"{name} returned already-labelled items")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import UNLABELED, check_batch_size, check_labels
-from .base import Selection, Selector, unlabeled_indices
+from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import make_selector, register
 
 
@@ -37,9 +37,10 @@ class CostAware(Selector):
 
     Notes
     -----
-    Items are taken greedily by ``score / cost``; an item that no longer
-    fits the remaining budget is skipped and cheaper ones are tried (greedy
-    knapsack). ``Selection.scores`` are the ratios; ``info`` has the spend.
+    Items are taken greedily by ``score / cost`` (ties at random); an item
+    that no longer fits the remaining budget is skipped and cheaper ones are
+    tried (greedy knapsack). ``Selection.scores`` are the ratios; ``info``
+    has the spend.
 
     Examples
     --------
@@ -107,21 +108,35 @@ class CostAware(Selector):
             raise ValueError(f"{type(inner).__name__} gave negative scores; CostAware needs utilities >= 0")
         c = costs[idx]
         ratio = scores / c
-        order = np.lexsort((rng.random(len(idx)), c, -ratio))     # best ratio, then cheaper, then random
         budget = np.inf if self.budget is None else float(self.budget)
         if not budget > 0:
             raise ValueError(f"budget must be > 0 cost units, got {self.budget}")
         cheapest = costs[unlabeled_indices(labels)].min()
         if cheapest > budget:
             raise ValueError(f"budget {budget:g} is below the cheapest unlabelled item's cost ({cheapest:g})")
-        keep = []
-        spent = 0.0
-        for j in order:
-            if len(keep) == n:
-                break
-            if spent + c[j] <= budget * (1 + 1e-12):
-                keep.append(j)
-                spent += c[j]
-        keep = np.asarray(keep, dtype=np.int64)
+        keep, spent = _greedy(ratio, c, n, budget, rng)
         info.update({"spent": float(spent), "budget": None if self.budget is None else budget})
         return Selection(idx[keep], ratio[keep], info)
+
+
+def _greedy(ratio: np.ndarray, cost: np.ndarray, n: int, budget: float, rng: np.random.Generator):
+    """Positions taken greedily by ``ratio`` (ties at random) while they fit ``budget``; at most ``n``.
+
+    Only a prefix of the ranking is sorted (grown by doubling when the
+    budget skips items), so the cost is O(m + k log k), not O(m log m).
+    """
+    m = len(ratio)
+    k = min(m, max(4 * n, 256))
+    while True:
+        order, _ = top_k(ratio, np.arange(m), k, rng)
+        keep, spent = [], 0.0
+        for j in order:
+            if spent + cost[j] <= budget * (1 + 1e-12):
+                keep.append(j)
+                spent += cost[j]
+                if len(keep) == n:
+                    break
+        rest_fits = k < m and budget - spent >= cost.min()
+        if len(keep) == n or not rest_fits:
+            return np.asarray(keep, dtype=np.int64), spent
+        k = min(m, 2 * k)

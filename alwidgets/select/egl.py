@@ -37,10 +37,14 @@ def expected_gradient_length(probs, embeddings, bias: bool = True) -> np.ndarray
         X = X.astype(np.float64)
     if p.ndim != 2 or X.ndim != 2 or len(p) != len(X):
         raise ValueError(f"probs (n, C) and embeddings (n, d) must have the same rows, got {p.shape} and {X.shape}")
+    sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+    return _label_factor(p) * np.sqrt(sq + (1.0 if bias else 0.0))
+
+
+def _label_factor(p: np.ndarray) -> np.ndarray:
+    """``E_y ||p - e_y||`` under ``y ~ p``: the probability part of the expected gradient norm."""
     sq = (p * p).sum(axis=1, keepdims=True)
-    per_label = np.sqrt(np.maximum(sq - 2.0 * p + 1.0, 0.0))
-    xnorm = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64) + (1.0 if bias else 0.0))
-    return (p * per_label).sum(axis=1) * xnorm
+    return (p * np.sqrt(np.maximum(sq - 2.0 * p + 1.0, 0.0))).sum(axis=1)
 
 
 @register("egl")
@@ -76,14 +80,31 @@ class ExpectedGradientLength(Selector):
 
     def _select(self, n, *, labels, embeddings, probs, rng):
         candidates = unlabeled_indices(labels)
-        X = embeddings
-        if self.standardize:
-            mean = X.mean(axis=0, dtype=np.float64)
-            std = X.std(axis=0, dtype=np.float64)
-            scale = np.where(std > 1e-12, std, 1.0)
-            X = (X[candidates] - mean.astype(np.float32)) / scale.astype(np.float32)
-        else:
-            X = X[candidates]
-        scores = expected_gradient_length(probs[candidates], X, bias=self.bias)
+        sq = _sq_norms(embeddings, self.standardize)[candidates]
+        scores = _label_factor(probs[candidates]) * np.sqrt(sq + (1.0 if self.bias else 0.0))
         idx, s = top_k(scores, candidates, n, rng)
         return Selection(idx, s, {"standardize": bool(self.standardize)})
+
+
+def _sq_norms(X: np.ndarray, standardize: bool, chunk: int = 8192) -> np.ndarray:
+    """Squared row norms of ``X``, or of ``(X - mean) / std`` with pool statistics; chunked, float32."""
+    mean = np.zeros(X.shape[1], np.float32)
+    inv = np.ones(X.shape[1], np.float32)
+    if standardize:
+        s1 = np.zeros(X.shape[1])
+        s2 = np.zeros(X.shape[1])
+        for s in range(0, len(X), chunk):
+            block = X[s:s + chunk]
+            s1 += block.sum(axis=0)
+            s2 += np.einsum("ij,ij->j", block, block)
+        m = s1 / len(X)
+        var = np.maximum(s2 / len(X) - m**2, 0.0)
+        inv = np.where(var > 1e-24, 1.0 / np.sqrt(np.maximum(var, 1e-24)), 1.0).astype(np.float32)
+        mean = m.astype(np.float32)
+    out = np.empty(len(X))
+    for s in range(0, len(X), chunk):
+        z = X[s:s + chunk]
+        if standardize:
+            z = (z - mean) * inv
+        out[s:s + chunk] = np.einsum("ij,ij->i", z, z)
+    return out
