@@ -74,7 +74,10 @@ def kmeans(X: np.ndarray, k: int, *, seed: int, niter: int = 20, max_points_per_
         weights = None if weights is None else weights[rows]
     X = np.ascontiguousarray(X, dtype=np.float32)
     rng = rng if rng is not None else np.random.default_rng(seed)
-    init = X[kmeans_plus_plus(X, k, rng, weights=weights)]
+    # k-means++ seeds (drawn from at most 8 rows per centroid: seeding costs k passes over them)
+    seed_rows = np.arange(len(X)) if len(X) <= 8 * k else np.sort(rng.choice(len(X), 8 * k, replace=False))
+    init = X[seed_rows[kmeans_plus_plus(X[seed_rows], k, rng,
+                                        weights=None if weights is None else weights[seed_rows])]]
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False,
                       max_points_per_centroid=max(len(X), 1), min_points_per_centroid=1)
     km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32),
@@ -128,15 +131,34 @@ def d2_sampling(tracker: "NearestCenter", k: int, rng: np.random.Generator, firs
 
 
 def knn_distances(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """Euclidean distances ``(len(queries), k)`` to the ``k`` nearest rows of ``reference``.
+    """Euclidean distances ``(len(queries), k)`` to the ``k`` nearest rows of ``reference``, ascending.
 
-    Exact search (faiss ``IndexFlatL2``); ``k`` is capped at ``len(reference)``.
+    Exact. Small problems (the per-cluster and shortlist searches of the
+    selectors) use a blocked NumPy GEMM + partial sort, which avoids faiss's
+    per-call thread start-up; large ones use faiss ``IndexFlatL2``.
+    ``k`` is capped at ``len(reference)``.
     """
     k = int(min(k, len(reference)))
-    index = faiss.IndexFlatL2(reference.shape[1])
-    index.add(np.ascontiguousarray(reference, dtype=np.float32))
-    D, _ = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return np.sqrt(np.maximum(D, 0.0))
+    Q = np.ascontiguousarray(queries, dtype=np.float32)
+    R = np.ascontiguousarray(reference, dtype=np.float32)
+    if len(Q) * len(R) > 50_000_000:
+        index = faiss.IndexFlatL2(R.shape[1])
+        index.add(R)
+        D, _ = index.search(Q, k)
+        return np.sqrt(np.maximum(D, 0.0))
+    r_sq = sq_norms(R)
+    q_sq = sq_norms(Q)
+    out = np.empty((len(Q), k), dtype=np.float32)
+    step = max(1, 4_000_000 // max(len(R), 1))
+    for s in range(0, len(Q), step):
+        D = Q[s:s + step] @ R.T
+        D *= -2.0
+        D += r_sq[None, :]
+        D += q_sq[s:s + step, None]
+        if k < D.shape[1]:
+            D = np.partition(D, k - 1, axis=1)[:, :k]
+        out[s:s + step] = np.sort(D, axis=1)
+    return np.sqrt(np.maximum(out, 0.0))
 
 
 class NearestCenter:

@@ -65,8 +65,8 @@ class Coverage(Selector):
     requires = ("embeddings",)
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
-                 max_candidates: int = 128, max_reference: int = 1024, kmeans_iter: int = 20,
-                 max_points_per_centroid: int = 64):
+                 max_candidates: int = 128, max_reference: int = 1024, kmeans_iter: int = 10,
+                 max_points_per_centroid: int = 40):
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import UNLABELED
-from ._faiss import NearestCenter, nearest_center, sq_norms, vector_sqdist
+from ._faiss import nearest_center, sq_norms, vector_sqdist
 from .base import Selection, Selector
 from .registry import register
 
 
 def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
-                   candidates: np.ndarray | None = None):
+                   candidates: np.ndarray | None = None, chunk: int = 256):
     """Greedy k-center: ``n`` rows of ``X``, each the farthest from all rows chosen so far.
 
     ``start`` are rows that already count as centres (labelled items);
@@ -18,23 +18,31 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
     ``start``). Without ``start`` the first pick is the candidate nearest to the
     mean of ``X``. Returns ``(rows, distances)``: each pick's Euclidean
     distance to its nearest earlier centre at the time it was picked.
+
+    Exact, with lazy updates: every row keeps an upper bound on its distance
+    to the nearest centre (distances only shrink as centres are added). Each
+    pick refreshes only the ``chunk`` rows with the largest bounds against the
+    centres added since their last refresh, and stops as soon as the best
+    refreshed row beats every other bound; when refreshing gets expensive,
+    all rows are brought up to date in one blocked GEMM. So a pick costs at
+    most one O(N * d) pass, usually far less; memory is O(N).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     N = len(X)
     x_sq = sq_norms(X)
-    tracker = NearestCenter(N, vector_sqdist(X, x_sq), slack=1e-5 * float(x_sq.max(initial=0.0)) + 1e-12)
     allowed = np.ones(N, dtype=bool)
     if candidates is not None:
         allowed[:] = False
         allowed[candidates] = True
     start = np.empty(0, np.int64) if start is None else np.asarray(start, dtype=np.int64)
     allowed[start] = False
-    if not allowed.any():
+    n_allowed = int(allowed.sum())
+    if n_allowed == 0:
         return np.empty(0, np.int64), np.empty(0)
+    centers = [int(i) for i in start]
     picks, scores = [], []
     if len(start):
-        owner, dist = nearest_center(X, X[start], x_sq)
-        tracker.seed(start, dist, owner)
+        _, ub = nearest_center(X, X[start], x_sq)
     else:
         # first centre: the most central candidate; its score is its distance to the mean
         mean = X.mean(axis=0)
@@ -43,15 +51,54 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
         first = int(np.argmin(d))
         picks.append(first)
         scores.append(float(np.sqrt(max(d[first], 0.0))))
-        tracker.add(first)
+        centers.append(first)
         allowed[first] = False
-    while len(picks) < n and allowed.any():
-        masked = np.where(allowed, tracker.dist, -1.0)
-        j = int(np.argmax(masked))
+        n_allowed -= 1
+        ub = vector_sqdist(X, x_sq)(None, first)
+    ub = ub.astype(np.float32, copy=True)
+    ub[centers] = 0.0
+    applied = np.full(N, len(centers), dtype=np.int64)  # centres[:applied[i]] are folded into ub[i]
+
+    def refresh(rows, t):
+        lo = int(applied[rows].min())
+        C = X[centers[lo:t]]
+        for s in range(0, len(rows), 16384):
+            r = rows[s:s + 16384]
+            d = X[r] @ C.T
+            d *= -2.0
+            d += x_sq[centers[lo:t]][None, :]
+            d = d.min(axis=1) + x_sq[r]
+            ub[r] = np.minimum(ub[r], np.maximum(d, 0.0))
+        applied[rows] = t
+
+    while len(picks) < n and n_allowed > 0:
+        t = len(centers)
+        work = 0
+        while True:
+            masked = np.where(allowed, ub, -1.0)
+            b = min(chunk, n_allowed)
+            top = np.argpartition(masked, N - b)[N - b:] if b < N else np.arange(N)
+            stale = top[applied[top] < t]
+            if len(stale):
+                refresh(stale, t)
+                work += len(stale)
+            vals = np.where(allowed[top], ub[top], -1.0)
+            i = int(np.argmax(vals))
+            masked[top] = -1.0
+            if vals[i] >= masked.max():
+                j = int(top[i])
+                break
+            if work > N // 4:   # bounds are too loose here: update everything in one pass
+                refresh(np.flatnonzero(applied < t), t)
+                j = int(np.argmax(np.where(allowed, ub, -1.0)))
+                break
         picks.append(j)
-        scores.append(float(np.sqrt(max(masked[j], 0.0))))
-        tracker.add(j)
+        scores.append(float(np.sqrt(max(ub[j], 0.0))))
+        centers.append(j)
         allowed[j] = False
+        n_allowed -= 1
+        ub[j] = 0.0
+        applied[j] = len(centers)
     return np.asarray(picks, dtype=np.int64), np.asarray(scores)
 
 
@@ -62,8 +109,8 @@ class KCenterGreedy(Selector):
     Minimises the radius within which every pool item has a labelled
     neighbour, so the batch covers the embedding space instead of piling up
     in one region. Seeded by the labelled items; with none, the first pick is
-    the item nearest the pool mean. Exact, O(N * d) per pick at most (pruned
-    with the triangle inequality), O(N) memory, float32.
+    the item nearest the pool mean. Exact, O(N * d) per pick at most (lazy
+    bound updates, see :func:`farthest_first`), O(N) memory, float32.
 
     ``Selection.scores`` are each pick's distance to the nearest labelled or
     earlier-picked item (non-increasing after the first pick).
