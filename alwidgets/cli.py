@@ -47,10 +47,20 @@ def load_pool(spec: str):
 
 
 def make_embedder(spec: str, args=None):
-    """Embedder from an ``--embedder`` spec: pixels | pca:N."""
+    """Embedder from an ``--embedder`` spec: pixels | pca:N | timm:MODEL_NAME.
+
+    For ``timm:`` the options ``--checkpoint``, ``--model-kwargs``,
+    ``--pretrained-cfg``, ``--device`` and ``--cache-dir`` of ``args`` apply.
+    """
     from .embed import PixelEmbedder
 
     kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    timm_opts = {k: getattr(args, k, None) for k in ("checkpoint", "model_kwargs", "pretrained_cfg", "cache_dir")}
+    if kind != "timm":
+        given = [f"--{k.replace('_', '-')}" for k, v in timm_opts.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to --embedder timm:MODEL_NAME")
     if kind == "pixels" and not arg:
         return PixelEmbedder()
     if kind == "pca":
@@ -58,12 +68,57 @@ def make_embedder(spec: str, args=None):
             return PixelEmbedder(pca=int(arg))
         except ValueError:
             raise UsageError(f"--embedder pca:N needs an integer N, got {arg!r}") from None
-    raise UsageError(f"unknown --embedder {spec!r}; use pixels or pca:N")
+    if kind == "timm":
+        from .embed import TimmEmbedder
+
+        if not arg.strip():
+            raise UsageError("--embedder timm:MODEL_NAME needs a model name, e.g. timm:resnet50.a1_in1k")
+        model_kwargs = _json_dict(timm_opts["model_kwargs"], "--model-kwargs")
+        overlay = _json_dict(timm_opts["pretrained_cfg"], "--pretrained-cfg") or None
+        ckpt = timm_opts["checkpoint"]
+        if ckpt is not None:
+            from pathlib import Path
+
+            if not Path(ckpt).expanduser().is_file():
+                raise UsageError(f"--checkpoint {ckpt}: no such file")
+        if "num_classes" in model_kwargs:
+            raise UsageError("--model-kwargs: num_classes is fixed to 0 (pooled features)")
+        return TimmEmbedder(arg.strip(), pretrained=True, checkpoint=ckpt, device=getattr(args, "device", None) or "auto",
+                            cache_dir=timm_opts["cache_dir"], pretrained_cfg_overlay=overlay,
+                            progress=not getattr(args, "no_progress", False), **model_kwargs)
+    raise UsageError(f"unknown --embedder {spec!r}; use pixels, pca:N or timm:MODEL_NAME")
+
+
+def _json_dict(text, option) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{option}: not valid JSON ({e.msg} at column {e.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option}: expected a JSON object like '{{\"pad_type\": \"same\"}}', got {text!r}")
+    return value
 
 
 def embed_pool(pool, embedder):
-    """Features for ``pool``: the arrays themselves for feature npz files, else the embedder's output."""
-    return embedder.embed(pool)
+    """Features for ``pool``: the arrays themselves for feature npz files, else the embedder's output.
+
+    Failures to load weights or read images become one-line usage errors.
+    """
+    if pool.arrays is not None and pool.arrays.ndim == 2:  # an npz of ready-made features
+        return np.asarray(pool.arrays, dtype=np.float32)
+    from .embed import WeightsUnavailableError
+    from .pool import ImageReadError
+
+    try:
+        return embedder.embed(pool)
+    except (WeightsUnavailableError, ImageReadError, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    except RuntimeError as e:
+        if "CUDA" in str(e) or "device" in str(e):
+            raise UsageError(str(e).splitlines()[0]) from None
+        raise
 
 
 def subsample(pool_targets: np.ndarray, max_items: int | None, seed: int) -> np.ndarray:
@@ -126,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--curves", metavar="CSV", help="write learning curves to this CSV file")
     sim.add_argument("--plot", metavar="HTML", help="write plotly learning curves to this HTML file")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    emb = sub.add_parser("embed", help="embed a dataset and save the features (.npy + ids, or .npz) for reuse")
+    add_data_args(emb)
+    emb.add_argument("--out", required=True, metavar="FILE",
+                     help="FILE.npy (ids written to FILE.ids.txt) or FILE.npz (arrays X, y, ids)")
+    emb.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -133,9 +194,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     """Options that say which pool to load and how to embed it."""
     p.add_argument("--dataset", default="digits",
                    help="digits | fashion-mnist:DIR | folder:DIR | npz:FILE (default: digits)")
-    p.add_argument("--embedder", default="pixels", help="pixels | pca:N (default: pixels)")
+    p.add_argument("--embedder", default="pixels",
+                   help="pixels | pca:N | timm:MODEL_NAME (default: pixels)")
     p.add_argument("--max-items", type=_positive_int, default=None,
                    help="stratified random subset of the pool of at most this many items")
+    g = p.add_argument_group("timm embedder options")
+    g.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="local .safetensors/.pth weights for timm:MODEL_NAME (offline use)")
+    g.add_argument("--model-kwargs", metavar="JSON", default=None,
+                   help="timm.create_model arguments, e.g. '{\"pad_type\": \"same\"}'")
+    g.add_argument("--pretrained-cfg", metavar="JSON", default=None,
+                   help="pretrained config overlay: mean, std, interpolation, crop_pct, input_size")
+    g.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="embedding cache (default: $ALWIDGETS_CACHE or ~/.cache/alwidgets/embeddings)")
 
 
 def load_npz_features(spec: str):
@@ -199,7 +271,38 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate}
+def cmd_embed(args) -> int:
+    """Embed a dataset once and save the features (and ids) for reuse."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".npz"):
+        raise UsageError(f"--out {args.out}: use a .npy file (ids go beside it) or a .npz file (X, y, ids)")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+    pool = load_pool(args.dataset)
+    if args.max_items is not None and args.max_items < len(pool):
+        known = bool(np.all(pool.targets >= 0))
+        keep = subsample(pool.targets, args.max_items, 0) if known else np.arange(args.max_items)
+        pool = pool.subset(keep)
+    if any("\n" in i for i in pool.ids):
+        raise UsageError(f"--dataset {args.dataset}: item ids contain line breaks; cannot write them one per line")
+    X = embed_pool(pool, make_embedder(args.embedder, args))
+    if out.suffix == ".npz":
+        np.savez(out, X=X, y=pool.targets, ids=np.array(pool.ids, dtype=str))
+        print(f"wrote {X.shape[0]} x {X.shape[1]} embeddings, targets and ids to {out}")
+    else:
+        np.save(out, X)
+        ids_path = out.with_suffix(".ids.txt")
+        ids_path.write_text("".join(f"{i}\n" for i in pool.ids), encoding="utf-8")
+        print(f"wrote {X.shape[0]} x {X.shape[1]} embeddings to {out} and their ids to {ids_path}")
+    if pool.errors:
+        print(f"{len(pool.errors)} unreadable item(s) skipped (zero rows): {', '.join(list(pool.errors)[:5])}",
+              file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "embed": cmd_embed}
 
 
 def main(argv=None) -> int:
