@@ -224,9 +224,7 @@ class Session:
             self.model_, self.probs_, self._test_probs, self._fit_n = None, None, None, 0
             return self
         X_eval = self.embeddings if self.test is None else np.concatenate([self.embeddings, self.test[0]])
-        with _one_blas_thread():
-            self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes),
-                                                   X_eval=X_eval)
+        self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes), X_eval=X_eval)
         self.probs_ = probs[: len(self.pool)]
         self._test_probs = None if self.test is None else probs[len(self.pool):]
         self._fit_n = n
@@ -262,7 +260,12 @@ class Session:
         m["per_class"] = {c: (float(hit[y_true == k].mean()) if np.any(y_true == k) else None)
                           for k, c in enumerate(self.classes)}
         if self.calibration:
-            m["reliability"], m["ece"] = _reliability(probs.max(axis=1), hit)
+            from .calibrate import expected_calibration_error, reliability_data
+
+            table = reliability_data(probs, y_true, n_bins=_BINS)
+            table = table[table["count"] > 0]
+            m["reliability"] = {k: table[k].tolist() for k in ("confidence", "accuracy", "count")}
+            m["ece"] = expected_calibration_error(probs, y_true, n_bins=_BINS)
         return m
 
     def _cross_val_probs(self, lab, y):
@@ -279,9 +282,8 @@ class Session:
             folds = KFold(n_splits=min(self.cv, len(lab)), shuffle=True, random_state=seed)
         X = self.embeddings[lab]
         out = np.zeros((len(lab), len(self.classes)))
-        with _one_blas_thread():
-            for tr, te in folds.split(X, y):
-                _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
+        for tr, te in folds.split(X, y):
+            _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
         return out
 
     # ------------------------------------------------------------------ rounds
@@ -519,19 +521,6 @@ def _thumbnail(pool, i: int, size: int):
     return data, f"image/{(fmt or 'jpeg').lower()}", wh
 
 
-def _one_blas_thread():
-    """Run the small per-round fits on one BLAS thread.
-
-    The labelled set is small (hundreds to thousands of rows), so threads buy
-    nothing; but on a busy 2-core machine (a kernel beside other work) spinning
-    BLAS threads made each logistic-regression fit 50x slower (2 s instead of
-    40 ms; see benchmarks/widget_latency.py).
-    """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _caption(pool, i: int) -> str:
     if pool.paths is not None:
         return Path(pool.paths[i]).name
@@ -548,19 +537,3 @@ def _seconds(v):
 
 def _jsonable(params: dict) -> dict:
     return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in params.items()}
-
-
-def _reliability(confidence: np.ndarray, hit: np.ndarray):
-    """Per-bin mean confidence, accuracy and count; and the expected calibration error."""
-    edges = np.linspace(0.0, 1.0, _BINS + 1)
-    b = np.clip(np.digitize(confidence, edges[1:-1]), 0, _BINS - 1)
-    table = {"confidence": [], "accuracy": [], "count": []}
-    ece = 0.0
-    for k in range(_BINS):
-        m = b == k
-        if m.any():
-            table["confidence"].append(float(confidence[m].mean()))
-            table["accuracy"].append(float(hit[m].mean()))
-            table["count"].append(int(m.sum()))
-            ece += m.mean() * abs(confidence[m].mean() - hit[m].mean())
-    return table, float(ece)

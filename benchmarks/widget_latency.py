@@ -83,7 +83,7 @@ def main(argv=None):
         s.selector.select(args.batch, labels=labels, embeddings=X, probs=s.probs_, random_state=r)
         t_sel.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        with threadpool_limits(1, user_api="blas"):  # as the session fits
+        with threadpool_limits(1, user_api="blas"):  # as fit_predict_proba does
             fit_predict_proba(s.model, X, labels, len(s.classes))
         t_fit.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -135,7 +135,7 @@ def main(argv=None):
           f"{out['submit_vs_fit']:.1f}x one bare fit+predict on 1 BLAS thread, {out['fit_baseline_ms']:.1f} ms; "
           f"accuracy by {out['accuracy_source']})")
     print(f"bare fit+predict with default BLAS threads ({out['blas_threads']}): "
-          f"{out['fit_default_threads_ms']:.1f} ms (why the session fits on one thread)")
+          f"{out['fit_default_threads_ms']:.1f} ms (why fit_predict_proba uses one thread)")
 
 
 if __name__ == "__main__":
