@@ -7,11 +7,32 @@ chosen centre up to date in O(N) memory (farthest-first and k-means++ seeding).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import faiss
 import numpy as np
 
 BLOCK_ROWS = 16384
 """Rows per block in blocked distance computations (bounds temporary memory)."""
+
+
+SMALL_WORK = 1_000_000_000
+"""Below this many multiply-adds per iteration, faiss runs single-threaded: OpenMP start-up and
+spin-waiting cost more than they save, badly so on a busy machine."""
+
+
+@contextmanager
+def single_thread_if(small: bool):
+    """Run faiss on one thread inside the block when ``small`` is true."""
+    if not small:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
@@ -80,8 +101,9 @@ def kmeans(X: np.ndarray, k: int, *, seed: int, niter: int = 20, max_points_per_
                                         weights=None if weights is None else weights[seed_rows])]]
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False,
                       max_points_per_centroid=max(len(X), 1), min_points_per_centroid=1)
-    km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32),
-             init_centroids=init)
+    with single_thread_if(len(X) * k * d < SMALL_WORK):
+        km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32),
+                 init_centroids=init)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -144,7 +166,7 @@ def knn_distances(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
     if len(Q) * len(R) > 50_000_000:
         index = faiss.IndexFlatL2(R.shape[1])
         index.add(R)
-        D, _ = index.search(Q, k)
+        D, _ = index.search(Q, k)  # large: faiss's own threading pays off
         return np.sqrt(np.maximum(D, 0.0))
     r_sq = sq_norms(R)
     q_sq = sq_norms(Q)
