@@ -75,20 +75,14 @@ def main(argv=None):
 
     # baselines, same run
     labels = s.labels()
-    from threadpoolctl import threadpool_limits
-
-    t_sel, t_fit, t_fit_default = [], [], []
+    t_sel, t_fit = [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
         s.selector.select(args.batch, labels=labels, embeddings=X, probs=s.probs_, random_state=r)
         t_sel.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        with threadpool_limits(1, user_api="blas"):  # as fit_predict_proba does
-            fit_predict_proba(s.model, X, labels, len(s.classes))
+        fit_predict_proba(s.model, X, labels, len(s.classes))
         t_fit.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        fit_predict_proba(s.model, X, labels, len(s.classes))  # library default BLAS threads
-        t_fit_default.append(time.perf_counter() - t0)
 
     # label(n): one round per call, submitted (not timed) so the next call starts clean
     t_label, n_bytes, meta_bytes = [], [], []
@@ -116,7 +110,6 @@ def main(argv=None):
         "label_vs_select": med(t_label) / med(t_sel),
         "thumb_bytes_per_batch": int(med(n_bytes)), "meta_bytes_per_batch": int(med(meta_bytes)),
         "submit_to_next_batch_ms": med(t_submit) * 1e3, "fit_baseline_ms": med(t_fit) * 1e3,
-        "fit_default_threads_ms": med(t_fit_default) * 1e3,
         "submit_vs_fit": med(t_submit) / med(t_fit),
         "label_target_ms": 300, "submit_target_ms": 2000,
         "accuracy_source": s.metrics_["source"],
@@ -132,10 +125,8 @@ def main(argv=None):
     print(f"bytes per batch         : {out['thumb_bytes_per_batch']:,} thumbnail bytes (binary) + "
           f"{out['meta_bytes_per_batch']:,} bytes item JSON")
     print(f"submit -> refit -> next : {out['submit_to_next_batch_ms']:8.1f} ms  (target 2000 ms; "
-          f"{out['submit_vs_fit']:.1f}x one bare fit+predict on 1 BLAS thread, {out['fit_baseline_ms']:.1f} ms; "
+          f"{out['submit_vs_fit']:.1f}x one bare fit+predict, {out['fit_baseline_ms']:.1f} ms; "
           f"accuracy by {out['accuracy_source']})")
-    print(f"bare fit+predict with default BLAS threads ({out['blas_threads']}): "
-          f"{out['fit_default_threads_ms']:.1f} ms (why fit_predict_proba uses one thread)")
 
 
 if __name__ == "__main__":
