@@ -33,6 +33,14 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (numpy: faster than torch for a handful of classes)."""
+    z = z - z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
 def _torch_seed(random_state) -> int:
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**63 - 1))
@@ -134,8 +142,12 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         return np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=np.float32)
 
     def _hidden(self, X: np.ndarray) -> torch.Tensor:
+        # Standardisation folded into the first layer: no standardised copy of X.
         w1, b1, _, _ = self.params_
-        return torch.relu(torch.from_numpy(self._standardise(X)) @ w1 + b1)
+        scale = torch.from_numpy(self.scale_)[:, None]
+        w = w1 / scale
+        b = b1 - torch.from_numpy(np.ascontiguousarray(self.mean_, dtype=np.float32)) @ w
+        return torch.relu(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)) @ w + b)
 
     def predict_proba(self, X):
         """Deterministic class probabilities (dropout off), shape ``(n, n_classes)``."""
@@ -144,17 +156,16 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         out = np.empty((len(X), len(self.classes_)))
         with torch.no_grad():
             for s in range(0, len(X), _CHUNK):
-                out[s:s + _CHUNK] = torch.softmax(self._hidden(X[s:s + _CHUNK]) @ w2 + b2, dim=1).numpy()
+                out[s:s + _CHUNK] = _softmax((self._hidden(X[s:s + _CHUNK]) @ w2 + b2).numpy())
         return out
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def iter_proba_mc(self, X, n_samples: int = 20, random_state=None, chunk: int = _CHUNK):
-        """Yield ``(start, probs)`` with MC-dropout ``probs`` of shape ``(T, rows, C)`` per chunk of rows.
+    def _iter_logits_mc(self, X, n_samples: int, random_state, chunk: int = _CHUNK):
+        """Yield ``(start, logits)`` with MC-dropout logits laid out ``(T, C, rows)`` per chunk of rows.
 
-        Lets a caller reduce a large pool chunk by chunk instead of holding
-        the whole ``(T, n, C)`` array.
+        Rows last, so reductions over classes or samples are vectorised along rows.
         """
         X = check_embeddings(X, name="X")
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
@@ -166,11 +177,24 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         # One mask per MC sample, shared by all items: each sample is one thinned
         # network (a draw of the weights), and all T heads fold into one matmul.
         masks = (torch.rand(t, w2.shape[0], generator=gen) < keep).float() / keep
-        w_all = (masks[:, :, None] * w2[None]).permute(1, 0, 2).reshape(w2.shape[0], t * c)
+        w_all = (masks[:, :, None] * w2[None]).permute(0, 2, 1).reshape(t * c, w2.shape[0])
+        b_all = b2.repeat(t)[:, None]
         with torch.no_grad():
             for s in range(0, len(X), chunk):
-                logits = (self._hidden(X[s:s + chunk]) @ w_all).reshape(-1, t, c) + b2
-                yield s, torch.softmax(logits, dim=-1).permute(1, 0, 2).numpy()
+                hid = self._hidden(X[s:s + chunk])
+                yield s, (w_all @ hid.T + b_all).numpy().reshape(t, c, -1)
+
+    def iter_proba_mc(self, X, n_samples: int = 20, random_state=None, chunk: int = _CHUNK):
+        """Yield ``(start, probs)``: MC-dropout ``probs`` of shape ``(T, rows, C)`` per chunk of rows.
+
+        Lets a caller reduce a large pool chunk by chunk instead of holding
+        the whole ``(T, n, C)`` array.
+        """
+        for s, logits in self._iter_logits_mc(X, n_samples, random_state, chunk):
+            z = logits - logits.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+            yield s, z.transpose(0, 2, 1)
 
     def predict_proba_mc(self, X, n_samples: int = 20, random_state=None):
         """MC-dropout class probabilities, shape ``(n_samples, n, n_classes)`` (float32)."""

@@ -112,6 +112,19 @@ def test_bootstrap_committee_disagrees_near_the_boundary_and_is_deterministic(se
     np.testing.assert_array_equal(sel.indices, again.indices)
 
 
+def test_folded_linear_probes_match_their_predict_proba():
+    from alwidgets.select.committee import _linear_members_proba, _probe_affine
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(300, 7)) * 3 + 1).astype(np.float32)
+    cases = [rng.integers(0, 2, 40), rng.integers(0, 4, 40), np.full(10, 2), rng.integers(1, 3, 40)]
+    probes = [LinearProbe(n_classes=5).fit(X[: len(ys)], ys) for ys in cases]
+    out = np.empty((len(probes), 300, 5))
+    _linear_members_proba([_probe_affine(p) for p in probes], X, out, chunk=128)
+    for m, probe in enumerate(probes):
+        np.testing.assert_allclose(out[m], probe.predict_proba(X), atol=1e-6)
+
+
 def test_committee_needs_two_members():
     X, y = two_blobs(40)
     with pytest.raises(ValueError, match="at least 2 models"):
@@ -182,6 +195,17 @@ def test_bald_with_mlp_head_picks_near_the_boundary(seed):
     assert picked > pool_q75
     again = BALD(model=FAST_HEAD).select(10, labels=labels, embeddings=X, random_state=5)
     np.testing.assert_array_equal(sel.indices, again.indices)
+
+
+def test_bald_from_head_logits_matches_bald_of_sampled_probs():
+    from alwidgets.select.bald import _bald_from_logits
+
+    X, y = two_blobs(300, gap=2.0, seed=6, d=3)
+    head = MLPHead(n_classes=3, random_state=0).fit(X[:40], y[:40])
+    mc = head.predict_proba_mc(X, n_samples=7, random_state=11)
+    fast = np.concatenate([_bald_from_logits(z) for _, z in head._iter_logits_mc(X, 7, 11, chunk=64)])
+    np.testing.assert_allclose(fast, bald_scores(mc), atol=1e-5)
+    assert fast.max() > 1e-3
 
 
 def test_bald_with_plain_sklearn_model_uses_a_bootstrap_ensemble():
@@ -374,6 +398,24 @@ def test_variance_is_highest_far_from_labelled_data(kind):
     assert np.all(np.diff(sel.scores) <= 1e-12) and sel.info["targets"] == "numeric targets"
     again = Variance(kind=kind).select_regression(6, targets=targets, embeddings=X, random_state=0)
     np.testing.assert_array_equal(sel.indices, again.indices)
+
+
+def test_folded_linear_regressors_match_predict():
+    from sklearn.linear_model import PoissonRegressor, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from alwidgets.select.variance import _affine, default_regressor
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(200, 5)) * 3 + 1).astype(np.float32)
+    y = X @ rng.normal(size=5) + rng.normal(size=200)
+    for model in [default_regressor(), Ridge(), make_pipeline(StandardScaler(), Ridge(alpha=10))]:
+        model.fit(X[:40], y[:40])
+        w, b = _affine(model)
+        np.testing.assert_allclose(X @ w + b, model.predict(X), rtol=1e-5, atol=1e-5)
+    assert _affine(PoissonRegressor().fit(X[:40], np.abs(y[:40]))) is None     # exp link: not affine
+    assert _affine(KNeighborsClassifier(1).fit(X[:40], y[:40] > 0)) is None
 
 
 def test_variance_inputs():

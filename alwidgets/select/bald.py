@@ -44,6 +44,18 @@ def bald_scores(mc_probs) -> np.ndarray:
     return np.maximum(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0)
 
 
+def _bald_from_logits(logits: np.ndarray) -> np.ndarray:
+    """BALD scores from logits laid out ``(T, C, rows)``, without a separate log of the probabilities."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    total = e.sum(axis=1, keepdims=True)
+    p = e / total
+    mean_h = -(p * (z - np.log(total))).sum(axis=1).mean(axis=0)
+    pm = p.mean(axis=0)
+    h_mean = -(pm * np.log(np.maximum(pm, _EPS))).sum(axis=0)
+    return np.maximum(h_mean - mean_h, 0.0).astype(np.float64)
+
+
 def _check_mc_probs(mc_probs, n_items: int | None = None) -> np.ndarray:
     p = np.asarray(mc_probs, dtype=np.float64)
     if p.ndim != 3:
@@ -173,12 +185,12 @@ class BALD(Selector):
             model.fit(X[mask], labels[mask])
             seed = int(rng.integers(2**31 - 1))
             info["samples"] = f"{t} MC-dropout samples of {type(model).__name__}"
-            if not hasattr(model, "iter_proba_mc"):
+            if not hasattr(model, "_iter_logits_mc"):
                 return bald_scores(model.predict_proba_mc(X[candidates], t, seed))
             scores = np.empty(len(candidates))
-            for start, p in model.iter_proba_mc(X[candidates], t, seed):
-                scores[start:start + p.shape[1]] = np.maximum(
-                    _entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0)
+            rows = candidates if len(candidates) < len(X) else slice(None)
+            for start, logits in model._iter_logits_mc(X[rows], t, seed):
+                scores[start:start + logits.shape[2]] = _bald_from_logits(logits)
             return scores
         p = committee_probs(model, X, labels, n_classes, t, rng, X_eval=X[candidates])
         info["samples"] = f"ensemble of {t} bootstrap copies of {type(model).__name__}"

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import clone
 
 from .._validation import UNLABELED
-from ..models import default_model, fit_predict_proba
+from ..models import LinearProbe, default_model, fit_predict_proba
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
 
@@ -95,15 +95,62 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
     labelled = np.flatnonzero(labels != UNLABELED)
     X_eval = X if X_eval is None else X_eval
     out = np.empty((n_members, len(X_eval), n_classes))
+    linear = type(model) is LinearProbe
+    maps = []
     for m in range(n_members):
         member = clone(model)
         if "random_state" in member.get_params():
             member.set_params(random_state=int(rng.integers(2**31 - 1)))
         rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
-        sub = np.full(len(rows), UNLABELED, dtype=np.int64)
-        sub[:] = labels[rows]
-        _, out[m] = fit_predict_proba(member, X[rows], sub, n_classes, X_eval=X_eval)
+        if linear:
+            fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows])
+            maps.append(_probe_affine(fitted))
+        else:
+            _, out[m] = fit_predict_proba(member, X[rows], labels[rows], n_classes, X_eval=X_eval)
+    if linear:
+        _linear_members_proba(maps, X_eval, out)
     return out
+
+
+def _probe_affine(probe: LinearProbe):
+    """A fitted LinearProbe as ``(W, b, classes)`` acting on raw features, or ``(None, None, class)`` if constant.
+
+    The probe standardises then applies logistic regression; both are affine,
+    so they fold into one map and a whole committee is scored with one matrix product.
+    """
+    if probe.lr_ is None:
+        return None, None, int(probe.constant_)
+    scale = probe.scaler_.scale_ if probe.scaler_.scale_ is not None else np.ones(probe.lr_.coef_.shape[1])
+    mean = probe.scaler_.mean_
+    coef = probe.lr_.coef_ / scale
+    return coef, probe.lr_.intercept_ - coef @ mean, np.asarray(probe.lr_.classes_, dtype=np.int64)
+
+
+def _linear_members_proba(maps, X, out, chunk: int = 16384) -> None:
+    """Fill ``out`` (M, n, C) with the class probabilities of folded linear probes."""
+    active = [(m, w, b, cls) for m, (w, b, cls) in enumerate(maps) if w is not None]
+    for m, (w, b, cls) in enumerate(maps):
+        if w is None:
+            out[m] = 0.0
+            out[m, :, cls] = 1.0
+    if not active:
+        return
+    W = np.concatenate([w for _, w, _, _ in active]).astype(np.float32)
+    B = np.concatenate([b for _, _, b, _ in active])
+    bounds = np.cumsum([0] + [len(w) for _, w, _, _ in active])
+    for s in range(0, len(X), chunk):
+        logits = (X[s:s + chunk] @ W.T).astype(np.float64) + B
+        for (m, _, _, cls), lo, hi in zip(active, bounds[:-1], bounds[1:]):
+            z = logits[:, lo:hi]
+            out[m, s:s + chunk] = 0.0
+            if hi - lo == 1:                       # binary logistic regression: sigmoid
+                p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+                out[m, s:s + chunk, cls[0]] = 1.0 - p1
+                out[m, s:s + chunk, cls[1]] = p1
+            else:
+                z = z - z.max(axis=1, keepdims=True)
+                e = np.exp(z)
+                out[m, s:s + chunk][:, cls] = e / e.sum(axis=1, keepdims=True)
 
 
 @register("committee")
