@@ -10,7 +10,7 @@ transaction per kill was committed, and that ``PRAGMA integrity_check`` is ok.
 
 The fast test forks the children from the test process (already importing
 alwidgets), so 50 kills take seconds; the slow test starts a fresh Python
-interpreter per kill, as a restarted kernel would.
+interpreter per kill, as a restarted kernel would (20 kills: each start imports alwidgets).
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def _crash_loop(tmp_path, run, delays, early) -> None:
         acked += acks
     assert n_ready >= sum(not e for e in early)
     print(f"{len(delays)} kills, {n_ready} reached the loop, {len(acked)} acknowledged labels")
-    assert len(acked) > 100, f"only {len(acked)} labels acknowledged; the test exercised too little"
+    assert len(acked) > 2 * len(delays), f"only {len(acked)} labels acknowledged; the test exercised too little"
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -186,11 +186,11 @@ def _crash_loop(tmp_path, run, delays, early) -> None:
         assert len(hist) == len(final) >= len(acked)
 
 
-def _schedule(seed: int, start_window: float):
+def _schedule(seed: int, start_window: float, n_kills: int = N_KILLS):
     """Every 10th kill lands while the child starts (importing, creating or opening the store);
     the others at a random moment of the labelling loop."""
     rng = random.Random(seed)
-    early = [k % 10 == 0 for k in range(N_KILLS)]
+    early = [k % 10 == 0 for k in range(n_kills)]
     delays = [rng.uniform(0.0, start_window) if e else rng.uniform(0.0, 0.1) for e in early]
     return delays, early
 
@@ -202,5 +202,6 @@ def test_sigkill_never_loses_an_acknowledged_label(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_fresh_interpreters(tmp_path):
-    """Same check with a new Python process per kill, as a restarted kernel."""
-    _crash_loop(tmp_path, _subprocess, *_schedule(1, start_window=2.0))
+    """Same check with a new Python process per kill, as a restarted kernel. Each start imports
+    alwidgets (3-10 s), so this runs 20 kills; the fast test above does the 50."""
+    _crash_loop(tmp_path, _subprocess, *_schedule(1, start_window=2.0, n_kills=20))
