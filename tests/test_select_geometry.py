@@ -95,6 +95,24 @@ def test_badge_mixes_uncertainty_with_spread():
     assert np.all(top2 < 20)   # plain uncertainty would have taken two near-copies
 
 
+def test_lazy_d2_sampling_draws_exactly_proportional_to_squared_distance():
+    from alwidgets.select.badge import lazy_d2_sampling
+
+    rng = np.random.default_rng(0)
+    Q = rng.normal(size=(8, 3)).astype(np.float32)
+    H = rng.normal(size=(8, 4)).astype(np.float32)
+    G = np.einsum("ic,id->icd", Q, H).reshape(8, -1).astype(np.float64)
+    sq = ((G[:, None] - G[None]) ** 2).sum(-1)
+    draws = np.array([lazy_d2_sampling(Q, H, 3, np.random.default_rng(s), 0, max_rejections=1000)[0]
+                      for s in range(6000)])
+    p2 = sq[0] / sq[0].sum()
+    np.testing.assert_allclose(np.bincount(draws[:, 1], minlength=8) / 6000, p2, atol=0.02)
+    j = int(np.bincount(draws[:, 1]).argmax())        # third pick, given the most frequent second pick
+    cond = draws[draws[:, 1] == j, 2]
+    d = np.minimum(sq[0], sq[j])
+    np.testing.assert_allclose(np.bincount(cond, minlength=8) / len(cond), d / d.sum(), atol=0.04)
+
+
 def test_badge_confident_pool_and_labelled_items():
     X = np.random.default_rng(0).normal(size=(10, 3))
     P = np.tile([1.0, 0.0], (10, 1))             # zero gradients everywhere

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._faiss import NearestCenter, d2_sampling, sq_norms
+from ._faiss import sq_norms
 from .base import Selection, Selector, unlabeled_indices
 from .registry import register
 
@@ -33,6 +33,63 @@ def gradient_sqdist(Q: np.ndarray, H: np.ndarray):
     return sqdist, a
 
 
+def lazy_d2_sampling(Q: np.ndarray, H: np.ndarray, k: int, rng: np.random.Generator, first: int,
+                     max_rejections: int = 16):
+    """k-means++ (D^2) sampling on gradient embeddings, exact, by rejection from stale bounds.
+
+    Every item keeps an upper bound on its squared distance to the nearest
+    pick (it only shrinks as picks are added). Each draw proposes an item
+    with probability proportional to its bound, brings that one item up to
+    date against the picks added since (O(t * (C + d))), and accepts it with
+    probability ``true / bound``: exactly D^2 sampling, without touching the
+    other N - 1 items. After ``max_rejections`` rejections in a row every
+    bound is refreshed in one pass. Returns ``(items, sq_dist_at_pick)``.
+    """
+    sqdist, a = gradient_sqdist(Q, H)
+    n = len(Q)
+    ub = sqdist(None, first).astype(np.float64)
+    picks = [int(first)]
+    ub[first] = 0.0
+    applied = np.ones(n, dtype=np.int64)     # picks[:applied[i]] are folded into ub[i]
+    d2 = [np.inf]
+
+    def exact(rows, t):
+        P = np.asarray(picks[:t], dtype=np.int64)
+        lo = int(applied[rows].min())
+        P = P[lo:]
+        d = a[rows][:, None] + a[P][None, :] - 2.0 * (Q[rows] @ Q[P].T) * (H[rows] @ H[P].T)
+        ub[rows] = np.minimum(ub[rows], np.maximum(d.min(axis=1), 0.0))
+        applied[rows] = t
+
+    while len(picks) < k:
+        t = len(picks)
+        rejected = 0
+        while True:
+            total = ub.sum()
+            if not total > 0:   # every remaining item duplicates a pick: draw uniformly
+                free = np.setdiff1d(np.arange(n), picks)
+                i = int(rng.choice(free))
+                break
+            i = int(np.searchsorted(np.cumsum(ub), rng.random() * total, side="right"))
+            i = min(i, n - 1)
+            bound = ub[i]
+            if applied[i] < t:
+                exact(np.array([i]), t)
+            if bound > 0 and rng.random() * bound < ub[i]:
+                break
+            rejected += 1
+            if rejected >= max_rejections:
+                stale = np.flatnonzero(applied < t)
+                for s in range(0, len(stale), 4096):
+                    exact(stale[s:s + 4096], t)
+                rejected = 0
+        d2.append(float(ub[i]))
+        picks.append(i)
+        ub[i] = 0.0
+        applied[i] = len(picks)
+    return np.asarray(picks, dtype=np.int64), np.asarray(d2)
+
+
 @register("badge")
 class Badge(Selector):
     """Batch Active learning by Diverse Gradient Embeddings.
@@ -44,7 +101,8 @@ class Badge(Selector):
     k-means++ seeding on these vectors (first the longest, then each next one
     drawn with probability proportional to its squared distance to the
     nearest earlier pick) gives a batch that is both uncertain and spread out.
-    Distances use the factorised form, so memory stays O(N * (C + d)).
+    Distances use the factorised form, so memory stays O(N * (C + d)), and
+    the D^2 sampling is exact but lazy (see :func:`lazy_d2_sampling`).
 
     ``Selection.scores`` are each pick's distance in gradient space to the
     nearest earlier pick (the first pick: its gradient norm).
@@ -68,11 +126,10 @@ class Badge(Selector):
         H = embeddings if all_free else embeddings[unl]
         Q = np.array(probs if all_free else probs[unl], dtype=np.float32)
         Q[np.arange(len(Q)), np.argmax(Q, axis=1)] -= 1.0
-        sqdist, a = gradient_sqdist(Q, H)
-        tracker = NearestCenter(len(unl), sqdist, slack=1e-5 * float(a.max(initial=0.0)) + 1e-12)
+        a = sq_norms(Q) * sq_norms(H)
         top = np.flatnonzero(a == a.max())
         first = int(top[0] if len(top) == 1 else rng.choice(top))
-        rows, d2 = d2_sampling(tracker, n, rng, first)
+        rows, d2 = lazy_d2_sampling(Q, H, n, rng, first)
         d2[0] = a[first]
         info = {"mean_gradient_norm": float(np.sqrt(a).mean())}
         return Selection(unl[rows], np.sqrt(d2), info)
