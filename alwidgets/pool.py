@@ -217,22 +217,22 @@ class Pool:
         return h.hexdigest()
 
     def _check_files(self) -> None:
-        """Cheap checks at build time: the file exists, is not empty and has an image header."""
-        from PIL import Image
+        """Cheap checks at build time: the file exists, is not empty and has an image header.
 
-        for i, path in enumerate(self.paths):
-            try:
-                if os.path.getsize(path) == 0:
-                    self.report_error(i, "zero-byte file")
-                    continue
-                with Image.open(path):
-                    pass
-            except ImageReadError:
-                raise
-            except FileNotFoundError:
-                self.report_error(i, "no such file")
-            except (OSError, ValueError, SyntaxError) as e:
-                self.report_error(i, _reason(e))
+        Only headers are read (threads overlap the file-system latency); files that
+        are damaged further in are caught when decoded.
+        """
+        paths = self.paths
+        if len(paths) > 256:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(16, 4 * (os.cpu_count() or 1))) as ex:
+                reasons = list(ex.map(_file_problem, paths, chunksize=64))
+        else:
+            reasons = [_file_problem(p) for p in paths]
+        for i, reason in enumerate(reasons):
+            if reason is not None:
+                self.report_error(i, reason)
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -436,6 +436,21 @@ def _normalise_mode(im):
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an image (missing, empty, unknown header), or None."""
+    from PIL import Image
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "zero-byte file"
+        with Image.open(path):
+            return None
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError, SyntaxError) as e:
+        return _reason(e)
 
 
 def _reason(e: BaseException) -> str:
