@@ -335,6 +335,19 @@ def test_class_targeted_fills_batch_when_weak_class_has_no_predicted_items():
     assert len(sel) == 5 and len(set(sel.indices.tolist())) == 5
 
 
+def test_class_targeted_shares_equally_while_no_class_has_two_labels():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 400)
+    X = rng.normal(scale=0.5, size=(400, 2)).astype(np.float32)
+    X[:, 0] += 3 * (y % 2)
+    X[:, 1] += 3 * (y // 2)
+    labels = seed_labels(y, 1, seed=2)
+    sel = ClassTargeted().select(8, labels=labels, embeddings=X, random_state=0)
+    assert sel.info["quality_source"].startswith("none")
+    assert sel.info["planned"] == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert sel.info["picked"] == {0: 2, 1: 2, 2: 2, 3: 2}
+
+
 def test_class_targeted_validates_class_scores():
     probs = np.full((4, 3), 1 / 3)
     with pytest.raises(ValueError, match="one value per class \\(3\\)"):

@@ -26,14 +26,16 @@ from .uncertainty import uncertainty
 def cv_recall(model, X, labels, n_classes: int, cv: int = 5, random_state=0) -> np.ndarray:
     """Per-class recall of ``model`` by stratified cross-validation on the labelled rows.
 
-    Classes without labels get recall 0 (nothing is known about them); with
-    fewer than two labelled items, or one labelled class, every class gets NaN.
+    Classes without labels get recall 0 (nothing is known about them), and so
+    does a class whose single label sits in a test fold. With one labelled
+    class, or no class with two labels, every class gets NaN.
     """
     mask = labels != UNLABELED
     X_lab, y = X[mask], labels[mask]
-    n_splits = min(int(cv), len(y))
+    counts = np.bincount(y, minlength=n_classes)
+    n_splits = min(int(cv), int(counts.max()))
     recall = np.full(n_classes, np.nan)
-    if n_splits < 2 or len(np.unique(y)) < 2:
+    if n_splits < 2 or np.count_nonzero(counts) < 2:
         return recall
     pred = np.empty(len(y), dtype=np.int64)
     with warnings.catch_warnings():
@@ -43,7 +45,6 @@ def cv_recall(model, X, labels, n_classes: int, cv: int = 5, random_state=0) -> 
         for train, test in folds:
             _, p = fit_predict_proba(model, X_lab[train], y[train], n_classes, X_eval=X_lab[test])
             pred[test] = p.argmax(axis=1)
-    counts = np.bincount(y, minlength=n_classes)
     hits = np.bincount(y[pred == y], minlength=n_classes)
     recall = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
     return recall
@@ -88,7 +89,9 @@ class ClassTargeted(Selector):
     ``Selection.scores`` are ``weakness(predicted class) * uncertainty``;
     ``info`` holds the per-class quality and how the batch was shared. A
     class's share that its predicted items cannot fill goes to the best
-    remaining items. With no labels (and no ``class_scores``) the batch is random.
+    remaining items. With no labels, or labels of one class (and no
+    ``class_scores``), the batch is random; while no class has two labels
+    the batch is shared equally across predicted classes.
 
     Examples
     --------
@@ -143,11 +146,16 @@ class ClassTargeted(Selector):
         else:
             if len(labelled) == 0:
                 return random_batch(n, labels, rng, "no labels yet: per-class quality is unknown")
+            if len(np.unique(labelled)) < 2:
+                return random_batch(n, labels, rng, "all labels are one class: per-class recall is undefined")
             quality = cv_recall(model, embeddings, labels, c, self.cv, int(rng.integers(2**31 - 1)))
             if np.isnan(quality).all():
-                return random_batch(n, labels, rng,
-                                    "fewer than two labelled items or classes: per-class recall is undefined")
-            info["quality_source"] = f"{min(int(self.cv), len(labelled))}-fold cross-validated recall"
+                quality = np.zeros(c)
+                info["quality_source"] = ("none: no class has two labels yet, so the batch is shared "
+                                          "equally across classes")
+            else:
+                folds = min(int(self.cv), int(np.bincount(labelled).max()))
+                info["quality_source"] = f"{folds}-fold cross-validated recall"
         if probs is None:
             if embeddings is None:
                 raise ValueError("ClassTargeted needs `probs=` or `embeddings=` (to fit its model)")
