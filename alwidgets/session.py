@@ -8,8 +8,10 @@ notebook that is restarted picks up where it stopped.
 from __future__ import annotations
 
 import io
+import numbers
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,9 @@ class Session:
         Default :class:`~alwidgets.models.LinearProbe`.
     store : LabelStore, path or None
         Where labels live. ``None`` uses ``alwidgets-<pool name>.db`` in the
-        current directory; ``":memory:"`` keeps them in memory only.
+        current directory; ``":memory:"`` keeps them in memory only. An
+        existing store resumes: labelled items are not offered again and the
+        history and plots come back.
     test : (X_test, y_test) or Pool, optional
         Held-out items with known classes. Accuracy is measured there when
         given; otherwise by cross-validation on the labelled items.
@@ -53,6 +57,15 @@ class Session:
         Also plot a reliability diagram.
     keymap : dict, optional
         Changes to the grid's key map (see ``docs/keymap.md``).
+    annotator : str, optional
+        Name recorded with each label and lease; default the store's (the OS user).
+    attach : {"fingerprint", "ids"}
+        A store made for another pool is refused (``"fingerprint"``) unless
+        ``"ids"``: then labels are matched by item id, and labelled ids missing
+        from this pool are kept in the store and listed in ``attach_report.orphaned``.
+    lease_ttl : float
+        Seconds a shown batch stays reserved for this annotator, so that another
+        kernel on the same store is never shown the same items.
 
     Examples
     --------
@@ -70,18 +83,20 @@ class Session:
 
     def __init__(self, pool, classes=None, embeddings=None, embedder=None, selector="auto", model=None,
                  store=None, test=None, *, budget=None, calibration=False, keymap=None, annotator=None,
-                 cv=5, thumbnail_size=96, random_state=0):
+                 cv=5, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0):
         from .pool import Pool
 
         if not isinstance(pool, Pool):
             raise TypeError(f"pool must be an alwidgets.Pool (e.g. Pool.from_arrays(X)), got {type(pool).__name__}")
+        if attach not in ("fingerprint", "ids"):
+            raise ValueError(f"attach must be 'fingerprint' or 'ids', got {attach!r}")
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not 0 < lease_ttl < np.inf:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.pool = pool
         classes = pool.classes if classes is None else classes
-        if not classes:
+        if classes is None or (not isinstance(classes, str) and len(classes) == 0):
             raise ValueError(f"{pool.name} has no class names; pass classes=['cat', 'dog', ...]")
-        self.classes = [str(c) for c in classes]
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes has repeated names: {self.classes}")
+        self.classes = _check_class_names(classes)
         self._class_index = {c: i for i, c in enumerate(self.classes)}
         self.embedder = embedder
         if embeddings is None:
@@ -98,11 +113,17 @@ class Session:
         self.calibration = bool(calibration)
         self.keymap = keymap
         self.annotator = annotator
+        self.attach = attach
+        self.lease_ttl = float(lease_ttl)
         self.cv = check_batch_size(cv, "cv")
         self.thumbnail_size = check_batch_size(thumbnail_size, "thumbnail_size")
         self._rng = np.random.default_rng(random_state)
         self.store, self._owns_store = self._open_store(store)
-        self.store.attach_pool(list(pool.ids), self.classes)
+        try:
+            self.attach_report = self._attach()
+        except BaseException:
+            self.close()
+            raise
 
         self.model_ = None
         self.probs_ = None        # (n_items, n_classes) for the pool, from the last fit
@@ -114,7 +135,9 @@ class Session:
         self._round = None        # the open round: {"id", "strategy", "timings"}
         self._skipped: set[str] = set()
         self._undo: list[str] = []
+        self._leased: list[str] = []  # ids of the shown batch leased in the store
         self._app = None
+        self.metrics_ = self._last_metrics()  # resuming: the plots start from the last finished round
 
     # ------------------------------------------------------------------ set-up helpers
     def _open_store(self, store):
@@ -126,6 +149,29 @@ class Session:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.pool.name).strip("-") or "pool"
             store = Path.cwd() / f"alwidgets-{slug}.db"
         return LabelStore(store, annotator=self.annotator), True
+
+    def _attach(self):
+        """Bind the store to this pool (refusing another pool's store unless ``attach="ids"``)."""
+        from .store import StoreMismatchError, pool_fingerprint
+
+        ids = list(self.pool.ids)
+        try:
+            return self.store.attach_pool(ids, self.classes, match=self.attach)
+        except StoreMismatchError as e:
+            if self.attach == "fingerprint" and self.store.fingerprint not in (None, pool_fingerprint(ids)):
+                raise StoreMismatchError(f"{e} In a Session: Session(..., attach='ids').", e.path) from None
+            raise
+
+    def _last_metrics(self):
+        """Metrics of the last finished round (a resumed session shows them before its first fit)."""
+        h = self.store.rounds_df()
+        for m in reversed([m for m in h["metrics"] if isinstance(m, dict) and "n_labels" in m]):
+            m = dict(m)
+            m.pop("n_added", None)
+            m["source_text"] = (f"test set, {m.get('n_eval')} items" if m.get("source") == "test"
+                                else f"cross-validated on {m['n_labels']} labelled items")
+            return m
+        return None
 
     def _check_test(self, test):
         if test is None:
@@ -214,6 +260,52 @@ class Session:
                          "accuracy": m.get("accuracy"), "accuracy_source": m.get("source"),
                          "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s")})
         return pd.DataFrame(rows, columns=cols)
+
+    # ------------------------------------------------------------------ import, export, annotators
+    def import_labels(self, df_or_csv, *, annotator: str | None = None):
+        """Add labels from a DataFrame or a CSV / Parquet / JSON-lines file (columns ``item_id, label``).
+
+        Rows with an id not in the pool, an unknown class, a missing value or a
+        repeated id are rejected, never written; the rest are saved in one
+        transaction with ``source="imported"``. Prints a one-line summary, refits
+        and redraws the plots; returns the store's
+        :class:`~alwidgets.store.ImportReport` (``report.rejected`` lists the
+        rejected rows with a reason).
+        """
+        report = self.store.import_labels(df_or_csv, annotator=annotator or self.annotator)
+        print(str(report).splitlines()[0] + (" (see report.rejected)" if len(report.rejected) else ""))
+        if report.accepted:
+            rid = self.store.start_round("import", {"n": int(report.accepted)}, type(self.model).__name__)
+            self.fit()
+            self.metrics_ = self.evaluate()
+            metrics = {k: v for k, v in self.metrics_.items() if k != "source_text"}
+            self.store.finish_round(rid, {**metrics, "n_added": int(report.accepted)}, {})
+            if self._app is not None and self.batch:  # imported items leave the shown batch
+                done = self.store.current_labels()
+                keep = [k for k, it in enumerate(self._app.grid.items) if it["id"] not in done]
+                if len(keep) < len(self.batch):
+                    grid = self._app.grid
+                    grid.show_batch([grid.items[k] for k in keep], [grid.thumbs[k] for k in keep])
+                    self.batch = [it["id"] for it in grid.items]
+            self._refresh_plots()
+        return report
+
+    def annotators(self) -> pd.DataFrame:
+        """Per annotator: labels given, items currently labelled, seconds per label, and Cohen's kappa
+        against each other annotator on the items both labelled (``kappa_<name>`` columns)."""
+        return self.store.annotators()
+
+    def to_csv(self, path, *, history: bool = False):
+        """Write :meth:`labels_df` to a CSV file (atomically); returns its path."""
+        return self.store.export_csv(path, history=history)
+
+    def to_parquet(self, path, *, history: bool = False):
+        """Write :meth:`labels_df` to a Parquet file (needs ``pyarrow``); returns its path."""
+        return self.store.export_parquet(path, history=history)
+
+    def to_jsonl(self, path, *, history: bool = False):
+        """Write one JSON object per label per line, the format labelling tools import; returns its path."""
+        return self.store.export_jsonl(path, history=history)
 
     # ------------------------------------------------------------------ model
     def fit(self):
@@ -306,6 +398,7 @@ class Session:
         n_done = int(np.count_nonzero(labels != UNLABELED))
         if self._round is not None:  # a batch was shown and replaced without a submit
             self._finish_round(n_added=0, labels=labels)
+        self._release()
         n = self.batch_size
         if self.budget is not None:
             n = min(n, self.budget - n_done)
@@ -316,14 +409,7 @@ class Session:
         chooser = self.selector
         if probs is None and "probs" in self.selector.requires:
             chooser = Random()  # cold start: nothing to be uncertain about yet
-        skipped = [self.pool.index_of(i) for i in self._skipped]
-        skipped = [i for i in skipped if labels[i] == UNLABELED]
-        idx = np.empty(0, np.int64)
-        if n > 0:
-            sel = chooser.select(n + len(skipped), labels=labels, embeddings=self.embeddings, probs=probs,
-                                 random_state=self._rng)
-            keep = np.isin(sel.indices, skipped, invert=True)
-            idx = sel.indices[keep][:n]
+        idx, n_refused = self._pick(chooser, n, labels, probs) if n > 0 else (np.empty(0, np.int64), 0)
         t1 = time.perf_counter()
         items, thumbs = self._batch_items(idx, probs)
         t2 = time.perf_counter()
@@ -337,12 +423,58 @@ class Session:
         grid.show_batch(items, thumbs)
         self._set_progress(n_done)
         if not len(idx):
+            n_bad = sum(1 for k in self.pool.errors if labels[self.pool.index_of(k)] == UNLABELED)
+            why = [f"{n_refused} reserved by other annotators"] if n_refused else []
+            why += [f"{n_bad} unreadable"] if n_bad else []
             grid.status = ("budget reached" if self.budget is not None and n_done >= self.budget
                            else "every item is labelled" if n_done == len(self.pool)
-                           else "no unskipped items left")
+                           else "no unskipped items left" + (f" ({', '.join(why)})" if why else ""))
         elif self._owns_store and grid.status == "":
             grid.status = f"labels are saved in {self.store_path}"
         return grid.status
+
+    def _pick(self, chooser, n, labels, probs):
+        """Up to ``n`` pool indices, best first, leased to this annotator in the store.
+
+        Skipped and unreadable items are never offered. Items another annotator
+        holds are passed over and the batch is topped up from the selector's
+        next-best candidates, so two kernels on one store are never shown the
+        same item. Returns ``(indices, number passed over)``.
+        """
+        unl = labels == UNLABELED
+        taken = {i for i in (self.pool.index_of(k) for k in (*self._skipped, *self.pool.errors)) if unl[i]}
+        n_free = int(np.count_nonzero(unl))
+        got, refused = [], 0
+        while len(got) < n:
+            k = min(n_free, len(taken) + n - len(got))
+            if k <= len(taken):
+                break  # every unlabelled item was considered
+            sel = chooser.select(k, labels=labels, embeddings=self.embeddings, probs=probs, random_state=self._rng)
+            fresh = [i for i in sel.indices.tolist() if i not in taken][: n - len(got)]
+            if not fresh:
+                break
+            ids = [self.pool.ids[i] for i in fresh]
+            leased = set(self.store.lease(ids, annotator=self.annotator, ttl=self.lease_ttl))
+            for i, item_id in zip(fresh, ids):
+                taken.add(i)
+                if item_id in leased:
+                    got.append(i)
+                    self._leased.append(item_id)
+                else:
+                    refused += 1
+        return np.asarray(got, np.int64), refused
+
+    def _release(self) -> None:
+        """Give back this session's leases on the shown batch (saving a label already ended its lease)."""
+        from .store import StoreError
+
+        ids, self._leased = self._leased, []
+        if ids:
+            try:
+                self.store.release(ids, annotator=self.annotator)
+            except StoreError as e:  # leases also expire after lease_ttl: nothing is lost
+                warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
+                              f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
     @property
     def store_path(self) -> str:
@@ -351,10 +483,17 @@ class Session:
 
     def _batch_items(self, idx, probs):
         items, thumbs = [], []
+        from .pool import ImageReadError
+
         for i in idx.tolist():
-            data, mime, (w, h) = _thumbnail(self.pool, i, self.thumbnail_size)
+            error = None
+            try:
+                data, mime, (w, h) = _thumbnail(self.pool, i, self.thumbnail_size)
+            except ImageReadError as e:  # damaged beyond its header: a placeholder tile, not a dead grid
+                self.pool.errors[self.pool.ids[i]] = e.reason
+                data, mime, (w, h), error = b"", None, (None, None), e.reason
             item = {"id": self.pool.ids[i], "caption": _caption(self.pool, i), "mime": mime, "w": w, "h": h,
-                    "suggestion": None, "confidence": None}
+                    "suggestion": None, "confidence": None, "error": error}
             if probs is not None:
                 k = int(probs[i].argmax())
                 item["suggestion"], item["confidence"] = self.classes[k], round(float(probs[i, k]), 4)
@@ -370,7 +509,8 @@ class Session:
 
         Returns once the store has committed the labels. ``skipped`` ids are not
         offered again in this session. Raises ``ValueError`` naming unknown ids or
-        classes (nothing is saved then).
+        classes, or :class:`~alwidgets.store.StoreError` (locked, read-only, full
+        disk); nothing is saved then and the grid keeps the batch to retry.
         """
         if not isinstance(labels, dict):
             raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
@@ -400,16 +540,23 @@ class Session:
         self._undo.extend(str(k) for k in labels)
         self._skipped.update(str(s) for s in skipped)
         self._skipped.difference_update(labels)
-        if self._app is not None:
-            self._app.grid.status = f"saved {len(records)} labels; refitting…"
-        msg = self._after_change(n_added=len(records))
-        if self._app is not None and self.continuous and self._round is None:
-            if self.budget is None or self.metrics_["n_labels"] < self.budget:
-                self._next_batch()
-            else:
+        try:
+            if self._app is not None:
+                self._app.grid.status = f"saved {len(records)} labels; refitting…"
+            msg = self._after_change(n_added=len(records))
+            if self._app is not None and self.continuous and self._round is None:
+                if self.budget is None or self.metrics_["n_labels"] < self.budget:
+                    self._next_batch()
+                else:
+                    self._clear_grid()
+            elif self._app is not None:
                 self._clear_grid()
-        elif self._app is not None:
-            self._clear_grid()
+        except Exception as e:  # the labels are committed: never let the grid offer them as unsaved
+            if self._app is not None:
+                self.batch = []
+                self._app.grid.show_batch([], [])
+            raise RuntimeError(f"saved {len(records)} labels (they are in the store), but then "
+                               f"{type(e).__name__}: {e}") from e
         if self._app is not None:
             self._app.grid.status = msg
         return msg
@@ -417,6 +564,7 @@ class Session:
     def _clear_grid(self):
         self.batch = []
         self.app.grid.show_batch([], [])
+        self._release()
 
     def _after_change(self, n_added: int) -> str:
         t0 = time.perf_counter()
@@ -459,8 +607,12 @@ class Session:
         """Retract the last label saved in this session (the store keeps the history)."""
         if not self._undo:
             return "nothing to undo"
-        item_id = self._undo.pop()
-        self.store.undo(item_id, annotator=self.annotator)
+        item_id = self._undo[-1]
+        if item_id not in self.store.current_labels():  # already retracted (here or by another kernel)
+            self._undo.pop()
+            return f"{item_id} has no label to retract"
+        self.store.undo(item_id, annotator=self.annotator)  # popped only once committed
+        self._undo.pop()
         self.fit()
         self.metrics_ = self.evaluate()
         self._refresh_plots()
@@ -494,7 +646,9 @@ class Session:
 
     # ------------------------------------------------------------------ misc
     def close(self) -> None:
-        """Close the store if this session opened it."""
+        """Give back the shown batch's leases and close the store if this session opened it."""
+        if getattr(self, "_leased", None):
+            self._release()
         if self._owns_store:
             self.store.close()
 
@@ -511,6 +665,19 @@ class Session:
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_class_names(classes) -> list[str]:
+    """Class names as unique, non-empty strings (numbers are turned into their text)."""
+    from .store import check_classes
+
+    if isinstance(classes, (str, bytes)):
+        raise TypeError(f"classes must be a list of names, not the single string {classes!r}")
+    classes = list(classes)
+    bad = [c for c in classes if not isinstance(c, (str, numbers.Integral)) or isinstance(c, bool)]
+    if bad:
+        raise ValueError(f"class names must be strings (or integers); got {bad[:10]}")
+    return check_classes([c if isinstance(c, str) else str(c) for c in classes])
+
+
 def _thumbnail(pool, i: int, size: int):
     """(bytes, mime, (w, h)) of item ``i`` from ``pool.thumbnail`` (cached there)."""
     from PIL import Image
