@@ -279,11 +279,23 @@ function render({ model, el }) {
       img.draggable = false;
       // tiny images (8x8 digits) are scaled up without blurring
       img.addEventListener("load", () => img.classList.toggle("alw-pixel", img.naturalWidth > 0 && img.naturalWidth < 48));
-      const url = toBlobUrl(thumbs[i], it.mime);
+      // an unreadable image (it.error from Python, no bytes, or bytes the browser cannot decode)
+      // becomes a placeholder: the tile can still be skipped or labelled
+      const broken = (why) => {
+        box.classList.add("alw-broken");
+        img.remove();
+        const ph = h("div", "alw-placeholder", "image unavailable");
+        ph.title = why || "the image could not be read";
+        box.prepend(ph);
+      };
+      const thumb = thumbs[i];
+      const url = it.error || !thumb || !thumb.byteLength ? null : toBlobUrl(thumb, it.mime);
+      img.addEventListener("error", () => broken(it.error));
       if (url) { urls.push(url); img.src = url; }
       // mixed aspect ratios: every tile has the same box and the image is fitted inside (CSS object-fit)
       if (it.w && it.h) img.title = `${it.w}×${it.h}`;
       box.appendChild(img);
+      if (!url) broken(it.error);
       const zoom = h("button", "alw-zoom", "⤢");
       zoom.type = "button";
       zoom.title = "enlarge";

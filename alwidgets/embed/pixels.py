@@ -51,8 +51,18 @@ class PixelEmbedder(BaseEstimator):
             X = a.reshape(len(a), -1).astype(np.float32)
             return X / 255.0 if a.dtype == np.uint8 or X.max(initial=0) > 1.0 else X
         size = self.size or 32
+        from ..pool import ImageReadError
+
         rows = []
         for i in range(len(pool)):
-            im = pool.image(i).convert("RGB").resize((size, size), resample=2)  # 2 = bilinear
+            if pool.ids[i] in pool.errors:  # unreadable (on_error="skip"): a zero row, never selected
+                rows.append(np.zeros(size * size * 3, np.float32))
+                continue
+            try:
+                im = pool.image(i).convert("RGB").resize((size, size), resample=2)  # 2 = bilinear
+            except ImageReadError as e:
+                pool.report_error(i, e.reason)  # raises under on_error="raise"
+                rows.append(np.zeros(size * size * 3, np.float32))
+                continue
             rows.append(np.asarray(im, dtype=np.float32).reshape(-1) / 255.0)
         return np.stack(rows)
