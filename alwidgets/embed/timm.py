@@ -265,6 +265,8 @@ class TimmEmbedder:
         bs = self._batch_size(device)
         self._max_batch = bs
         model = model.to(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
         if device.type == "cuda" or _channels_last_helps(model):
             model = model.to(memory_format=torch.channels_last)
         pil_tf, mean, std = split_transform(cfg)
@@ -384,32 +386,39 @@ class _Images:
         return torch.from_numpy(a.copy()), i, ""
 
 
-class _TimmLogCatcher(logging.Handler):
-    """Collects timm's messages about missing keys and random initialisation while a model loads."""
+class _TimmLogCatcher(logging.Filter):
+    """Reads timm's loader messages (missing keys, random init) while a model loads.
+
+    timm reports missing keys only at INFO level, so the loader's logger is
+    lowered to INFO for the duration; the filter passes on only what the
+    previous level would have let through, so users see no extra messages.
+    """
+
+    LOGGER = "timm.models._builder"
 
     def __init__(self):
-        super().__init__(level=logging.INFO)
+        super().__init__()
         self.missing: list[str] = []
         self.random_init = ""
 
-    def emit(self, record):
+    def filter(self, record):
         msg = record.getMessage()
         if msg.startswith("Missing keys ("):
             self.missing += [k.strip() for k in msg[len("Missing keys ("):].split(")")[0].split(",")]
         elif "random init" in msg or "cannot load weights" in msg:
             self.random_init = msg
+        return record.levelno >= self._effective
 
     def __enter__(self):
-        self._logger = logging.getLogger("timm")
+        self._logger = logging.getLogger(self.LOGGER)
         self._level = self._logger.level
-        self._logger.addHandler(self)
-        if self._logger.getEffectiveLevel() > logging.INFO:
-            self._logger.setLevel(logging.INFO)
-        # the handler sees INFO; keep other handlers as quiet as before
+        self._effective = self._logger.getEffectiveLevel()
+        self._logger.addFilter(self)
+        self._logger.setLevel(min(self._effective, logging.INFO))
         return self
 
     def __exit__(self, *exc):
-        self._logger.removeHandler(self)
+        self._logger.removeFilter(self)
         self._logger.setLevel(self._level)
         return False
 
