@@ -244,6 +244,14 @@ def test_mlp_head_fits_predicts_and_samples():
     np.testing.assert_allclose(head.predict_proba(X), head2.predict_proba(X))
 
 
+def test_mlp_head_works_as_the_session_model():
+    X, y = two_blobs(100, seed=9)
+    labels = seed_labels(y, 5, seed=9)
+    _, probs = fit_predict_proba(MLPHead(epochs=30), X, labels, 3)
+    assert probs.shape == (100, 3) and np.allclose(probs.sum(1), 1.0)
+    assert np.all(probs[:, 2] == 0)          # class without labels: no column mass
+
+
 def test_mlp_head_rejects_unlabelled_rows_and_restores_thread_setting():
     before = torch.get_num_threads()
     X, y = two_blobs(20)

@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.base import clone
 
 from .._validation import UNLABELED
-from ..heads import MLPHead
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .committee import committee_probs, n_classes_of, random_batch
 from .registry import register
@@ -97,7 +96,8 @@ class BALD(Selector):
     Parameters
     ----------
     model : classifier, optional
-        Model fitted on the current labels. One with ``predict_proba_mc``
+        Model fitted on the current labels. One with a
+        ``predict_proba_mc(X, n_samples, random_state) -> (T, n, C)`` method
         (like the default :class:`~alwidgets.heads.MLPHead`) gives MC-dropout
         samples; any other scikit-learn classifier is turned into a bootstrap
         ensemble of ``n_samples`` copies.
@@ -173,7 +173,12 @@ class BALD(Selector):
 
     def _model_scores(self, X, labels, candidates, n_classes, rng, info) -> np.ndarray:
         t = int(self.n_samples)
-        model = MLPHead() if self.model is None else self.model
+        if self.model is None:
+            from ..heads import MLPHead  # torch is imported only when BALD first fits its head
+
+            model = MLPHead()
+        else:
+            model = self.model
         if hasattr(model, "predict_proba_mc"):
             model = clone(model)
             params = model.get_params()
