@@ -134,7 +134,8 @@ def main(argv=None):
 
     threads = faiss.omp_get_max_threads()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, faiss threads {threads}, "
-          f"torch threads {torch.get_num_threads()}; batch {BATCH}, {N_LABELLED} labelled, {N_CLASSES} classes")
+          f"torch threads {torch.get_num_threads()}; batch {BATCH}, {N_LABELLED} labelled, {N_CLASSES} classes; "
+          f"load average at start {os.getloadavg()[0]:.1f}")
     ours: dict[tuple, dict] = {}
     notes: dict[str, str] = {}
     theirs: dict[tuple, dict] = {}
@@ -161,13 +162,15 @@ def main(argv=None):
                     print(f"{'skactiveml ' + kind:>24s}  {fmt(t):>8s} s  ({ratio:.0f}x ours)", flush=True)
         del X, y, labels, P
 
-    md = to_markdown(ours, theirs, notes, sizes, threads)
+    load = os.getloadavg()[0]
+    print(f"# load average at end {load:.1f}")
+    md = to_markdown(ours, theirs, notes, sizes, threads, load)
     print("\n" + md)
     if args.write_docs:
         write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", md)
 
 
-def to_markdown(ours, theirs, notes, sizes, threads):
+def to_markdown(ours, theirs, notes, sizes, threads, load):
     cols = [f"{n // 1000}k × {d}" if n < 1_000_000 else f"{n // 1_000_000}M × {d}" for n, d in sizes]
     names = sorted({k for r in ours.values() for k in r})
     fast = [k for k in names if k not in FITS_MODEL]
@@ -175,8 +178,9 @@ def to_markdown(ours, theirs, notes, sizes, threads):
     out = []
     cmd = "python benchmarks/select_speed.py --write-docs"
     out.append(f"Seconds per selection (batch {BATCH}, {N_LABELLED} labelled items, {N_CLASSES} classes, clustered "
-               f"synthetic pools, float32), best of 2 runs; {os.cpu_count()} cores, faiss threads {threads}. "
-               f"Reproduce: `{cmd}`.\n")
+               f"synthetic pools, float32), best of 2 runs (1 at 1M); {os.cpu_count()} cores, faiss threads "
+               f"{threads}, 1-minute load average {load:.1f} at the end of the run (other jobs share the machine, "
+               f"so absolute times are noisy; ratios come from the same run). Reproduce: `{cmd}`.\n")
 
     def table(keys):
         lines = ["| selector | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]

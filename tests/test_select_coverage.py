@@ -122,7 +122,8 @@ def test_auto_switches_at_labels_per_class_times_classes():
     X, blob = blobs(n_blobs=5, per=40)
     P = _probs(len(X), 5)
     labels = np.full(len(X), -1)
-    labels[:14] = blob[:14]                     # 14 labels < 3 x 5
+    few_idx = np.arange(0, 200, 14)[:14]          # 14 labels over all 5 blobs, < 3 x 5
+    labels[few_idx] = blob[few_idx]
     few = Auto().select(5, labels=labels, embeddings=X, probs=P, random_state=0)
     assert few.info["strategy"] == "coverage" and few.info["switch_at"] == 15
     assert "14 labels < 3 per class x 5 classes" in few.info["reason"]
@@ -133,6 +134,15 @@ def test_auto_switches_at_labels_per_class_times_classes():
     ref = UncertaintyDiversity().select(5, labels=labels, embeddings=X, probs=P, random_state=0)
     assert many.indices.tolist() == ref.indices.tolist()
     assert Auto(labels_per_class=1).select(5, labels=labels, embeddings=X, probs=P).info["switch_at"] == 5
+
+
+def test_auto_stays_on_coverage_while_one_class_is_labelled():
+    X, blob = blobs(n_blobs=3, per=30)
+    labels = np.full(len(X), -1)
+    labels[:20] = 0                                  # 20 labels >= 3 x 3, but a single class
+    P = np.tile([1.0, 0.0, 0.0], (len(X), 1))
+    sel = Auto().select(3, labels=labels, embeddings=X, probs=P, random_state=0)
+    assert sel.info["strategy"] == "coverage" and "only 1 class" in sel.info["reason"]
 
 
 def test_auto_is_registered_and_validates():

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 BLOCK_ROWS = 16384
 """Rows per block in blocked distance computations (bounds temporary memory)."""
@@ -33,6 +34,18 @@ def single_thread_if(small: bool):
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+@contextmanager
+def sequential_blas():
+    """Single-threaded BLAS inside the block: for loops of many small products.
+
+    Greedy selection issues one small matrix-vector product per pick; with
+    a multi-threaded BLAS each one pays thread wake-up and synchronisation,
+    which on a busy 2-core machine costs more than the product itself.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
@@ -116,7 +129,8 @@ def kmeans_plus_plus(X: np.ndarray, k: int, rng: np.random.Generator, weights: n
     if first is None:
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
         first = int(rng.choice(len(X), p=None if w is None or w.sum() <= 0 else w / w.sum()))
-    return d2_sampling(tracker, k, rng, first, weights=weights)[0]
+    with sequential_blas():
+        return d2_sampling(tracker, k, rng, first, weights=weights)[0]
 
 
 def d2_sampling(tracker: "NearestCenter", k: int, rng: np.random.Generator, first: int,

@@ -19,8 +19,8 @@ class Auto(Selector):
     Hacohen et al., 2022); once each class has a few examples, the model's
     own doubts become the better guide. The switch happens when the number
     of labelled items reaches ``labels_per_class x n_classes`` (``n_classes``
-    = columns of ``probs``); without ``probs`` (no model yet) it stays on
-    coverage. ``Selection.info`` reports ``strategy`` (the one actually used),
+    = columns of ``probs``); without ``probs`` (no model yet), or while fewer
+    than two classes are labelled, it stays on coverage. ``Selection.info`` reports ``strategy`` (the one actually used),
     ``reason``, ``switch_at`` (labels at which it switches) and ``n_labelled``.
 
     Parameters
@@ -56,12 +56,16 @@ class Auto(Selector):
         cold = self.cold if self.cold is not None else Coverage()
         warm = self.warm if self.warm is not None else UncertaintyDiversity()
         n_labelled = int(np.count_nonzero(labels != UNLABELED))
+        n_seen = len(np.unique(labels[labels != UNLABELED]))
         if probs is None:
             chosen, reason, switch_at = cold, "no model predictions yet", None
         else:
             n_classes = probs.shape[1]
             switch_at = int(np.ceil(self.labels_per_class * n_classes))
-            if n_labelled < switch_at:
+            if n_seen < 2:
+                chosen = cold
+                reason = f"only {n_seen} class labelled so far; the model cannot be uncertain between classes"
+            elif n_labelled < switch_at:
                 chosen = cold
                 reason = (f"{n_labelled} labels < {self.labels_per_class} per class x {n_classes} classes; "
                           "uncertainty is not yet reliable")

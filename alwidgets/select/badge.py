@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._faiss import sq_norms
+from ._faiss import sequential_blas, sq_norms
 from .base import Selection, Selector, unlabeled_indices
 from .registry import register
 
@@ -129,7 +129,8 @@ class Badge(Selector):
         a = sq_norms(Q) * sq_norms(H)
         top = np.flatnonzero(a == a.max())
         first = int(top[0] if len(top) == 1 else rng.choice(top))
-        rows, d2 = lazy_d2_sampling(Q, H, n, rng, first)
+        with sequential_blas():
+            rows, d2 = lazy_d2_sampling(Q, H, n, rng, first)
         d2[0] = a[first]
         info = {"mean_gradient_norm": float(np.sqrt(a).mean())}
         return Selection(unl[rows], np.sqrt(d2), info)

@@ -111,7 +111,7 @@ class Coverage(Selector):
         while len(picks) < n and heap:
             tier, cnt, neg_size, c = heapq.heappop(heap)
             members = order[bounds[c]:bounds[c + 1]]
-            item = self._next_item(c, members, X, C, d2, taken, ranked, picked_in, rng, allow_dup=tier == 2)
+            item = self._next_item(c, members, X, d2, taken, ranked, picked_in, rng, allow_dup=tier == 2)
             if item is None:
                 if tier < 2 and (~taken[members]).any():
                     heapq.heappush(heap, (2, cnt, neg_size, c))  # only duplicates remain
@@ -128,7 +128,7 @@ class Coverage(Selector):
                 "clusters": clusters}
         return Selection(np.asarray(picks, np.int64), np.asarray(scores), info)
 
-    def _next_item(self, c, members, X, C, d2, taken, ranked, picked_in, rng, allow_dup):
+    def _next_item(self, c, members, X, d2, taken, ranked, picked_in, rng, allow_dup):
         """Most typical untaken member of cluster ``c`` (not a duplicate of a pick there, unless allowed)."""
         for _ in range(2):
             if c not in ranked:

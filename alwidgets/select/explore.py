@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import UNLABELED
-from ._faiss import kmeans, knn_distances, nearest_center, sq_norms
+from ._faiss import kmeans, knn_distances, nearest_center, sequential_blas, sq_norms
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
 
@@ -88,14 +88,15 @@ class Explore(Selector):
             near = np.full(len(cand), np.inf)
         picks, scores = [], []
         util = np.minimum(outl, near)
-        for _ in range(n):
-            util[picks] = -np.inf
-            i = int(np.argmax(util))
-            picks.append(i)
-            scores.append(float(util[i]))
-            d = np.sqrt(np.maximum(c_sq - 2.0 * (Xc @ Xc[i]) + c_sq[i], 0.0))
-            near = np.minimum(near, d)
-            util = np.minimum(outl, near)
+        with sequential_blas():
+            for _ in range(n):
+                util[picks] = -np.inf
+                i = int(np.argmax(util))
+                picks.append(i)
+                scores.append(float(util[i]))
+                d = np.sqrt(np.maximum(c_sq - 2.0 * (Xc @ Xc[i]) + c_sq[i], 0.0))
+                near = np.minimum(near, d)
+                util = np.minimum(outl, near)
         picks = np.asarray(picks, dtype=np.int64)
         return Selection(cand[picks], np.asarray(scores), {"mode": mode, "outlierness": outl[picks].tolist()})
 

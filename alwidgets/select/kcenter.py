@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import UNLABELED
-from ._faiss import nearest_center, sq_norms, vector_sqdist
+from ._faiss import nearest_center, sequential_blas, sq_norms, vector_sqdist
 from .base import Selection, Selector
 from .registry import register
 
@@ -59,6 +59,14 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
     ub[centers] = 0.0
     applied = np.full(N, len(centers), dtype=np.int64)  # centres[:applied[i]] are folded into ub[i]
 
+    with sequential_blas():
+        _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores, chunk)
+    return np.asarray(picks, dtype=np.int64), np.asarray(scores)
+
+
+def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores, chunk):
+    N = len(X)
+
     def refresh(rows, t):
         lo = int(applied[rows].min())
         C = X[centers[lo:t]]
@@ -99,7 +107,6 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
         n_allowed -= 1
         ub[j] = 0.0
         applied[j] = len(centers)
-    return np.asarray(picks, dtype=np.int64), np.asarray(scores)
 
 
 @register("kcenter")
