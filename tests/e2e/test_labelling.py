@@ -1,0 +1,97 @@
+"""A person labels a batch in JupyterLab 4 and Notebook 7; the Python session, the store and the plot agree.
+
+The notebook builds ``Session(Pool.digits(), selector="margin", store=<tmp db>)`` and
+shows ``session.label(8)``. The test clicks tiles and class buttons, presses the
+documented keys (digits, arrows, z, Space, Enter), shift-clicks a range, and then
+runs a following cell that prints what the kernel holds.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import SLOW, STEP, cell, cell_json, open_notebook, our_errors, run_cell, write_notebook
+
+pytestmark = pytest.mark.e2e
+
+SETUP = """\
+import json
+from alwidgets import Pool, Session
+session = Session(Pool.digits(), selector="margin", store={store!r}, random_state=0)
+session.label(8)"""
+
+REPORT = """\
+app = session.app
+print("RESULT:" + json.dumps({
+    "labels": dict(zip(session.labels_df()["item_id"], session.labels_df()["label"])),
+    "history": session.history[["n_labels", "n_added", "strategy"]].to_dict("records"),
+    "plot_x": list(app.figure.data[0].x),
+    "skipped": sorted(session._skipped),
+}))"""
+
+
+def _tiles(page):
+    return page.locator(".alw-grid .alw-tile")
+
+
+def _press(page, *keys):
+    for k in keys:
+        page.keyboard.press(k)
+
+
+@pytest.mark.parametrize("ui", ["lab", "notebook"])
+def test_label_batch_in_browser(ui, jupyter, page, sync_api):
+    expect = sync_api.expect
+    name = f"label-{ui}.ipynb"
+    store = jupyter.root / f"labels-{ui}.db"
+    write_notebook(jupyter.root, name, [SETUP.format(store=str(store)), REPORT])
+
+    open_notebook(page, jupyter, ui, name)
+    run_cell(page, 0)
+    tiles = _tiles(page)
+    expect(tiles).to_have_count(8, timeout=SLOW)
+    expect(page.locator(".alw-tile img").first).to_be_visible()
+    ids = [tiles.nth(i).locator(".alw-caption").get_attribute("title") for i in range(8)]
+    assert len(set(ids)) == 8 and all(i.startswith("digits-") for i in ids)
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    expect(page.locator(".js-plotly-plot .main-svg").first).to_be_attached(timeout=SLOW)
+    assert points.count() == 0  # no round finished yet
+
+    # Jupyter's own command-mode shortcuts (a/b: insert cell, dd: delete, m: markdown) must not fire
+    n_cells = page.locator(".jp-Notebook .jp-Cell").count()
+    tiles.nth(0).click()
+    _press(page, "b", "d", "d", "m", "a")
+    expect(page.locator(".jp-Notebook .jp-Cell")).to_have_count(n_cells)
+    expect(cell(page, 0)).to_have_class(re.compile(r"\bjp-CodeCell\b"))
+    expect(page.locator(".alw-grid .alw-done")).to_have_count(0)  # 'a' had no suggestion to accept
+
+    # keys: 2 -> class "1" on tile 0; Space skips tile 1; 3 then z (undo) on tile 2; arrow right; 4 on tile 3
+    _press(page, "2", "Space", "3", "z", "ArrowRight", "4")
+    # mouse: click tile 5, shift-click tile 7, then the class button "9" labels the range
+    tiles.nth(5).click()
+    tiles.nth(7).click(modifiers=["Shift"])
+    expect(page.locator(".alw-grid .alw-selected")).to_have_count(3)
+    page.locator(".alw-grid .alw-class").nth(9).click()
+    # focus wrapped to the first open tile (2): 5 gives class "4"; then left to tile 3 and 7 relabels it "6"
+    _press(page, "5", "ArrowLeft", "7")
+    want = {ids[0]: "1", ids[2]: "4", ids[3]: "6", ids[5]: "9", ids[6]: "9", ids[7]: "9"}
+    shown = {ids[i]: tiles.nth(i).locator(".alw-assigned").inner_text() for i in range(8)}
+    assert shown == {**{i: "" for i in ids}, **want, ids[1]: "skipped"}
+
+    page.keyboard.press("Enter")
+    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 6 labels", timeout=SLOW)
+    expect(points).to_have_count(1, timeout=STEP)  # the accuracy plot gained a point
+
+    got = cell_json(page, 1)
+    assert got["labels"] == want
+    assert got["skipped"] == [ids[1]]
+    assert got["plot_x"] == [6]
+    assert [(h["n_labels"], h["n_added"]) for h in got["history"]] == [(6, 6)]
+    assert got["history"][0]["strategy"].startswith("random")  # cold start: no model to be uncertain with
+
+    from alwidgets.store import LabelStore
+
+    with LabelStore(store, read_only=True) as s:  # a second reader of the same SQLite file
+        assert s.current_labels() == want
+    assert not page.dialogs and not our_errors(page)
