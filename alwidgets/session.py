@@ -273,7 +273,7 @@ class Session:
         rejected rows with a reason).
         """
         report = self.store.import_labels(df_or_csv, annotator=annotator or self.annotator)
-        print(str(report).splitlines()[0] + (" (see report.rejected)" if len(report.rejected) else ""))
+        print(str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else ""))
         if report.accepted:
             rid = self.store.start_round("import", {"n": int(report.accepted)}, type(self.model).__name__)
             self.fit()
