@@ -88,6 +88,14 @@ def test_committee_with_given_models_scores_their_fitted_disagreement():
     sel = Committee(models=models).select(5, labels=labels, embeddings=X, random_state=0)
     assert set(sel.indices.tolist()) <= set(disagree.tolist())
     np.testing.assert_allclose(sel.scores, np.log(2))
+    # unseeded random models are seeded from random_state: reproducible selections
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = [RandomForestClassifier(n_estimators=5), LogisticRegression()]
+    a = Committee(models=forest).select(5, labels=labels, embeddings=X, random_state=1)
+    b = Committee(models=forest).select(5, labels=labels, embeddings=X, random_state=1)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert forest[0].random_state is None                      # the user's model is left untouched
 
 
 def near_boundary(X, labels, picked):

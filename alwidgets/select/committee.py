@@ -112,6 +112,15 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
     return out
 
 
+def _seeded(model, rng: np.random.Generator):
+    """A clone of ``model`` whose unset ``random_state`` is drawn from ``rng`` (so selections are reproducible)."""
+    model = clone(model)
+    params = model.get_params()
+    if "random_state" in params and params["random_state"] is None:
+        model.set_params(random_state=int(rng.integers(2**31 - 1)))
+    return model
+
+
 def _probe_affine(probe: LinearProbe):
     """A fitted LinearProbe as ``(W, b, classes)`` acting on raw features, or ``(None, None, class)`` if constant.
 
@@ -229,7 +238,7 @@ class Committee(Selector):
                 models = list(self.models)
                 if len(models) < 2:
                     raise ValueError(f"a committee needs at least 2 models, got {len(models)}")
-                p = np.stack([fit_predict_proba(m, embeddings, labels, c)[1] for m in models])
+                p = np.stack([fit_predict_proba(_seeded(m, rng), embeddings, labels, c)[1] for m in models])
                 info["committee"] = f"{len(models)} given models"
             else:
                 if int(self.n_members) < 2:
