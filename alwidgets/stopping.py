@@ -64,6 +64,10 @@ def agreement_kappa(a, b) -> float:
 class StabilizingPredictions(BaseEstimator):
     """Stop when predictions on a stop set have stopped changing between rounds.
 
+    The stop set is a fixed random sample of the pool (a few hundred to a
+    few thousand items, labelled or not) drawn once; record the model's
+    predictions on it after every round and pass the history to :meth:`check`.
+
     Parameters
     ----------
     threshold : float
