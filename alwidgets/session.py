@@ -307,6 +307,13 @@ class Session:
         """Write one JSON object per label per line, the format labelling tools import; returns its path."""
         return self.store.export_jsonl(path, history=history)
 
+    def report(self, path="report.html", **kwargs):
+        """Write a standalone HTML report (learning curve, per-class metrics, label counts, rounds);
+        see :func:`alwidgets.report.write_report`. Returns its path."""
+        from .report import write_report
+
+        return write_report(self, path, **kwargs)
+
     # ------------------------------------------------------------------ model
     def fit(self):
         """Refit the model on every label in the store; predict the pool (and the test set)."""
@@ -429,6 +436,10 @@ class Session:
             grid.status = ("budget reached" if self.budget is not None and n_done >= self.budget
                            else "every item is labelled" if n_done == len(self.pool)
                            else "no unskipped items left" + (f" ({', '.join(why)})" if why else ""))
+        elif any(it["error"] for it in items):
+            bad = [f"{it['id']} ({self.pool.errors.get(it['id'], it['error'])})" for it in items if it["error"]]
+            grid.status = (f"error: {len(bad)} image(s) could not be read and show a placeholder: "
+                           f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; skip them (space)")
         elif self._owns_store and grid.status == "":
             grid.status = f"labels are saved in {self.store_path}"
         return grid.status

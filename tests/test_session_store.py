@@ -475,6 +475,8 @@ def test_images_broken_at_display_time_show_a_placeholder_and_are_not_offered_ag
         assert it["error"] and it["error"] == pool.errors[bad]
         assert thumb != items["cat/0.png"][1]                   # not the image of another item
     assert items["cat/0.png"][0]["error"] is None and items["cat/0.png"][1][:4] == b"\xff\xd8\xff\xe0"
+    assert app.grid.status.startswith("error: 2 image(s) could not be read and show a placeholder: ")
+    assert "cat/1.png ([Errno 2] No such file" in app.grid.status and "dog/2.png (image file is truncated)" in app.grid.status
     s.submit(truth(s, [i for i in s.batch if i not in pool.errors]))
     s.label(10)
     assert s.batch == [] and "2 unreadable" in app.grid.status  # never offered again
