@@ -3,6 +3,8 @@ cost-aware, variance. Score direction on constructed cases, the contract, determ
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -396,6 +398,26 @@ def test_cost_aware_respects_budget_and_prefers_value_for_money():
     probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
     sel = CostAware(costs=[3.0, 1.0, 2.0]).select(2, labels=[-1] * 3, probs=probs, random_state=0)
     assert sel.indices.tolist() == [1, 2]           # equal utility: cheapest first
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_items=st.integers(1, 60), n=st.integers(1, 20), seed=st.integers(0, 2**16),
+       budget_frac=st.floats(0.0, 1.5), n_labelled=st.integers(0, 10))
+def test_cost_aware_budget_property(n_items, n, seed, budget_frac, n_labelled):
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), size=n_items)
+    costs = rng.choice([0.5, 1.0, 2.0, 7.5], size=n_items)
+    labels = np.full(n_items, -1)
+    labels[rng.choice(n_items, min(n_labelled, n_items - 1), replace=False)] = 0
+    unl = np.flatnonzero(labels == -1)
+    budget = max(costs[unl].min(), budget_frac * costs[unl].sum())
+    sel = CostAware(costs=costs, budget=budget).select(n, labels=labels, probs=probs, random_state=seed)
+    assert 1 <= len(sel) <= min(n, len(unl))
+    assert len(set(sel.indices.tolist())) == len(sel) and np.all(labels[sel.indices] == -1)
+    assert costs[sel.indices].sum() <= budget * (1 + 1e-9)
+    if len(sel) < n:                                  # stopped by the budget: nothing left fits
+        left = np.setdiff1d(unl, sel.indices)
+        assert np.all(costs[left] > budget - costs[sel.indices].sum() - 1e-9)
 
 
 def test_cost_aware_wraps_any_selector_and_checks_inputs():
