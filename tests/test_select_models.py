@@ -1,5 +1,7 @@
 """Model-based selectors (issue 4, part 2): committee, BALD + MLP head, EGL, class-targeted,
 cost-aware, variance. Score direction on constructed cases, the contract, determinism."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -523,6 +525,7 @@ def test_contract_determinism_edge_cases(name):
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(a) == 8 and len(set(a.indices.tolist())) == 8 and np.all(labels[a.indices] == -1)
     assert a.info["strategy"] == name and np.all(np.isfinite(a.scores))
+    json.dumps(a.info)                                  # info is stored with the session: JSON-ready
     # n larger than the unlabelled pool: all unlabelled items, once each
     few = np.where(np.arange(120) < 115, y, -1)
     big = sel.select(50, labels=few, embeddings=X, probs=_probs_for(X, few), random_state=0)
