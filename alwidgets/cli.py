@@ -215,6 +215,8 @@ def load_npz_features(spec: str):
     kind, _, path = spec.partition(":")
     if kind.strip().lower() != "npz" or not path:
         return None
+    if not Path(path).is_file():
+        raise UsageError(f"--dataset {spec}: no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             if "X" not in f or f["X"].ndim != 2:
