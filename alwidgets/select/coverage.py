@@ -47,6 +47,8 @@ class Coverage(Selector):
         k-means trains on at most ``clusters x max_points_per_centroid`` random
         items, then assigns every item.
 
+    Notes
+    -----
     ``Selection.scores`` are the typicality of each pick; ``info["clusters"]``
     the cluster each pick came from.
 

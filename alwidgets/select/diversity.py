@@ -34,6 +34,8 @@ class UncertaintyDiversity(Selector):
     method : {"kmeans", "kcenter"}
         How the diverse batch is drawn from the candidates.
 
+    Notes
+    -----
     ``Selection.scores`` are the uncertainty of each pick.
 
     Examples
