@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", metavar="HTML", help="write plotly learning curves to this HTML file")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+    demo = sub.add_parser("demo", help="copy the quick-start notebook here and open it in JupyterLab")
+    demo.add_argument("--dir", default=".", help="folder to copy the notebook into (default: here)")
+    demo.add_argument("--no-launch", action="store_true", help="only copy the notebook; print the command")
     emb = sub.add_parser("embed", help="embed a dataset and save the features (.npy + ids, or .npz) for reuse")
     add_data_args(emb)
     emb.add_argument("--out", required=True, metavar="FILE",
@@ -275,7 +279,6 @@ def cmd_simulate(args) -> int:
 
 def cmd_embed(args) -> int:
     """Embed a dataset once and save the features (and ids) for reuse."""
-    from pathlib import Path
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
@@ -304,7 +307,37 @@ def cmd_embed(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "embed": cmd_embed}
+def quickstart_notebook() -> Path:
+    """The quick-start notebook shipped in the wheel (or the repo's, in a source checkout)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_notebooks" / "01_quickstart.ipynb", here.parent / "notebooks" / "01_quickstart.ipynb"):
+        if cand.is_file():
+            return cand
+    raise UsageError("the quick-start notebook is missing from this installation")
+
+
+def cmd_demo(args) -> int:
+    import shutil
+    import subprocess
+
+    target_dir = Path(args.dir)
+    if not target_dir.is_dir():
+        raise UsageError(f"--dir {target_dir}: no such folder")
+    target = target_dir / "alwidgets_quickstart.ipynb"
+    if not target.exists():  # never overwrite a notebook the user may have worked in
+        shutil.copyfile(quickstart_notebook(), target)
+    cmd = [sys.executable, "-m", "jupyterlab", str(target)]
+    if args.no_launch:
+        print(" ".join(cmd))
+        return 0
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        raise UsageError("JupyterLab is not installed: pip install jupyterlab") from None
+    return subprocess.call(cmd)
+
+
+COMMANDS = {"simulate": cmd_simulate, "embed": cmd_embed, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -74,3 +74,14 @@ def test_console_script_exit_code():
     p = subprocess.run([sys.executable, "-m", "alwidgets.cli", "simulate", "--batch", "0"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "must be > 0" in p.stderr
+
+
+def test_demo_copies_the_quickstart_without_overwriting(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--dir", str(tmp_path), "--no-launch")
+    assert code == 0, err
+    nb = tmp_path / "alwidgets_quickstart.ipynb"
+    assert "Session" in nb.read_text() and "jupyterlab" in out
+    nb.write_text("{}")
+    assert run(capsys, "demo", "--dir", str(tmp_path), "--no-launch")[0] == 0
+    assert nb.read_text() == "{}"
+    assert run(capsys, "demo", "--dir", str(tmp_path / "nope"), "--no-launch")[0] == 2
