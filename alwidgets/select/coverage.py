@@ -6,7 +6,7 @@ import heapq
 import numpy as np
 
 from .._validation import UNLABELED
-from ._faiss import knn_distances, kmeans, l2_normalize, nearest_center
+from ._faiss import knn_distances, kmeans, l2_normalize, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
 
@@ -67,7 +67,7 @@ class Coverage(Selector):
     requires = ("embeddings",)
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
-                 max_candidates: int = 128, max_reference: int = 1024, kmeans_iter: int = 10,
+                 max_candidates: int = 128, max_reference: int = 512, kmeans_iter: int = 10,
                  max_points_per_centroid: int = 40):
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
@@ -110,22 +110,23 @@ class Coverage(Selector):
         ranked: dict[int, list] = {}   # cluster -> [candidates by typicality desc, typicalities, cursor]
         picked_in: dict[int, list] = {}
         picks, scores, clusters = [], [], []
-        while len(picks) < n and heap:
-            tier, cnt, neg_size, c = heapq.heappop(heap)
-            members = order[bounds[c]:bounds[c + 1]]
-            item = self._next_item(c, members, X, d2, taken, ranked, picked_in, rng, allow_dup=tier == 2)
-            if item is None:
-                if tier < 2 and (~taken[members]).any():
-                    heapq.heappush(heap, (2, cnt, neg_size, c))  # only duplicates remain
-                continue
-            j, typ = item
-            taken[j] = True
-            picks.append(j)
-            scores.append(typ)
-            clusters.append(c)
-            picked_in.setdefault(c, []).append(j)
-            if (~taken[members]).any():
-                heapq.heappush(heap, (tier, cnt + 1, neg_size, c))
+        with sequential_blas():   # many small per-cluster searches: threads cost more than they save
+            while len(picks) < n and heap:
+                tier, cnt, neg_size, c = heapq.heappop(heap)
+                members = order[bounds[c]:bounds[c + 1]]
+                item = self._next_item(c, members, X, d2, taken, ranked, picked_in, rng, allow_dup=tier == 2)
+                if item is None:
+                    if tier < 2 and (~taken[members]).any():
+                        heapq.heappush(heap, (2, cnt, neg_size, c))  # only duplicates remain
+                    continue
+                j, typ = item
+                taken[j] = True
+                picks.append(j)
+                scores.append(typ)
+                clusters.append(c)
+                picked_in.setdefault(c, []).append(j)
+                if (~taken[members]).any():
+                    heapq.heappush(heap, (tier, cnt + 1, neg_size, c))
         info = {"n_clusters": K, "n_small_clusters": int(np.sum(open_ & (sizes < self.min_cluster_size))),
                 "clusters": clusters}
         return Selection(np.asarray(picks, np.int64), np.asarray(scores), info)

@@ -79,33 +79,36 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
             ub[r] = np.minimum(ub[r], np.maximum(d, 0.0))
         applied[rows] = t
 
+    ub[~allowed] = -1.0   # never a candidate again; keeps the scans below free of masking
     while len(picks) < n and n_allowed > 0:
         t = len(centers)
         work = 0
+        b = min(chunk, n_allowed)
         while True:
-            masked = np.where(allowed, ub, -1.0)
-            b = min(chunk, n_allowed)
-            top = np.argpartition(masked, N - b)[N - b:] if b < N else np.arange(N)
+            top = np.argpartition(ub, N - b)[N - b:] if b < N else np.arange(N)
             stale = top[applied[top] < t]
             if len(stale):
                 refresh(stale, t)
                 work += len(stale)
-            vals = np.where(allowed[top], ub[top], -1.0)
+            vals = ub[top].copy()
             i = int(np.argmax(vals))
-            masked[top] = -1.0
-            if vals[i] >= masked.max():
+            ub[top] = -np.inf
+            rest = ub.max()
+            ub[top] = vals
+            if vals[i] >= rest:
                 j = int(top[i])
                 break
             if work > N // 4:   # bounds are too loose here: update everything in one pass
-                refresh(np.flatnonzero(applied < t), t)
-                j = int(np.argmax(np.where(allowed, ub, -1.0)))
+                refresh(np.flatnonzero((applied < t) & (ub >= 0)), t)
+                j = int(np.argmax(ub))
                 break
+            b = min(2 * b, n_allowed)   # many bounds dropped: look deeper next time
         picks.append(j)
         scores.append(float(np.sqrt(max(ub[j], 0.0))))
         centers.append(j)
         allowed[j] = False
         n_allowed -= 1
-        ub[j] = 0.0
+        ub[j] = -1.0
         applied[j] = len(centers)
 
 
