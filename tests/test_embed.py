@@ -118,8 +118,10 @@ def test_oom_backoff_halves_batch(small_pool, monkeypatch):
 
     monkeypatch.setattr(TimmEmbedder, "_forward", staticmethod(flaky))
     emb = tiny(batch_size=8)
-    with pytest.warns(RuntimeWarning, match="out of memory with 8 images"):
+    with pytest.warns(RuntimeWarning, match="out of memory with") as record:
         X = emb.embed(small_pool)
+    assert [str(w.message).split(";")[0] for w in record] == ["out of memory with 8 images per batch",
+                                                              "out of memory with 4 images per batch"]
     np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
     assert emb._max_batch == 2 and sizes[:3] == [8, 4, 2] and max(sizes[3:]) == 2
 

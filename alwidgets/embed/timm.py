@@ -280,6 +280,8 @@ class TimmEmbedder:
         skip = {pool.index_of(i) for i in pool.errors}
         ds = _Images(pool, pil_tf, (h, w), skip)
         workers = self._num_workers(device)
+        if self.num_workers is None and len(batches) <= 1:
+            workers = 0  # one batch: starting a worker process costs more than it saves
         from torch.utils.data import DataLoader
 
         loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
