@@ -254,3 +254,115 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------- static snapshot of the widget
+def snapshot_html(app, *, thumbnail_size: int = 48) -> str:
+    """Static HTML of a :class:`~alwidgets.widgets.app.LabelApp`: the grid's batch and small SVG plots.
+
+    It goes into the widget's output as ``text/html`` next to the live view, so a
+    notebook exported by ``jupyter nbconvert --to html`` without widget state (or
+    opened where widgets cannot run) still shows the batch and the curves. No
+    script, names escaped, thumbnails re-encoded small.
+    """
+    grid = app.grid
+    assigned = grid.assignments or {}
+    tiles = []
+    for item, data in zip(grid.items, grid.thumbs):
+        src = _small_jpeg(data, thumbnail_size)
+        img = (f"<img src='data:image/jpeg;base64,{src}' alt='{_e(item['id'])}' style='width:64px;height:64px;"
+               "object-fit:contain;image-rendering:pixelated;background:#f3f3f3'>") if src else \
+            "<div style='width:64px;height:64px;border:1px dashed #999;font-size:10px'>image unavailable</div>"
+        label = assigned.get(item["id"], "")
+        tiles.append(f"<div class='alw-static-tile' style='width:72px;font-size:11px'>{img}"
+                     f"<div style='overflow:hidden;text-overflow:ellipsis;white-space:nowrap'>"
+                     f"{_e(item.get('caption') or item['id'])}</div><b>{_e(label)}</b></div>")
+    p = grid.progress or {}
+    line = f"batch of {len(grid.items)}"
+    if p.get("pool_size") is not None:
+        line += f" · pool {p.get('pool_labelled', 0)}/{p['pool_size']} labelled"
+    if grid.status:
+        line += f" · {grid.status}"
+    s, per, bal = app.trace("session"), app.trace("per_class"), app.trace("balance")
+    charts = [_svg_line("accuracy vs labels", list(s.x or []), list(s.y or [])),
+              _svg_bars("per-class accuracy", app.classes, list(per.y or []), percent=True),
+              _svg_bars("labels per class", app.classes, list(bal.y or []), percent=False)]
+    return ("<div class='alw-static' style='font:12px system-ui,sans-serif'>"
+            f"<div style='color:#666'>{_e(line)} (static snapshot)</div>"
+            f"<div style='display:flex;flex-wrap:wrap;gap:4px;margin:4px 0'>{''.join(tiles)}</div>"
+            f"<div style='display:flex;flex-wrap:wrap;gap:12px'>{''.join(charts)}</div></div>")
+
+
+def _small_jpeg(data: bytes, size: int) -> str | None:
+    import io
+
+    from PIL import Image
+
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            if max(im.size) > size:
+                im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except OSError:
+        return None
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_W, _H, _PAD = 260, 150, 28
+
+
+def _svg(title: str, body: str) -> str:
+    return (f"<svg class='alw-static-plot' xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H + 30}' "
+            f"font-size='10' font-family='sans-serif'><text x='{_W / 2}' y='12' text-anchor='middle' "
+            f"font-size='12'>{_e(title)}</text><g transform='translate(0,18)'>"
+            f"<line x1='{_PAD}' y1='{_H - _PAD}' x2='{_W - 4}' y2='{_H - _PAD}' stroke='#999'/>"
+            f"<line x1='{_PAD}' y1='4' x2='{_PAD}' y2='{_H - _PAD}' stroke='#999'/>{body}</g></svg>")
+
+
+def _num(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _svg_line(title: str, xs, ys) -> str:
+    pts = [(x, y) for x, y in ((_num(a), _num(b)) for a, b in zip(xs, ys)) if x is not None and y is not None]
+    if not pts:
+        return _svg(title, f"<text x='{_W / 2}' y='{_H / 2}' text-anchor='middle' fill='#999'>no rounds yet</text>")
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    span = (x1 - x0) or 1.0
+    sx = lambda x: _PAD + 8 + (x - x0) / span * (_W - _PAD - 20)  # noqa: E731
+    sy = lambda y: (_H - _PAD) - y * (_H - _PAD - 8)  # noqa: E731
+    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    dots = "".join(f"<circle class='alw-point' cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='#1f77b4'>"
+                   f"<title>{x:g} labels: {y:.0%}</title></circle>" for x, y in pts)
+    ticks = (f"<text x='{_PAD - 3}' y='{sy(1) + 3:.1f}' text-anchor='end'>100%</text>"
+             f"<text x='{_PAD - 3}' y='{sy(0) + 3:.1f}' text-anchor='end'>0%</text>"
+             f"<text x='{sx(x0):.1f}' y='{_H - _PAD + 12}' text-anchor='middle'>{x0:g}</text>"
+             + (f"<text x='{sx(x1):.1f}' y='{_H - _PAD + 12}' text-anchor='middle'>{x1:g}</text>" if x1 != x0 else ""))
+    return _svg(title, f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>{dots}{ticks}")
+
+
+def _svg_bars(title: str, names, values, *, percent: bool) -> str:
+    vals = [_num(v) for v in values]
+    top = 1.0 if percent else max([v for v in vals if v is not None] + [1.0])
+    n = max(len(names), 1)
+    w = (_W - _PAD - 8) / n
+    bars = []
+    for i, (name, v) in enumerate(zip(names, vals)):
+        x = _PAD + 4 + i * w
+        if v is not None:
+            h = v / top * (_H - _PAD - 8)
+            shown = f"{v:.0%}" if percent else f"{v:g}"
+            bars.append(f"<rect x='{x + 1:.1f}' y='{_H - _PAD - h:.1f}' width='{max(w - 2, 1):.1f}' height='{h:.1f}' "
+                        f"fill='{'#2ca02c' if percent else '#ff7f0e'}'><title>{_e(name)}: {shown}</title></rect>")
+        if n <= 20:
+            bars.append(f"<text x='{x + w / 2:.1f}' y='{_H - _PAD + 12}' text-anchor='middle'>{_e(str(name)[:6])}</text>")
+    scale = "100%" if percent else f"{top:g}"
+    return _svg(title, f"<text x='{_PAD - 3}' y='11' text-anchor='end'>{scale}</text>{''.join(bars)}")

@@ -84,3 +84,19 @@ def test_bad_arguments(two_annotators, tmp_path):
     with pytest.raises(ValueError, match="thumbnail_size"):
         write_report(two_annotators, tmp_path / "r.html", thumbnail_size=0)
     assert not list(tmp_path.iterdir())         # nothing half-written
+
+
+def test_widget_output_carries_a_static_snapshot(two_annotators):
+    """nbconvert without widget state (and widget-less viewers) show this text/html: batch, SVG plots, no script."""
+    s = two_annotators
+    app = s.label(5)
+    grid = app.grid
+    grid.show_batch([*grid.items[:4], {**grid.items[4], "error": "truncated"}], [*grid.thumbs[:4], b""])
+    bundle = app._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    snap = bundle["text/html"]
+    assert snap.count("class='alw-static-tile'") == 5
+    assert snap.count("data:image/jpeg;base64,") == 4 and "image unavailable" in snap
+    assert snap.count("<svg class='alw-static-plot'") == 3
+    assert snap.count("class='alw-point'") == len(s.history)        # one point per finished round
+    assert XSS not in snap and "&lt;img src=x" in snap and "<script" not in snap

@@ -69,6 +69,15 @@ class LabelApp(ipw.VBox):
         self.figure = go.FigureWidget(fig)
         super().__init__([grid, self.figure])
 
+    def _repr_mimebundle_(self, **kwargs):
+        # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
+        from ..report import snapshot_html
+
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):
+            data["text/html"] = snapshot_html(self)
+        return data
+
     def trace(self, name: str):
         """The plotly trace called ``name`` (``"session"``, ``"per_class"``, ``"balance"``, ...)."""
         return self.figure.data[self._trace[name]]

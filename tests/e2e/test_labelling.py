@@ -8,6 +8,7 @@ runs a following cell that prints what the kernel holds.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -95,3 +96,58 @@ def test_label_batch_in_browser(ui, jupyter, page, sync_api):
     with LabelStore(store, read_only=True) as s:  # a second reader of the same SQLite file
         assert s.current_labels() == want
     assert not page.dialogs and not our_errors(page)
+    if ui == "lab":
+        _check_export(page, jupyter.root / name, sync_api, want)
+
+
+def _check_export(page, path, sync_api, want):
+    """Save with widget state (JupyterLab setting saveState on), then export with nbconvert.
+
+    With the state, the HTML carries the last grid and figure models for the widget
+    manager to draw; without it (the default), nbconvert falls back to the widget's
+    static text/html snapshot: the batch as shown, plain HTML and SVG, no script.
+    """
+    import json
+    import subprocess
+    import sys
+
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + STEP / 1000
+    def saved_with_state():
+        try:
+            nb = json.loads(path.read_text())
+        except ValueError:  # caught mid-write
+            return False
+        return "application/vnd.jupyter.widget-state+json" in nb.get("metadata", {}).get("widgets", {})
+
+    while not saved_with_state():
+        assert time.monotonic() < deadline, "the notebook was not saved with widget state"
+        page.wait_for_timeout(200)
+
+    def export(nb_path):
+        out = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--stdout", str(nb_path)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    html = export(path)
+    state = json.loads(re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>',
+                                 html, re.S).group(1))["state"]
+    grids = [m["state"] for m in state.values() if "LabelGrid" in str(m["state"].get("_anywidget_id", ""))]
+    assert len(grids) == 1 and "saved 6 labels" in grids[0]["status"]      # the last state of the grid
+    figs = [m["state"] for m in state.values() if "FigureWidget" in str(m["state"].get("_anywidget_id", ""))]
+    assert len(figs) == 1 and figs[0]["_widget_data"][0]["x"] == [6]     # the last accuracy curve
+
+    nb = json.loads(path.read_text())
+    del nb["metadata"]["widgets"]
+    plain = path.with_name("no-state.ipynb")
+    plain.write_text(json.dumps(nb))
+    static = path.with_name("no-state.html")
+    static.write_text(export(plain))
+    view = page.context.new_page()
+    view.goto(static.as_uri())
+    tiles = view.locator(".alw-static .alw-static-tile img")
+    sync_api.expect(tiles).to_have_count(8)
+    assert min(tiles.evaluate_all("els => els.map(e => e.naturalWidth)")) > 0
+    sync_api.expect(view.locator(".alw-static svg.alw-static-plot")).to_have_count(3)
+    view.close()
