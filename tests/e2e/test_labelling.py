@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import SLOW, STEP, cell, cell_json, open_notebook, our_errors, run_cell, write_notebook
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a Jupyter server and a kernel: about a minute each
 
 SETUP = """\
 import json

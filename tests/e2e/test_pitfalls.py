@@ -16,7 +16,7 @@ from PIL import Image
 
 from .conftest import SLOW, cell, cell_json, open_notebook, our_errors, run_cell, write_notebook
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a Jupyter server and a kernel: about a minute each
 
 XSS = "<img src=x onerror=alert(1)>"
 CLASSES = [XSS, "ant", "bee", "bird", "cat", "cow", "deer", "dog", "eel", "fox", "gnu"]  # 11: a searchable palette
