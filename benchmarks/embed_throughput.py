@@ -6,8 +6,9 @@ On the same JPEG folder, measures
   (c) the loop users usually write: ``torchvision.datasets.ImageFolder`` with timm's eval
       transform, a ``DataLoader`` (``--baseline-workers``, default 2) and ``model(x)`` under
       ``torch.no_grad()`` in fp32, contiguous memory;
-and prints the ratios b/a and b/c. Each is run ``--repeats`` times, interleaved, and the
-best (least disturbed) figure is kept, because other jobs share the machine.
+and prints the ratios b/a and b/c. The three are run ``--repeats`` times, interleaved, because
+other jobs share the machine: it prints each round, the best figure of each, and the median over
+rounds of the per-round ratios (the three runs of a round see about the same load).
 
     python benchmarks/embed_throughput.py --folder ../shared/data/cifar10-subset/test \\
         --model mobilenetv1_100 --checkpoint ../shared/weights/mobilenetv1_100.coral_in1k.safetensors \\
@@ -126,8 +127,10 @@ def main(argv=None):
         print(f"  run {r}: (a) bare forward {a[-1]:.1f} img/s  (b) TimmEmbedder {b[-1]:.1f} img/s  "
               f"(c) ImageFolder+DataLoader {c[-1]:.1f} img/s", flush=True)
     A, B, C = max(a), max(b), max(c)
-    print(f"best: (a) {A:.1f}  (b) {B:.1f}  (c) {C:.1f} img/s")
-    print(f"b/a = {B / A:.3f}   b/c = {B / C:.3f}")
+    print(f"best: (a) {A:.1f}  (b) {B:.1f}  (c) {C:.1f} img/s;  ratio of bests: b/a = {B / A:.3f}   b/c = {B / C:.3f}")
+    ba = np.median([y / x for x, y in zip(a, b)])
+    bc = np.median([y / z for y, z in zip(b, c)])
+    print(f"median per-round ratio: b/a = {ba:.3f}   b/c = {bc:.3f}")
     return 0
 
 
