@@ -340,4 +340,6 @@ def _run_one(name, selector, model, Xp, yp, Xt, yt, initial, n_classes, batch_si
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, file=sys.stderr, desc="simulate", unit="round", leave=False)
+    # disable=None: tqdm shows the bar only on a terminal (or in a notebook), not in logs
+    return tqdm(total=total, disable=None if enabled else True, file=sys.stderr, desc="simulate", unit="round",
+                leave=False)
