@@ -50,8 +50,10 @@ def sync_api():
     return sync_api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(sync_api):
+    # per module: Playwright's sync API owns an event loop while it runs, so a session-wide
+    # instance would break other modules that start their own (tests/test_widget.py)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
@@ -75,9 +77,24 @@ class JupyterServer:
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, ui: str, name: str) -> str:
-        """Where ``name`` opens in JupyterLab (``ui="lab"``) or Notebook 7 (``ui="notebook"``)."""
-        path = {"lab": "lab/tree", "notebook": "notebooks"}[ui]
-        return f"{self.base}/{path}/{name}?token={self.token}"
+        """Where ``name`` opens in JupyterLab (``ui="lab"``) or Notebook 7 (``ui="notebook"``).
+
+        JupyterLab gets a new, empty workspace each time: otherwise it reopens the
+        notebooks of earlier tests as hidden tabs, with their own cells and grids.
+        """
+        if ui == "lab":
+            return f"{self.base}/lab/workspaces/t{secrets.token_hex(6)}/tree/{name}?reset&token={self.token}"
+        return f"{self.base}/notebooks/{name}?token={self.token}"
+
+    def stop_kernels(self) -> None:
+        """Shut down every kernel session (each test starts its own; idle ones still cost memory)."""
+        for sess in self.api("sessions") or []:
+            req = urllib.request.Request(f"{self.base}/api/sessions/{sess['id']}", method="DELETE",
+                                         headers={"Authorization": f"token {self.token}"})
+            try:
+                urllib.request.urlopen(req, timeout=30)
+            except OSError:
+                pass
 
     def api(self, path: str):
         req = urllib.request.Request(f"{self.base}/api/{path}", headers={"Authorization": f"token {self.token}"})
@@ -132,18 +149,19 @@ def jupyter(sync_api, tmp_path_factory):
                 pytest.fail(f"jupyter server did not answer within {SLOW // 1000} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
     yield server
-    for k in server.api("kernels") or []:
-        req = urllib.request.Request(f"{server.base}/api/kernels/{k['id']}", method="DELETE",
-                                     headers={"Authorization": f"token {token}"})
-        try:
-            urllib.request.urlopen(req, timeout=10)
-        except OSError:
-            pass
+    server.stop_kernels()
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def server(jupyter):
+    """The Jupyter server, with the kernels this test started shut down afterwards."""
+    yield jupyter
+    jupyter.stop_kernels()
 
 
 @pytest.hookimpl(hookwrapper=True)

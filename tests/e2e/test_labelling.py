@@ -42,13 +42,13 @@ def _press(page, *keys):
 
 
 @pytest.mark.parametrize("ui", ["lab", "notebook"])
-def test_label_batch_in_browser(ui, jupyter, page, sync_api):
+def test_label_batch_in_browser(ui, server, page, sync_api):
     expect = sync_api.expect
     name = f"label-{ui}.ipynb"
-    store = jupyter.root / f"labels-{ui}.db"
-    write_notebook(jupyter.root, name, [SETUP.format(store=str(store)), REPORT])
+    store = server.root / f"labels-{ui}.db"
+    write_notebook(server.root, name, [SETUP.format(store=str(store)), REPORT])
 
-    open_notebook(page, jupyter, ui, name)
+    open_notebook(page, server, ui, name)
     run_cell(page, 0)
     tiles = _tiles(page)
     expect(tiles).to_have_count(8, timeout=SLOW)
@@ -97,7 +97,7 @@ def test_label_batch_in_browser(ui, jupyter, page, sync_api):
         assert s.current_labels() == want
     assert not page.dialogs and not our_errors(page)
     if ui == "lab":
-        _check_export(page, jupyter.root / name, sync_api, want)
+        _check_export(page, server.root / name, sync_api, want)
 
 
 def _check_export(page, path, sync_api, want):

@@ -47,14 +47,14 @@ def _images(folder):
     (folder / "a" / "broken.jpg").write_bytes(data[: int(len(data) * 0.6)])  # a valid header, truncated data
 
 
-def test_hostile_names_broken_image_and_typing(jupyter, page, sync_api):
+def test_hostile_names_broken_image_and_typing(server, page, sync_api):
     expect = sync_api.expect
-    folder = jupyter.root / "pitfall-images"
+    folder = server.root / "pitfall-images"
     _images(folder)
     name = "pitfalls.ipynb"
-    write_notebook(jupyter.root, name, [SETUP.format(folder=str(folder), classes=CLASSES), REPORT])
+    write_notebook(server.root, name, [SETUP.format(folder=str(folder), classes=CLASSES), REPORT])
 
-    open_notebook(page, jupyter, "lab", name)
+    open_notebook(page, server, "lab", name)
     run_cell(page, 0)
     tiles = page.locator(".alw-grid .alw-tile")
     expect(tiles).to_have_count(8, timeout=SLOW)
