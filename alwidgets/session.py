@@ -589,7 +589,7 @@ class Session:
         self._refresh_plots(labels)
         m = self.metrics_
         acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.0%}"
-        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})"
+        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})" + self._lift_note()
 
     def _finish_round(self, n_added, labels, fit_s=None):
         if n_added or self.metrics_ is None or self.metrics_["n_labels"] != int(np.count_nonzero(labels >= 0)):
@@ -632,6 +632,39 @@ class Session:
     def _large_image(self, item_id: str):
         data, mime, _ = _thumbnail(self.pool, self.pool.index_of(item_id), 4 * self.thumbnail_size)
         return data, mime
+
+    # ------------------------------------------------------------------ strategy advice
+    def recommend(self, **kwargs):
+        """Replay strategies on your labelled items; which would have needed the fewest labels?
+
+        See :func:`alwidgets.recommend.recommend` (keyword arguments pass
+        through). Needs a few labels per class. Switch with :meth:`use`.
+        """
+        from .recommend import recommend
+
+        self.recommendation_ = recommend(self, **kwargs)
+        return self.recommendation_
+
+    def use(self, strategy) -> str:
+        """Select the next batches with ``strategy`` (a name such as ``"margin"`` or a selector)."""
+        self.selector = make_selector(strategy)
+        return f"next batches are picked by {self.selector.name!r}"
+
+    def _lift_note(self) -> str:
+        """A suggestion to switch when the last round lifted accuracy by < 1 point (:class:`AccuracyLift`)."""
+        from .stopping import AccuracyLift
+
+        h = self.history
+        h = h[(h["n_added"].fillna(0) > 0) & h["accuracy"].notna()]
+        if len(h) < 2:
+            return ""
+        d = AccuracyLift().check(h["accuracy"].to_numpy(float))
+        if d.action != "switch_strategy":
+            return ""
+        rec = getattr(self, "recommendation_", None)
+        if rec is not None and rec.best != self.selector.name:
+            return f"; {d.reason}, e.g. session.use({rec.best!r}) (best in session.recommend())"
+        return f"; {d.reason}; session.recommend() shows which strategy would have needed fewer labels"
 
     # ------------------------------------------------------------------ baseline
     def show_baseline(self, repeats: int = 3, budget: int | None = None) -> pd.DataFrame:
