@@ -38,7 +38,7 @@ def test_recommend_ranks_strategies_and_reports_table(digits):
 def test_recommend_prefers_coverage_on_clustered_data():
     # with one item per blob, coverage reaches full accuracy after its first batch; random often misses a blob
     X, y = _blobs()
-    rec = recommend(X, y, strategies=["random", "coverage"], repeats=5, batch_size=3, target=0.99)
+    rec = recommend(X, y, strategies=["random", "coverage"], repeats=3, batch_size=3, target=0.99)
     t = rec.table.set_index("strategy")
     assert t.loc["coverage", "labels_to_target"] <= t.loc["random", "labels_to_target"]
     assert t.loc["coverage", "labels_to_target"] == 3
@@ -66,7 +66,7 @@ def test_session_recommend_use_and_lift_note(tmp_path):
     h = s.history
     lifts = np.diff(h["accuracy"].to_numpy(float))
     assert ("try another strategy" in msg) == (lifts[-1] < 0.01)
-    rec = s.recommend(strategies=["random", "margin"], repeats=2)
+    rec = s.recommend(strategies=["random", "margin"], repeats=1)
     assert rec is s.recommendation_ and rec.best in ("random", "margin")
     assert s.use("margin") == "next batches are picked by 'margin'"
     assert s.selector.name == "margin"
