@@ -216,7 +216,7 @@ def cell(page, i: int):
 
 
 def open_notebook(page, server: JupyterServer, ui: str, name: str) -> None:
-    """Open ``name`` and wait until its kernel is idle (the UI shows the status)."""
+    """Open ``name`` and wait until its first cell is shown and its kernel is idle."""
     page.goto(server.url(ui, name))
     cell(page, 0).locator(".cm-content").wait_for(state="visible", timeout=SLOW)
     wait_kernel_idle(page, server, name)
@@ -235,16 +235,18 @@ def wait_kernel_idle(page, server: JupyterServer, name: str, timeout_ms: int = S
 
 
 def run_cell(page, i: int, timeout_ms: int = SLOW):
-    """Run cell ``i`` with Shift+Enter, as a person would, and wait until the kernel has finished it.
+    """Run cell ``i`` (not run before) with Shift+Enter, as a person would; wait until the kernel is done.
 
-    Finished = the cell's prompt shows its execution count (``[n]:``), which
-    Jupyter sets from the kernel's reply.
+    Done = the cell's prompt shows its execution count (``[n]:``), which Jupyter
+    sets from the kernel's reply (``[*]:`` while it runs).
     """
     c = cell(page, i)
     c.locator(".cm-content").click()
     page.keyboard.press("Shift+Enter")
     c.locator(".jp-InputArea-prompt").filter(has_text=re.compile(r"\[\d+\]")).wait_for(timeout=timeout_ms)
-    tb = c.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    # JupyterLab and Notebook render an exception as stderr text holding the traceback
+    tb = c.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").filter(
+        has_text=re.compile(r"Traceback|Error\b"))
     if tb.count():
         raise AssertionError(f"cell {i} raised:\n{tb.first.inner_text()}")
     return c
