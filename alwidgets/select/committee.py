@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import clone
 
 from .._validation import UNLABELED
-from ..models import LinearProbe, default_model, fit_predict_proba
+from ..models import LinearProbe, default_model, fit_predict_proba, one_blas_thread
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
 
@@ -97,16 +97,17 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
     out = np.empty((n_members, len(X_eval), n_classes))
     linear = type(model) is LinearProbe
     maps = []
-    for m in range(n_members):
-        member = clone(model)
-        if "random_state" in member.get_params():
-            member.set_params(random_state=int(rng.integers(2**31 - 1)))
-        rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
-        if linear:
-            fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows])
-            maps.append(_probe_affine(fitted))
-        else:
-            _, out[m] = fit_predict_proba(member, X[rows], labels[rows], n_classes, X_eval=X_eval)
+    with one_blas_thread():  # small fits: BLAS threads only contend (see models.one_blas_thread)
+        for m in range(n_members):
+            member = clone(model)
+            if "random_state" in member.get_params():
+                member.set_params(random_state=int(rng.integers(2**31 - 1)))
+            rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
+            if linear:
+                fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows])
+                maps.append(_probe_affine(fitted))
+            else:
+                _, out[m] = fit_predict_proba(member, X[rows], labels[rows], n_classes, X_eval=X_eval)
     if linear:
         _linear_members_proba(maps, X_eval, out)
     return out
