@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from conftest import require
 from ipywidgets.widgets.widget import _remove_buffers
 
 from alwidgets.widgets import DEFAULT_KEYMAP, LabelGrid
@@ -25,8 +27,7 @@ def test_committed_bundle_matches_the_source(tmp_path):
     import subprocess
 
     esbuild = _STATIC.parents[2] / "js" / "node_modules" / ".bin" / "esbuild"
-    if not esbuild.exists():
-        pytest.skip(f"esbuild not installed at {esbuild} (cd js && npm ci)")
+    require(esbuild.exists(), f"esbuild not installed at {esbuild} (cd js && npm ci)")
     out = tmp_path / "labelgrid.js"
     subprocess.run([str(esbuild), "labelgrid.js", "--bundle", "--format=esm", "--minify", "--target=es2020",
                     f"--outfile={out}", "--log-level=error"], cwd=esbuild.parents[2], check=True)
@@ -158,9 +159,11 @@ def test_grid_in_chromium(tmp_path):
     import base64
     import os
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        require(False, "playwright is not installed (pip install playwright)")
     s = _session_for_screenshot()
     grid = s.app.grid
     state = {k: getattr(grid, k) for k in ("items", "classes", "keymap", "progress", "status", "busy",
