@@ -37,3 +37,14 @@ def test_fit_errors():
         fit_predict_proba(LinearProbe(), np.zeros((3, 2)), [-1, -1, -1], n_classes=2)
     with pytest.raises(ValueError, match="NaN or inf values in rows \\[1\\]"):
         LinearProbe().fit(np.array([[0.0], [np.inf]]), [0, 1])
+
+
+def test_standardisation_comes_from_the_pool_when_given():
+    rng = np.random.default_rng(0)
+    X = rng.normal(loc=3.0, scale=2.0, size=(500, 4))
+    labels = np.full(500, -1)
+    labels[:6] = [0, 1, 0, 1, 0, 1]
+    fitted, _ = fit_predict_proba(LinearProbe(), X, labels, n_classes=2)
+    np.testing.assert_allclose(fitted.scaler_.mean_, X.mean(0))          # all 500 rows, not the 6 labelled
+    alone = LinearProbe().fit(X[:6], labels[:6])
+    np.testing.assert_allclose(alone.scaler_.mean_, X[:6].mean(0))

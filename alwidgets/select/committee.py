@@ -104,7 +104,7 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
                 member.set_params(random_state=int(rng.integers(2**31 - 1)))
             rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
             if linear:
-                fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows])
+                fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows], X_pool=X)
                 maps.append(_probe_affine(fitted))
             else:
                 _, out[m] = fit_predict_proba(member, X[rows], labels[rows], n_classes, X_eval=X_eval)
