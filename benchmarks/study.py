@@ -295,7 +295,7 @@ def figure(curves: pd.DataFrame, title: str, reference: str = "random"):
             fig.add_trace(tr, row=1, col=j)
         fig.update_xaxes(title_text="labels", row=1, col=j)
     fig.update_yaxes(title_text="test accuracy", tickformat=".0%", row=1, col=1)
-    fig.update_layout(title=title, template="plotly_white", legend_title="strategy", width=1300, height=520)
+    fig.update_layout(title=title, template="plotly_white", legend_title="strategy", width=1300, height=620)
     return fig
 
 
@@ -316,7 +316,7 @@ def write_outputs(ds: Dataset, curves: pd.DataFrame, out: Path, *, budget: int, 
     fig.write_html(out / f"study_{ds.name}.html", include_plotlyjs="cdn")
     if png:
         try:
-            fig.write_image(out / f"study_{ds.name}.png", width=1300, height=520, scale=1)
+            fig.write_image(out / f"study_{ds.name}.png", width=1300, height=620, scale=1)
         except Exception as e:  # noqa: BLE001 - kaleido/Chromium missing: the HTML still has the figure
             print(f"PNG not written ({type(e).__name__}: {e}); the HTML has the same figure", file=sys.stderr)
     return md
