@@ -74,6 +74,16 @@ def check_probs(probs, n_items: int | None = None, name: str = "probs") -> np.nd
     return np.clip(arr, 0.0, 1.0)
 
 
+def duplicates(values) -> list:
+    """The values that occur more than once, each listed once, in order of their second occurrence."""
+    seen, dups = set(), []
+    for v in values:
+        if v in seen and v not in dups:
+            dups.append(v)
+        seen.add(v)
+    return dups
+
+
 def check_batch_size(n, name: str = "n") -> int:
     """Return ``n`` as a positive int."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:

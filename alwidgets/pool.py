@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import duplicates
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ON_ERROR = ("raise", "skip")
 
@@ -52,11 +54,7 @@ class Pool:
         if not ids:
             raise ValueError(f"{name}: the pool is empty")
         if len(set(ids)) != len(ids):
-            seen, dups = set(), []
-            for i in ids:
-                if i in seen:
-                    dups.append(i)
-                seen.add(i)
+            dups = duplicates(ids)
             raise ValueError(f"{name}: duplicate item ids {dups[:5]}{' ...' if len(dups) > 5 else ''}")
         if (paths is None) == (arrays is None):
             raise ValueError("a pool needs exactly one of paths= or arrays=")

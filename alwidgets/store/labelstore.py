@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.request import pathname2url
 
+from .._validation import duplicates
 from .errors import StoreError, StoreMismatchError, translate
 from .schema import migrate
 
@@ -128,12 +129,7 @@ def _check_ids(ids) -> list[str]:
         raise ValueError(f"item ids must be non-empty strings; positions {_listing(bad)} are not "
                          f"(first: {ids[bad[0]]!r})")
     if len(set(ids)) != len(ids):
-        seen, dups = set(), []
-        for i in ids:
-            if i in seen:
-                dups.append(i)
-            seen.add(i)
-        raise ValueError(f"duplicate item ids {_listing(dups)}")
+        raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
     return ids
 
 
