@@ -11,4 +11,15 @@ from .store import LabelStore
 
 __version__ = "0.1.0"
 
-__all__ = ["Pool", "LinearProbe", "simulate", "SimulationResult", "select", "calibrate", "stopping", "LabelStore", "Session", "__version__"]
+__all__ = [
+    "Pool",
+    "Session",
+    "LabelStore",
+    "LinearProbe",
+    "simulate",
+    "SimulationResult",
+    "select",
+    "calibrate",
+    "stopping",
+    "__version__",
+]
