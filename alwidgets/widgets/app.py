@@ -57,7 +57,7 @@ class LabelApp(ipw.VBox):
                                        showlegend=False, hoverinfo="skip"), RELIABILITY)
             add("reliability", go.Scatter(x=[], y=[], mode="lines+markers", name="model",
                                           marker=dict(color="#9467bd"), showlegend=False), RELIABILITY)
-        fig.update_layout(template="plotly_white", height=300, margin=dict(l=40, r=10, t=40, b=40),
+        fig.update_layout(template="plotly_white", height=310, margin=dict(l=40, r=10, t=55, b=40),
                           legend=dict(orientation="h", y=-0.25, x=0))
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=col[ACCURACY])
         fig.update_xaxes(title_text="labels", row=1, col=col[ACCURACY])
@@ -97,7 +97,7 @@ class LabelApp(ipw.VBox):
                 self.trace("per_class").y = [per.get(c, None) for c in self.classes]
                 source = metrics.get("source_text", "")
                 idx = self.panels.index(ACCURACY)
-                self.figure.layout.annotations[idx].text = f"accuracy vs labels ({source})" if source else \
+                self.figure.layout.annotations[idx].text = f"accuracy vs labels<br><sub>{source}</sub>" if source else \
                     "accuracy vs labels"
                 if RELIABILITY in self.panels and metrics.get("reliability"):
                     rel = metrics["reliability"]
