@@ -103,12 +103,7 @@ def _json_dict(text, option) -> dict:
 
 
 def embed_pool(pool, embedder):
-    """Features for ``pool``: the arrays themselves for feature npz files, else the embedder's output.
-
-    Failures to load weights or read images become one-line usage errors.
-    """
-    if pool.arrays is not None and pool.arrays.ndim == 2:  # an npz of ready-made features
-        return np.asarray(pool.arrays, dtype=np.float32)
+    """The embedder's output for ``pool``; failures to load weights or read images become usage errors."""
     from .embed import WeightsUnavailableError
     from .pool import ImageReadError
 
