@@ -55,22 +55,36 @@ def check_embeddings(embeddings, n_items: int | None = None, name: str = "embedd
     return arr
 
 
-def check_probs(probs, n_items: int | None = None, name: str = "probs") -> np.ndarray:
-    """Return ``probs`` as a 2-d float64 array of rows that sum to one."""
+def check_probs(probs, n_items: int | None = None, name: str = "probs", stack: str | None = None) -> np.ndarray:
+    """Return ``probs`` as a float64 array of probability rows that sum to one.
+
+    ``probs`` is ``(n_items, n_classes)``; with ``stack`` (the name of a leading
+    axis, e.g. ``"n_members"`` for a committee or ``"n_samples"`` for MC
+    dropout) it is ``(stack, n_items, n_classes)`` and bad items are named once
+    whichever member or sample is at fault.
+    """
     arr = np.asarray(probs, dtype=np.float64)
-    if arr.ndim != 2:
+    if stack is None and arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-d array (n_items, n_classes), got shape {arr.shape}")
-    if n_items is not None and arr.shape[0] != n_items:
-        raise ValueError(f"{name} has {arr.shape[0]} rows but the pool has {n_items} items")
-    bad = ~np.isfinite(arr).all(axis=1)
+    if stack is not None and arr.ndim != 3:
+        raise ValueError(f"{name} must have shape ({stack}, n_items, n_classes), got {arr.shape}")
+    per_item = arr if stack is None else np.moveaxis(arr, 0, 1)     # (n_items, ..., n_classes)
+    n = per_item.shape[0]
+    where = "in rows" if stack is None else "for items"
+    if n_items is not None and n != n_items:
+        raise ValueError(f"{name} has {n} rows but the pool has {n_items} items" if stack is None
+                         else f"{name} covers {n} items but labels has {n_items}")
+    flat = per_item.reshape(n, -1, arr.shape[-1])
+    bad = ~np.isfinite(flat).all(axis=(1, 2))
     if bad.any():
-        raise ValueError(f"{name} has NaN or inf values in rows {_row_list(np.flatnonzero(bad))}")
-    if np.any(arr < -1e-6):
-        raise ValueError(f"{name} has negative probabilities in rows {_row_list(np.flatnonzero((arr < -1e-6).any(axis=1)))}")
-    sums = arr.sum(axis=1)
-    off = np.abs(sums - 1.0) > 1e-3
+        raise ValueError(f"{name} has NaN or inf values {where} {_row_list(np.flatnonzero(bad))}")
+    neg = (flat < -1e-6).any(axis=(1, 2))
+    if neg.any():
+        raise ValueError(f"{name} has negative probabilities {where} {_row_list(np.flatnonzero(neg))}")
+    off = (np.abs(flat.sum(axis=2) - 1.0) > 1e-3).any(axis=1)
     if off.any():
-        raise ValueError(f"{name} rows must sum to 1; rows {_row_list(np.flatnonzero(off))} do not")
+        raise ValueError(f"{name} rows must sum to 1{'' if stack is None else ' for every ' + stack[2:].rstrip('s')}; "
+                         f"{'rows' if stack is None else 'items'} {_row_list(np.flatnonzero(off))} do not")
     return np.clip(arr, 0.0, 1.0)
 
 

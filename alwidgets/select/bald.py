@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from .._validation import UNLABELED
+from .._validation import UNLABELED, check_probs
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .committee import committee_probs, n_classes_of, random_batch
 from .registry import register
@@ -56,18 +56,7 @@ def _bald_from_logits(logits: np.ndarray) -> np.ndarray:
 
 
 def _check_mc_probs(mc_probs, n_items: int | None = None) -> np.ndarray:
-    p = np.asarray(mc_probs, dtype=np.float64)
-    if p.ndim != 3:
-        raise ValueError(f"mc_probs must have shape (n_samples, n_items, n_classes), got {p.shape}")
-    if n_items is not None and p.shape[1] != n_items:
-        raise ValueError(f"mc_probs covers {p.shape[1]} items but labels has {n_items}")
-    bad = ~np.isfinite(p).all(axis=(0, 2))
-    if bad.any():
-        raise ValueError(f"mc_probs has NaN or inf values for items {np.flatnonzero(bad)[:10].tolist()}")
-    off = (np.abs(p.sum(axis=2) - 1.0) > 1e-3).any(axis=0)
-    if off.any():
-        raise ValueError(f"mc_probs rows must sum to 1 for every sample; items {np.flatnonzero(off)[:10].tolist()} do not")
-    return np.clip(p, 0.0, 1.0)
+    return check_probs(mc_probs, n_items=n_items, name="mc_probs", stack="n_samples")
 
 
 def gumbel_top_k(scores, k: int, temperature: float, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from .._validation import UNLABELED
+from .._validation import UNLABELED, check_probs
 from ..models import LinearProbe, default_model, fit_predict_proba, one_blas_thread
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
@@ -50,22 +50,8 @@ def kl_to_consensus(member_probs) -> np.ndarray:
     return np.maximum((p * ratio).sum(axis=2).mean(axis=0), 0.0)
 
 
-def _check_member_probs(member_probs, n_items: int | None = None, name: str = "member_probs") -> np.ndarray:
-    p = np.asarray(member_probs, dtype=np.float64)
-    if p.ndim != 3:
-        raise ValueError(f"{name} must have shape (n_members, n_items, n_classes), got {p.shape}")
-    if n_items is not None and p.shape[1] != n_items:
-        raise ValueError(f"{name} covers {p.shape[1]} items but labels has {n_items}")
-    bad = ~np.isfinite(p).all(axis=(0, 2))
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"{name} has NaN or inf values for items {rows[:10].tolist()}"
-                         + (f" and {len(rows) - 10} more" if len(rows) > 10 else ""))
-    off = np.abs(p.sum(axis=2) - 1.0) > 1e-3
-    if off.any():
-        rows = np.flatnonzero(off.any(axis=0))
-        raise ValueError(f"{name} rows must sum to 1 for every member; items {rows[:10].tolist()} do not")
-    return np.clip(p, 0.0, 1.0)
+def _check_member_probs(member_probs, n_items: int | None = None) -> np.ndarray:
+    return check_probs(member_probs, n_items=n_items, name="member_probs", stack="n_members")
 
 
 def n_classes_of(labels: np.ndarray, probs, n_classes=None) -> int:
