@@ -36,3 +36,16 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    """A randomly initialised resnet10t saved as a checkpoint file, so embedders share the same weights."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("w") / "r10t.safetensors"
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}, str(path))
+    return path

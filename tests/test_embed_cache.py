@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from alwidgets import Pool
@@ -13,18 +12,6 @@ from alwidgets.embed import TimmEmbedder
 from alwidgets.embed.cache import CacheEntry, atomic_write, default_cache_dir
 
 TINY = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A resnet10t checkpoint file, so every embedder below has the same weights."""
-    import timm
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("w") / "r10t.safetensors"
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}, str(path))
-    return path
 
 
 def make(ckpt, cache_dir, **kw):

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from alwidgets import Pool
@@ -19,17 +18,6 @@ def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    import timm
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("w") / "r10t.safetensors"
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

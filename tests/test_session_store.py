@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,6 @@ from alwidgets.session import Session
 from alwidgets.store import (
     LABEL_COLUMNS,
     LabelStore,
-    StoreFullError,
     StoreLockedError,
     StoreMismatchError,
     StoreReadOnlyError,

@@ -337,8 +337,6 @@ class TimmEmbedder:
     @staticmethod
     def _forward(model, x, device, scale, shift) -> np.ndarray:
         """uint8 NHWC on the host -> normalised float NCHW (channels_last) on ``device`` -> features."""
-        import torch
-
         x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NCHW view, channels_last memory
         x = x.float().mul_(scale).sub_(shift)  # (x/255 - mean)/std
         f = model(x)
