@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -321,6 +322,8 @@ def cmd_demo(args) -> int:
     if not target.exists():  # never overwrite a notebook the user may have worked in
         shutil.copyfile(quickstart_notebook(), target)
     cmd = [sys.executable, "-m", "jupyterlab", str(target)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and Colab run as root; Jupyter refuses otherwise
+        cmd.append("--allow-root")
     if args.no_launch:
         print(" ".join(cmd))
         return 0
