@@ -45,6 +45,30 @@ def test_standardisation_comes_from_the_pool_when_given():
     labels = np.full(500, -1)
     labels[:6] = [0, 1, 0, 1, 0, 1]
     fitted, _ = fit_predict_proba(LinearProbe(), X, labels, n_classes=2)
-    np.testing.assert_allclose(fitted.scaler_.mean_, X.mean(0))          # all 500 rows, not the 6 labelled
+    np.testing.assert_allclose(fitted.mean_, X.mean(0))          # all 500 rows, not the 6 labelled
     alone = LinearProbe().fit(X[:6], labels[:6])
-    np.testing.assert_allclose(alone.scaler_.mean_, X[:6].mean(0))
+    np.testing.assert_allclose(alone.mean_, X[:6].mean(0))
+
+
+def test_probe_keeps_the_geometry_of_the_features():
+    # One informative high-variance feature and 40 low-variance noise features (like trailing PCA
+    # components): per-feature standardisation would give the noise the same weight and, with 6
+    # labels, let the regression fit it; one overall scale keeps it small.
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    X = np.hstack([(2 * y - 1)[:, None] * 3.0 + rng.normal(size=(n, 1)), 0.05 * rng.normal(size=(n, 40))])
+    labels = np.full(n, -1)
+    for c in (0, 1):
+        labels[np.flatnonzero(y == c)[:3]] = c
+    fitted, probs = fit_predict_proba(LinearProbe(), X, labels, n_classes=2)
+    assert (probs.argmax(1) == y).mean() > 0.97
+    np.testing.assert_allclose(np.sqrt(((fitted.transform(X)) ** 2).mean()), 1.0, rtol=1e-6)
+
+
+def test_egl_rescales_as_the_probe_does():
+    from alwidgets.select.egl import _sq_norms
+
+    X = np.random.default_rng(1).normal(loc=2.0, scale=[1.0, 5.0, 0.1], size=(300, 3))
+    probe = LinearProbe().fit(X[:4], [0, 1, 0, 1], X_pool=X)
+    np.testing.assert_allclose(_sq_norms(X, True, chunk=64), (probe.transform(X) ** 2).sum(1), rtol=1e-4)

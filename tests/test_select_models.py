@@ -295,7 +295,7 @@ def test_egl_closed_form_matches_autograd_gradients():
 def test_egl_direction_and_requirements():
     probs = np.array([[1.0, 0.0], [0.6, 0.4], [0.6, 0.4], [0.5, 0.5]])
     X = np.array([[9.0, 9.0], [1.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
-    egl = ExpectedGradientLength(standardize=False)
+    egl = ExpectedGradientLength(rescale=False)
     sel = egl.select(4, labels=[-1] * 4, embeddings=X, probs=probs, random_state=0)
     assert sel.indices.tolist()[:2] == [2, 3] and sel.indices[-1] == 0
     assert sel.scores[-1] == pytest.approx(0.0)

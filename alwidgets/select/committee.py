@@ -111,15 +111,13 @@ def _seeded(model, rng: np.random.Generator):
 def _probe_affine(probe: LinearProbe):
     """A fitted LinearProbe as ``(W, b, classes)`` acting on raw features, or ``(None, None, class)`` if constant.
 
-    The probe standardises then applies logistic regression; both are affine,
+    The probe centres and rescales, then applies logistic regression; both are affine,
     so they fold into one map and a whole committee is scored with one matrix product.
     """
     if probe.lr_ is None:
         return None, None, int(probe.constant_)
-    scale = probe.scaler_.scale_ if probe.scaler_.scale_ is not None else np.ones(probe.lr_.coef_.shape[1])
-    mean = probe.scaler_.mean_
-    coef = probe.lr_.coef_ / scale
-    return coef, probe.lr_.intercept_ - coef @ mean, np.asarray(probe.lr_.classes_, dtype=np.int64)
+    coef = probe.lr_.coef_ / probe.scale_
+    return coef, probe.lr_.intercept_ - coef @ probe.mean_, np.asarray(probe.lr_.classes_, dtype=np.int64)
 
 
 def _linear_members_proba(maps, X, out, chunk: int = 16384) -> None:

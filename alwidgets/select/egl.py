@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models import pool_scaling
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
 
@@ -53,11 +54,11 @@ class ExpectedGradientLength(Selector):
 
     Parameters
     ----------
-    standardize : bool
-        Measure feature norms on embeddings standardised with the pool's mean
-        and standard deviation, close to what the default
-        :class:`~alwidgets.models.LinearProbe` sees. Turn off when ``probs``
-        come from a linear head on the raw embeddings.
+    rescale : bool
+        Measure feature norms on embeddings centred and rescaled as the
+        default :class:`~alwidgets.models.LinearProbe` sees them (pool mean,
+        one RMS scale). Turn off when ``probs`` come from a linear head on
+        the raw embeddings.
     bias : bool
         The head has a bias term (adds 1 to the squared feature norm).
 
@@ -67,44 +68,31 @@ class ExpectedGradientLength(Selector):
     >>> from alwidgets.select import ExpectedGradientLength
     >>> probs = np.array([[0.99, 0.01], [0.6, 0.4], [0.6, 0.4]])
     >>> X = np.array([[1.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
-    >>> sel = ExpectedGradientLength(standardize=False).select(1, labels=[-1, -1, -1], embeddings=X, probs=probs)
+    >>> sel = ExpectedGradientLength(rescale=False).select(1, labels=[-1, -1, -1], embeddings=X, probs=probs)
     >>> sel.indices.tolist()     # as unsure as item 1, but a larger feature norm
     [2]
     """
 
     requires = ("embeddings", "probs")
 
-    def __init__(self, standardize: bool = True, bias: bool = True):
-        self.standardize = standardize
+    def __init__(self, rescale: bool = True, bias: bool = True):
+        self.rescale = rescale
         self.bias = bias
 
     def _select(self, n, *, labels, embeddings, probs, rng):
         candidates = unlabeled_indices(labels)
-        sq = _sq_norms(embeddings, self.standardize)[candidates]
+        sq = _sq_norms(embeddings, self.rescale)[candidates]
         scores = _label_factor(probs[candidates]) * np.sqrt(sq + (1.0 if self.bias else 0.0))
         idx, s = top_k(scores, candidates, n, rng)
-        return Selection(idx, s, {"standardize": bool(self.standardize)})
+        return Selection(idx, s, {"rescale": bool(self.rescale)})
 
 
-def _sq_norms(X: np.ndarray, standardize: bool, chunk: int = 8192) -> np.ndarray:
-    """Squared row norms of ``X``, or of ``(X - mean) / std`` with pool statistics; chunked, float32."""
-    mean = np.zeros(X.shape[1], np.float32)
-    inv = np.ones(X.shape[1], np.float32)
-    if standardize:
-        s1 = np.zeros(X.shape[1])
-        s2 = np.zeros(X.shape[1])
-        for s in range(0, len(X), chunk):
-            block = X[s:s + chunk]
-            s1 += block.sum(axis=0)
-            s2 += np.einsum("ij,ij->j", block, block)
-        m = s1 / len(X)
-        var = np.maximum(s2 / len(X) - m**2, 0.0)
-        inv = np.where(var > 1e-24, 1.0 / np.sqrt(np.maximum(var, 1e-24)), 1.0).astype(np.float32)
-        mean = m.astype(np.float32)
+def _sq_norms(X: np.ndarray, rescale: bool, chunk: int = 8192) -> np.ndarray:
+    """Squared row norms of ``X``, or of ``(X - mean) / scale`` with the probe's pool statistics; chunked."""
+    mean, scale = pool_scaling(X, chunk) if rescale else (np.zeros(X.shape[1]), 1.0)
+    mean = mean.astype(np.float32)
     out = np.empty(len(X))
     for s in range(0, len(X), chunk):
-        z = X[s:s + chunk]
-        if standardize:
-            z = (z - mean) * inv
+        z = X[s:s + chunk] - mean
         out[s:s + chunk] = np.einsum("ij,ij->i", z, z)
-    return out
+    return out / scale**2
