@@ -122,13 +122,13 @@ def test_auto_switches_at_labels_per_class_times_classes():
     X, blob = blobs(n_blobs=5, per=40)
     P = _probs(len(X), 5)
     labels = np.full(len(X), -1)
-    few_idx = np.arange(0, 200, 14)[:14]          # 14 labels over all 5 blobs, < 3 x 5
+    few_idx = np.arange(0, 200, 8)[:24]           # 24 labels over all 5 blobs, < 5 x 5
     labels[few_idx] = blob[few_idx]
     few = Auto().select(5, labels=labels, embeddings=X, probs=P, random_state=0)
-    assert few.info["strategy"] == "coverage" and few.info["switch_at"] == 15
-    assert "14 labels < 3 per class x 5 classes" in few.info["reason"]
+    assert few.info["strategy"] == "coverage" and few.info["switch_at"] == 25
+    assert "24 labels < 5 per class x 5 classes" in few.info["reason"]
     labels[::13] = blob[::13]
-    assert (labels != -1).sum() >= 15
+    assert (labels != -1).sum() >= 25
     many = Auto().select(5, labels=labels, embeddings=X, probs=P, random_state=0)
     assert many.info["strategy"] == "uncertainty_diversity"
     ref = UncertaintyDiversity().select(5, labels=labels, embeddings=X, probs=P, random_state=0)
