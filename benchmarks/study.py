@@ -279,6 +279,24 @@ def to_markdown(table: pd.DataFrame, n_classes: int, budget: int, *, reference="
     return "\n\n".join(out)
 
 
+def gains_markdown(table: pd.DataFrame, name: str, *, reference="random", per_class=PER_CLASS) -> str:
+    """Compact tables for the docs: gain over ``reference`` in points per budget, one per start."""
+    out = []
+    for start, t in table.groupby("start", sort=False):
+        ks = [k for k in per_class if t[f"acc@{k}"].notna().all()]
+        lines = [f"**{name}, {start} start** — gain over {reference} in points at k labels per class "
+                 f"({reference}'s accuracy in the first row)", "",
+                 "| strategy | " + " | ".join(f"{k}/class" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for r in t.to_dict("records"):
+            if r["strategy"] == reference:
+                cells = [f"{100 * r[f'acc@{k}']:.1f}" for k in ks]
+                lines.insert(4, f"| {reference} (acc %) | " + " | ".join(cells) + " |")
+            else:
+                lines.append(f"| {r['strategy']} | " + " | ".join(f"{100 * r[f'gain@{k}']:+.1f}" for k in ks) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def figure(curves: pd.DataFrame, title: str, reference: str = "random"):
     """Plotly figure: mean accuracy ± std versus labels, cold start left, warm start right."""
     from plotly.subplots import make_subplots
@@ -308,7 +326,8 @@ def write_outputs(ds: Dataset, curves: pd.DataFrame, out: Path, *, budget: int, 
     md = (f"### {ds.name}\n\n{ds.description}. Full-pool probe accuracy "
           f"{100 * full.mean():.1f} ± {100 * full.std(ddof=0):.1f} %; {curves['repeat'].nunique()} splits; "
           f"batch {ds.n_classes}, budget {budget}; wall {wall / 60:.1f} min.\n\n"
-          f"`{command}`\n\n" + to_markdown(table, ds.n_classes, budget) + "\n")
+          f"`{command}`\n\n" + to_markdown(table, ds.n_classes, budget) + "\n\n"
+          + gains_markdown(table, ds.name) + "\n")
     (out / f"study_{ds.name}.md").write_text(md)
     curves.round(5).to_csv(out / f"study_{ds.name}_curves.csv", index=False)
     table.round(5).to_csv(out / f"study_{ds.name}_table.csv", index=False)
