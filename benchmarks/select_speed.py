@@ -191,7 +191,10 @@ def to_markdown(ours, theirs, notes, sizes, threads, load):
 
     out += table(fast)
     if "auto" in fast:
-        out.append(f"\n`auto` is timed after its switch ({N_LABELLED} labels ≥ 3 × {N_CLASSES} classes, so it runs "
+        from alwidgets.select import Auto
+
+        out.append(f"\n`auto` is timed after its switch ({N_LABELLED} labels ≥ {Auto().labels_per_class} × "
+                   f"{N_CLASSES} classes, so it runs "
                    "`uncertainty_diversity`); before the switch it costs what `coverage` costs.")
     if slow:
         out.append("\nSelectors that fit models inside `select` (time includes fitting):\n")
