@@ -2,7 +2,7 @@
 
 A 3-split mini version on the CIFAR-10 subset with the real ImageNet MobileNet
 V1 embeddings: coverage must still be at least as good as random at 1 label
-per class (the full study measures about +11 points there). Slow: the first
+per class (the full study measures +12.5 points there). Slow: the first
 run embeds 1,500 images at 224 px (a few minutes on 2 CPU cores); the
 embeddings are cached (``$ALWIDGETS_CACHE`` or ``~/.cache/alwidgets``), so
 later runs take seconds. The fast tests check the study's table arithmetic.
