@@ -99,7 +99,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if self.lr_ is None:
             out[:, cols[0]] = 1.0
         else:
-            out[:, cols] = self.lr_.predict_proba(self.transform(X))
+            for s in range(0, len(X), 16384):  # float64 features one block at a time, not a copy of the pool
+                out[s:s + 16384, cols] = self.lr_.predict_proba(self.transform(X[s:s + 16384]))
         return out
 
     def predict(self, X):
