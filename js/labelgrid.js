@@ -453,12 +453,15 @@ function render({ model, el }) {
     busy = !!model.get("busy");
     root.classList.toggle("alw-busy", busy);
   };
-  model.on("change:items", onItems);
-  model.on("change:classes", buildClasses);
-  model.on("change:progress", paintTiles);
-  model.on("change:status", onStatus);
-  model.on("change:busy", onBusy);
-  model.on("msg:custom", onCustom);
+  const listeners = [
+    ["change:items", onItems],
+    ["change:classes", buildClasses],
+    ["change:progress", paintTiles],
+    ["change:status", onStatus],
+    ["change:busy", onBusy],
+    ["msg:custom", onCustom],
+  ];
+  for (const [event, fn] of listeners) model.on(event, fn);
 
   buildClasses();
   buildTiles();
@@ -469,12 +472,7 @@ function render({ model, el }) {
   return () => {
     urls.forEach((u) => URL.revokeObjectURL(u));
     if (overlayUrl) URL.revokeObjectURL(overlayUrl);
-    model.off("change:items", onItems);
-    model.off("change:classes", buildClasses);
-    model.off("change:progress", paintTiles);
-    model.off("change:status", onStatus);
-    model.off("change:busy", onBusy);
-    model.off("msg:custom", onCustom);
+    for (const [event, fn] of listeners) model.off(event, fn);
   };
 }
 
