@@ -98,8 +98,12 @@ def duplicates(values) -> list:
     return dups
 
 
-def check_batch_size(n, name: str = "n") -> int:
-    """Return ``n`` as a positive int."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
+def check_positive_int(value, name: str = "n") -> int:
+    """Return ``value`` as a positive int; raise ``ValueError`` naming ``name`` otherwise (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+check_batch_size = check_positive_int
+"""Alias of :func:`check_positive_int` (batch sizes, budgets and other counts)."""

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
 
-from ._validation import UNLABELED, check_labels
+from ._validation import UNLABELED, check_labels, check_positive_int
 
 INPUTS = ("auto", "probs", "logits")
 _EPS = 1e-12
@@ -106,11 +106,10 @@ class TemperatureScaling(BaseEstimator):
         if not keep.any():
             raise ValueError("y has no labelled rows (all -1); temperature scaling needs labelled validation data")
         z, t = logits[keep], y[keep]
-        z = z - z.max(axis=1, keepdims=True)
+        z = z - z.max(axis=1, keepdims=True)   # row max 0, so z / T has row max 0 too: no shift inside nll
 
         def nll(log_t: float) -> float:
             s = z / np.exp(log_t)
-            s = s - s.max(axis=1, keepdims=True)
             return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(t)), t]))
 
         res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
@@ -159,8 +158,7 @@ def reliability_data(probs, y, n_bins: int = 15) -> pd.DataFrame:
     >>> table[["bin", "confidence", "accuracy", "count"]].round(3).to_dict("list")
     {'bin': [0, 1], 'confidence': [nan, 0.8], 'accuracy': [nan, 0.667], 'count': [0, 3]}
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    check_positive_int(n_bins, "n_bins")
     conf, hit = _confidence_hits(probs, y)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)   # bins (lo, hi]

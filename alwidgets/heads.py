@@ -33,11 +33,11 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (numpy: faster than torch for a handful of classes)."""
-    z = z - z.max(axis=-1, keepdims=True)
+def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` (numpy: faster than torch for a handful of classes)."""
+    z = z - z.max(axis=axis, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
+    z /= z.sum(axis=axis, keepdims=True)
     return z
 
 
@@ -191,10 +191,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         the whole ``(T, n, C)`` array.
         """
         for s, logits in self._iter_logits_mc(X, n_samples, random_state, chunk):
-            z = logits - logits.max(axis=1, keepdims=True)
-            np.exp(z, out=z)
-            z /= z.sum(axis=1, keepdims=True)
-            yield s, z.transpose(0, 2, 1)
+            yield s, _softmax(logits, axis=1).transpose(0, 2, 1)   # (T, C, rows) -> (T, rows, C)
 
     def predict_proba_mc(self, X, n_samples: int = 20, random_state=None):
         """MC-dropout class probabilities, shape ``(n_samples, n, n_classes)`` (float32)."""

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.metrics import cohen_kappa_score
 
-from ._validation import UNLABELED, check_labels, check_probs
+from ._validation import UNLABELED, check_labels, check_positive_int, check_probs
 from .select.uncertainty import MEASURES, uncertainty
 
 ACTIONS = ("stop", "continue", "switch_strategy")
@@ -96,8 +96,7 @@ class StabilizingPredictions(BaseEstimator):
         """
         if not (-1.0 <= self.threshold <= 1.0):
             raise ValueError(f"threshold must be a kappa in [-1, 1], got {self.threshold}")
-        if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 1:
-            raise ValueError(f"window must be a positive integer, got {self.window!r}")
+        check_positive_int(self.window, "window")
         rounds = []
         for r, p in enumerate(predictions):
             arr = np.asarray(p)

@@ -3,7 +3,7 @@
 Everything works in float32, in row blocks, and never builds an N x N matrix:
 k-means and kNN come from faiss, nearest-centre assignment is a blocked GEMM,
 and :class:`NearestCenter` keeps the distance of every item to its closest
-chosen centre up to date in O(N) memory (farthest-first and k-means++ seeding).
+chosen centre up to date in O(N) memory (k-means++ seeding).
 """
 from __future__ import annotations
 
@@ -197,13 +197,35 @@ def knn_distances(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
     return np.sqrt(np.maximum(out, 0.0))
 
 
+def mean_knn_distance(queries: np.ndarray, reference: np.ndarray, k: int, *,
+                      query_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
+    """Mean Euclidean distance of each query to its ``k`` nearest reference rows, the item itself excluded.
+
+    ``query_rows`` and ``reference_rows`` are the pool indices of ``queries``
+    and ``reference``. ``k + 1`` neighbours are searched (capped at
+    ``len(reference)``); a query that is itself in the reference set drops
+    the first one (itself, at distance 0), any other query the last. With a
+    single neighbour found nothing is dropped. Returns float32, like
+    :func:`knn_distances`.
+    """
+    kk = min(k + 1, len(reference))
+    D = knn_distances(queries, reference, kk)
+    if kk > 1:
+        in_ref = np.isin(query_rows, reference_rows)
+        D = np.where(in_ref[:, None], D[:, 1:], D[:, :-1])
+    return D.mean(axis=1)
+
+
 class NearestCenter:
     """Squared distance of every item to its nearest chosen centre, updated per new centre.
 
     ``sqdist(rows, j)`` must return the float32 squared distances of the items
-    ``rows`` (an index array, or ``None`` for all items) to item ``j``; this is
-    how k-center works on raw vectors and BADGE on its factorised gradient
-    embeddings with the same code.
+    ``rows`` (an index array, or ``None`` for all items) to item ``j``:
+    :func:`vector_sqdist` gives it for raw vectors (k-means++ seeding), and
+    :func:`~alwidgets.select.badge.gradient_sqdist` for factorised gradient
+    embeddings. (k-center and BADGE themselves use their own lazy-bound
+    loops, see :func:`~alwidgets.select.kcenter.farthest_first` and
+    :func:`~alwidgets.select.badge.lazy_d2_sampling`.)
 
     Adding a centre costs at most one O(N * d) pass, and usually much less:
     by the triangle inequality an item whose current centre ``a`` satisfies
@@ -218,13 +240,6 @@ class NearestCenter:
         self.owner = np.full(self.n, -1, dtype=np.int64)
         self.centers: list[int] = []
         self.slack = float(slack)  # absolute tolerance for float32 rounding in the pruning test
-
-    def seed(self, centers: np.ndarray, dist: np.ndarray, owner: np.ndarray) -> None:
-        """Start from precomputed nearest-centre distances to ``centers`` (pool indices)."""
-        self.centers = [int(c) for c in centers]
-        self.dist = np.asarray(dist, dtype=np.float32).copy()
-        self.owner = np.asarray(owner, dtype=np.int64).copy()
-        self.dist[np.asarray(centers, dtype=np.int64)] = 0.0
 
     def add(self, j: int) -> None:
         """Make item ``j`` a centre and lower the distances it is now closest for."""

@@ -79,7 +79,14 @@ class Auto(Selector):
                 reason = f"{n_labelled} labels >= {self.labels_per_class} per class x {n_classes} classes"
         if "probs" in chosen.requires and probs is None:
             raise ValueError(f"Auto: {type(chosen).__name__} needs probs, but none were given")
-        sel = chosen.select(n, labels=labels, embeddings=embeddings, probs=probs, random_state=rng)
+        if type(chosen).select is Selector.select:
+            # Inputs are already validated and n capped (Selector.select did both for Auto, and
+            # default_rng(rng) would hand back this same generator): run the inner strategy and
+            # its output check directly. Selectors with their own select() (CostAware) go through it.
+            sel = chosen._checked(chosen._select(n, labels=labels, embeddings=embeddings, probs=probs, rng=rng),
+                                  labels, n)
+        else:
+            sel = chosen.select(n, labels=labels, embeddings=embeddings, probs=probs, random_state=rng)
         info = {**sel.info, "strategy": chosen.name, "selector": "auto", "reason": reason,
                 "switch_at": switch_at, "n_labelled": n_labelled}
         return Selection(sel.indices, sel.scores, info)

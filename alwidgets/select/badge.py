@@ -8,14 +8,16 @@ from .base import Selection, Selector, unlabeled_indices
 from .registry import register
 
 
-def gradient_sqdist(Q: np.ndarray, H: np.ndarray):
+def gradient_sqdist(Q: np.ndarray, H: np.ndarray, a: np.ndarray | None = None):
     """``sqdist(rows, j)`` between gradient embeddings ``g_i = q_i (x) h_i``, never building them.
 
     ``|g_i - g_j|^2 = |q_i|^2 |h_i|^2 + |q_j|^2 |h_j|^2 - 2 (q_i . q_j)(h_i . h_j)``,
     so one distance pass costs O(N * (C + d)) instead of O(N * C * d), and the
-    N x (C * d) matrix is never materialised.
+    N x (C * d) matrix is never materialised. Returns ``(sqdist, a)`` with
+    ``a = |g_i|^2``; pass ``a`` when it is already computed.
     """
-    a = sq_norms(Q) * sq_norms(H)
+    if a is None:
+        a = sq_norms(Q) * sq_norms(H)
 
     def sqdist(rows, j):
         if rows is None:
@@ -34,7 +36,7 @@ def gradient_sqdist(Q: np.ndarray, H: np.ndarray):
 
 
 def lazy_d2_sampling(Q: np.ndarray, H: np.ndarray, k: int, rng: np.random.Generator, first: int,
-                     max_rejections: int = 16):
+                     max_rejections: int = 16, a: np.ndarray | None = None):
     """k-means++ (D^2) sampling on gradient embeddings, exact, by rejection from stale bounds.
 
     Every item keeps an upper bound on its squared distance to the nearest
@@ -43,9 +45,10 @@ def lazy_d2_sampling(Q: np.ndarray, H: np.ndarray, k: int, rng: np.random.Genera
     date against the picks added since (O(t * (C + d))), and accepts it with
     probability ``true / bound``: exactly D^2 sampling, without touching the
     other N - 1 items. After ``max_rejections`` rejections in a row every
-    bound is refreshed in one pass. Returns ``(items, sq_dist_at_pick)``.
+    bound is refreshed in one pass. ``a``: the squared gradient norms, if
+    already computed. Returns ``(items, sq_dist_at_pick)``.
     """
-    sqdist, a = gradient_sqdist(Q, H)
+    sqdist, a = gradient_sqdist(Q, H, a)
     n = len(Q)
     ub = sqdist(None, first).astype(np.float64)
     picks = [int(first)]
@@ -130,7 +133,7 @@ class Badge(Selector):
         top = np.flatnonzero(a == a.max())
         first = int(top[0] if len(top) == 1 else rng.choice(top))
         with sequential_blas():
-            rows, d2 = lazy_d2_sampling(Q, H, n, rng, first)
+            rows, d2 = lazy_d2_sampling(Q, H, n, rng, first, a=a)
         d2[0] = a[first]
         info = {"mean_gradient_norm": float(np.sqrt(a).mean())}
         return Selection(unl[rows], np.sqrt(d2), info)

@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.base import clone
 
 from .._validation import UNLABELED, check_probs
-from .base import Selection, Selector, top_k, unlabeled_indices
-from .committee import committee_probs, n_classes_of, random_batch
+from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
+from .committee import committee_probs
 from .registry import register
 
 _EPS = 1e-12
@@ -39,7 +39,11 @@ def bald_scores(mc_probs) -> np.ndarray:
     >>> float(bald_scores(agree)[0]), round(float(bald_scores(disagree)[0]), 4)
     (0.0, 0.6931)
     """
-    p = _check_mc_probs(mc_probs)
+    return _bald_scores(_check_mc_probs(mc_probs))
+
+
+def _bald_scores(p: np.ndarray) -> np.ndarray:
+    """:func:`bald_scores` of an already-checked ``(T, n, C)`` stack."""
     return np.maximum(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0)
 
 
@@ -51,7 +55,7 @@ def _bald_from_logits(logits: np.ndarray) -> np.ndarray:
     p = e / total
     mean_h = -(p * (z - np.log(total))).sum(axis=1).mean(axis=0)
     pm = p.mean(axis=0)
-    h_mean = -(pm * np.log(np.maximum(pm, _EPS))).sum(axis=0)
+    h_mean = _entropy(pm, axis=0)
     return np.maximum(h_mean - mean_h, 0.0).astype(np.float64)
 
 
@@ -142,7 +146,7 @@ class BALD(Selector):
         candidates = unlabeled_indices(labels)
         info = {"variant": "stochastic" if self.stochastic else "top_k"}
         if self.mc_probs is not None:
-            scores = bald_scores(_check_mc_probs(self.mc_probs, n_items=len(labels))[:, candidates])
+            scores = _bald_scores(_check_mc_probs(self.mc_probs, n_items=len(labels))[:, candidates])
             info["samples"] = "given mc_probs"
         else:
             labelled = labels[labels != UNLABELED]

@@ -14,13 +14,11 @@ from sklearn.base import BaseEstimator
 
 from .._validation import (
     UNLABELED,
-    check_batch_size,
     check_embeddings,
     check_labels,
+    check_positive_int,
     check_probs,
 )
-
-INPUTS = ("embeddings", "probs")
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class Selector(BaseEstimator, metaclass=ABCMeta):
             Predicted class probabilities of the current model.
         random_state : int, numpy Generator or None
         """
-        n = check_batch_size(n)
+        n = check_positive_int(n)
         labels = check_labels(labels)
         inputs = {"embeddings": embeddings, "probs": probs}
         for key in self.requires:
@@ -151,3 +149,24 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Gen
 def unlabeled_indices(labels: np.ndarray) -> np.ndarray:
     """Pool indices of unlabelled items."""
     return np.flatnonzero(labels == UNLABELED)
+
+
+def random_pick(n: int, labels: np.ndarray, rng: np.random.Generator):
+    """``n`` unlabelled pool indices drawn uniformly at random, and the random priorities that ordered them."""
+    candidates = unlabeled_indices(labels)
+    return top_k(rng.random(len(candidates)), candidates, n, rng)
+
+
+def random_batch(n: int, labels: np.ndarray, rng: np.random.Generator, reason: str) -> Selection:
+    """A uniform random batch, reported as a fallback with ``reason`` (scores are all 0)."""
+    idx, _ = random_pick(n, labels, rng)
+    return Selection(idx, np.zeros(n), {"fallback": "random", "reason": reason})
+
+
+def n_classes_of(labels: np.ndarray, probs, n_classes=None) -> int:
+    """Number of classes: from ``probs`` if given, else ``n_classes``, else the largest label + 1."""
+    if probs is not None:
+        return int(probs.shape[1])
+    if n_classes is not None:
+        return int(n_classes)
+    return int(labels.max(initial=0)) + 1

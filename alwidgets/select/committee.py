@@ -13,8 +13,9 @@ from sklearn.base import clone
 
 from .._validation import UNLABELED, check_probs
 from ..models import LinearProbe, default_model, fit_predict_proba, one_blas_thread
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
 from .registry import register
+from .uncertainty import uncertainty
 
 MEASURES = ("vote_entropy", "kl")
 _EPS = 1e-12
@@ -25,16 +26,17 @@ def vote_entropy(member_probs) -> np.ndarray:
 
     ``member_probs`` has shape ``(n_members, n_items, n_classes)``.
     """
-    p = _check_member_probs(member_probs)
+    return _vote_entropy(_check_member_probs(member_probs))
+
+
+def _vote_entropy(p: np.ndarray) -> np.ndarray:
+    """:func:`vote_entropy` of an already-checked ``(M, n, C)`` stack."""
     m, n, c = p.shape
     votes = p.argmax(axis=2)
     counts = np.zeros((n, c))
     for row in votes:
         counts[np.arange(n), row] += 1.0
-    frac = counts / m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logf = np.where(frac > 0, np.log(frac), 0.0)
-    return -(frac * logf).sum(axis=1)
+    return uncertainty(counts / m, "entropy")
 
 
 def kl_to_consensus(member_probs) -> np.ndarray:
@@ -43,7 +45,11 @@ def kl_to_consensus(member_probs) -> np.ndarray:
     Zero when all members predict the same distribution, however uncertain
     that distribution is: it measures disagreement, not uncertainty.
     """
-    p = _check_member_probs(member_probs)
+    return _kl_to_consensus(_check_member_probs(member_probs))
+
+
+def _kl_to_consensus(p: np.ndarray) -> np.ndarray:
+    """:func:`kl_to_consensus` of an already-checked ``(M, n, C)`` stack."""
     mean = p.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(p > 0, np.log(np.maximum(p, _EPS)) - np.log(np.maximum(mean, _EPS))[None], 0.0)
@@ -52,22 +58,6 @@ def kl_to_consensus(member_probs) -> np.ndarray:
 
 def _check_member_probs(member_probs, n_items: int | None = None) -> np.ndarray:
     return check_probs(member_probs, n_items=n_items, name="member_probs", stack="n_members")
-
-
-def n_classes_of(labels: np.ndarray, probs, n_classes=None) -> int:
-    """Number of classes: from ``probs`` if given, else ``n_classes``, else the largest label + 1."""
-    if probs is not None:
-        return int(probs.shape[1])
-    if n_classes is not None:
-        return int(n_classes)
-    return int(labels.max(initial=0)) + 1
-
-
-def random_batch(n: int, labels: np.ndarray, rng: np.random.Generator, reason: str) -> Selection:
-    """A uniform random batch, reported as a fallback with ``reason``."""
-    candidates = unlabeled_indices(labels)
-    idx, scores = top_k(rng.random(len(candidates)), candidates, n, rng)
-    return Selection(idx, np.zeros(n), {"fallback": "random", "reason": reason})
 
 
 def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.random.Generator,
@@ -233,12 +223,14 @@ class Committee(Selector):
                 info["committee"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
         candidates = unlabeled_indices(labels)
         pc = p[:, candidates]
-        kl = kl_to_consensus(pc)
+        if self.member_probs is None:
+            pc = _check_member_probs(pc)   # fitted predictions: checked once here (given ones were above)
+        kl = _kl_to_consensus(pc)
         if self.measure == "kl":
             idx, s = top_k(kl, candidates, n, rng)
         else:
             # Hard votes tie a lot with few members: break ties by KL, then at random.
-            ve = vote_entropy(pc)
+            ve = _vote_entropy(pc)
             order = np.lexsort((rng.random(len(candidates)), -kl, -ve))[:n]
             idx, s = candidates[order], ve[order]
         info["max_disagreement"] = float(s[0])

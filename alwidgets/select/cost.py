@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED, check_batch_size, check_labels
+from .._validation import UNLABELED, check_labels, check_positive_int
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import make_selector, register
 
@@ -69,17 +69,17 @@ class CostAware(Selector):
         Unlike other selectors the result may hold fewer than ``n`` items: the
         budget, not the count, is the binding limit.
         """
-        n = check_batch_size(n)
+        n = check_positive_int(n)
         labels = check_labels(labels)
         costs = self._costs(len(labels))
         rng = np.random.default_rng(random_state)
-        if not np.any(labels == UNLABELED):
+        n_unlabeled = int(np.count_nonzero(labels == UNLABELED))
+        if n_unlabeled == 0:
             return Selection(np.empty(0, np.int64), np.empty(0), {"strategy": self.name})
         inner = make_selector(self.selector)
         if isinstance(inner, CostAware):
             raise ValueError("CostAware cannot wrap another CostAware")
-        n_unlabeled = int(np.count_nonzero(labels == UNLABELED))
-        m = n_unlabeled if self.n_candidates is None else min(check_batch_size(self.n_candidates, "n_candidates"),
+        m = n_unlabeled if self.n_candidates is None else min(check_positive_int(self.n_candidates, "n_candidates"),
                                                               n_unlabeled)
         cand = inner.select(max(m, min(n, n_unlabeled)), labels=labels, embeddings=embeddings, probs=probs,
                             random_state=rng)

@@ -5,8 +5,8 @@ import heapq
 
 import numpy as np
 
-from .._validation import UNLABELED
-from ._faiss import knn_distances, kmeans, l2_normalize, nearest_center, sequential_blas
+from .._validation import UNLABELED, check_positive_int
+from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
 
@@ -87,9 +87,7 @@ class Coverage(Selector):
     def _check_params(self):
         for key in ("max_clusters", "min_cluster_size", "n_neighbors", "max_candidates", "max_reference",
                     "kmeans_iter", "max_points_per_centroid", "min_train"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Coverage: {key} must be a positive integer, got {v!r}")
+            check_positive_int(getattr(self, key), f"Coverage: {key}")
         if self.max_candidates < 2:
             raise ValueError(f"Coverage: max_candidates must be >= 2, got {self.max_candidates}")
 
@@ -114,7 +112,7 @@ class Coverage(Selector):
         heap = [(0 if sizes[c] >= self.min_cluster_size else 1, int(counts[c]), -int(sizes[c]), int(c))
                 for c in np.flatnonzero(open_)]
         heapq.heapify(heap)
-        ranked: dict[int, list] = {}   # cluster -> [candidates by typicality desc, typicalities, cursor]
+        ranked: dict[int, tuple] = {}  # cluster -> (candidates by typicality desc, typicalities, all free ranked?)
         picked_in: dict[int, list] = {}
         picks, scores, clusters = [], [], []
         with sequential_blas():   # many small per-cluster searches: threads cost more than they save
@@ -176,11 +174,6 @@ class Coverage(Selector):
         if k < 1:
             typ = np.zeros(len(cand))
         else:
-            kk = min(k + 1, len(ref))
-            D = knn_distances(X[cand], X[ref], kk)
-            in_ref = np.isin(cand, ref)
-            # drop the item itself (distance 0, first column) when it is in the reference set
-            D = np.where(in_ref[:, None], D[:, 1:kk], D[:, : kk - 1]) if kk > 1 else D
-            typ = 1.0 / (D.mean(axis=1) + 1e-6)
+            typ = 1.0 / (mean_knn_distance(X[cand], X[ref], k, query_rows=cand, reference_rows=ref) + 1e-6)
         o = np.lexsort((cand, -typ))
         return cand[o], typ[o]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED
-from ._faiss import kmeans
+from .._validation import UNLABELED, check_positive_int
+from ._faiss import kmeans, sq_norms
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .kcenter import farthest_first
 from .registry import register
@@ -61,8 +61,7 @@ class UncertaintyDiversity(Selector):
             raise ValueError(f"unknown uncertainty measure {self.measure!r}; choose from {', '.join(MEASURES)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, np.integer)) or self.factor < 1:
-            raise ValueError(f"factor must be a positive integer, got {self.factor!r}")
+        check_positive_int(self.factor, "factor")
         unl = unlabeled_indices(labels)
         u = uncertainty(probs[unl], self.measure)
         m = min(self.factor * n, len(unl))
@@ -90,8 +89,7 @@ def _nearest_distinct(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     Centres are served in order of how tight their nearest match is, so a
     crowded region cannot push a centre onto a far-away row first.
     """
-    x_sq = np.einsum("ij,ij->i", X, X)
-    D = x_sq[:, None] - 2.0 * (X @ C.T) + np.einsum("ij,ij->i", C, C)[None, :]
+    D = sq_norms(X)[:, None] - 2.0 * (X @ C.T) + sq_norms(C)[None, :]
     taken = np.zeros(len(X), dtype=bool)
     out = np.empty(len(C), dtype=np.int64)
     for c in np.argsort(D.min(axis=0), kind="stable"):

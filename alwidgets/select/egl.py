@@ -39,6 +39,11 @@ def expected_gradient_length(probs, embeddings, bias: bool = True) -> np.ndarray
     if p.ndim != 2 or X.ndim != 2 or len(p) != len(X):
         raise ValueError(f"probs (n, C) and embeddings (n, d) must have the same rows, got {p.shape} and {X.shape}")
     sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+    return _egl(p, sq, bias)
+
+
+def _egl(p: np.ndarray, sq: np.ndarray, bias: bool) -> np.ndarray:
+    """Expected gradient length from probabilities ``p`` and squared feature norms ``sq`` (without the bias)."""
     return _label_factor(p) * np.sqrt(sq + (1.0 if bias else 0.0))
 
 
@@ -82,7 +87,7 @@ class ExpectedGradientLength(Selector):
     def _select(self, n, *, labels, embeddings, probs, rng):
         candidates = unlabeled_indices(labels)
         sq = _sq_norms(embeddings, self.rescale)[candidates]
-        scores = _label_factor(probs[candidates]) * np.sqrt(sq + (1.0 if self.bias else 0.0))
+        scores = _egl(probs[candidates], sq, self.bias)
         idx, s = top_k(scores, candidates, n, rng)
         return Selection(idx, s, {"rescale": bool(self.rescale)})
 

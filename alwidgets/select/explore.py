@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED
-from ._faiss import kmeans, knn_distances, nearest_center, sequential_blas, sq_norms
+from .._validation import UNLABELED, check_positive_int
+from ._faiss import kmeans, mean_knn_distance, nearest_center, sequential_blas, sq_norms
 from .base import Selection, Selector, top_k, unlabeled_indices
 from .registry import register
 
@@ -51,9 +51,7 @@ class Explore(Selector):
 
     def _select(self, n, *, labels, embeddings, probs, rng):
         for key in ("n_neighbors", "max_exact", "n_clusters", "n_reference", "shortlist_factor"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Explore: {key} must be a positive integer, got {v!r}")
+            check_positive_int(getattr(self, key), f"Explore: {key}")
         X = embeddings
         N = len(X)
         unl = unlabeled_indices(labels)
@@ -105,7 +103,4 @@ class Explore(Selector):
         k = min(self.n_neighbors, len(R) - 1)
         if k < 1:
             return np.zeros(len(Q))
-        D = knn_distances(Q, R, k + 1)
-        in_ref = np.isin(query_rows, reference_rows)
-        D = np.where(in_ref[:, None], D[:, 1:], D[:, :-1])
-        return D.mean(axis=1).astype(np.float64)
+        return mean_knn_distance(Q, R, k, query_rows=query_rows, reference_rows=reference_rows).astype(np.float64)

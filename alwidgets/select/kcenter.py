@@ -9,14 +9,12 @@ from .base import Selection, Selector
 from .registry import register
 
 
-def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
-                   candidates: np.ndarray | None = None, chunk: int = 256):
+def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None, chunk: int = 256):
     """Greedy k-center: ``n`` rows of ``X``, each the farthest from all rows chosen so far.
 
-    ``start`` are rows that already count as centres (labelled items);
-    ``candidates`` restricts which rows may be picked (default: all not in
-    ``start``). Without ``start`` the first pick is the candidate nearest to the
-    mean of ``X``. Returns ``(rows, distances)``: each pick's Euclidean
+    ``start`` are rows that already count as centres (labelled items); every
+    other row may be picked. Without ``start`` the first pick is the row
+    nearest to the mean of ``X``. Returns ``(rows, distances)``: each pick's Euclidean
     distance to its nearest earlier centre at the time it was picked.
 
     Exact, with lazy updates: every row keeps an upper bound on its distance
@@ -31,9 +29,6 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None,
     N = len(X)
     x_sq = sq_norms(X)
     allowed = np.ones(N, dtype=bool)
-    if candidates is not None:
-        allowed[:] = False
-        allowed[candidates] = True
     start = np.empty(0, np.int64) if start is None else np.asarray(start, dtype=np.int64)
     allowed[start] = False
     n_allowed = int(allowed.sum())

@@ -1,7 +1,7 @@
 """Uniform random sampling: the baseline every strategy is measured against."""
 from __future__ import annotations
 
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, random_pick
 from .registry import register
 
 
@@ -22,6 +22,5 @@ class Random(Selector):
     """
 
     def _select(self, n, *, labels, embeddings, probs, rng):
-        candidates = unlabeled_indices(labels)
-        idx, scores = top_k(rng.random(len(candidates)), candidates, n, rng)
+        idx, scores = random_pick(n, labels, rng)
         return Selection(idx, scores)

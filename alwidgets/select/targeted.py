@@ -17,8 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from .._validation import UNLABELED
 from ..models import default_model, fit_predict_proba
-from .base import Selection, Selector, top_k, unlabeled_indices
-from .committee import n_classes_of, random_batch
+from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
 from .registry import register
 from .uncertainty import uncertainty
 

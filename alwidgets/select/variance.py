@@ -28,9 +28,8 @@ from sklearn.linear_model import BayesianRidge, ElasticNet, HuberRegressor, Lass
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .._validation import UNLABELED, check_embeddings
-from .base import Selection, Selector, top_k, unlabeled_indices
-from .committee import random_batch
+from .._validation import UNLABELED
+from .base import Selection, Selector, random_batch, top_k, unlabeled_indices
 from .registry import register
 
 KINDS = ("ensemble", "gp")
@@ -192,7 +191,7 @@ class Variance(Selector):
         if len(labelled) < 2:
             return random_batch(n, labels, rng, "fewer than two labelled items: no predictive variance yet")
         candidates = unlabeled_indices(labels)
-        X = check_embeddings(embeddings)
+        X = embeddings   # validated by Selector.select
         if self.kind == "gp":
             var = gp_variance(X, y, labelled, X[candidates], rng)
         else:
