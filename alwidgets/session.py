@@ -129,7 +129,6 @@ class Session:
         self.probs_ = None        # (n_items, n_classes) for the pool, from the last fit
         self._test_probs = None
         self._fit_n = -1          # labelled count the current fit saw
-        self.metrics_ = None
         self.batch: list[str] = []
         self.continuous = False
         self._round = None        # the open round: {"id", "strategy", "timings"}
@@ -168,8 +167,7 @@ class Session:
         for m in reversed([m for m in h["metrics"] if isinstance(m, dict) and "n_labels" in m]):
             m = dict(m)
             m.pop("n_added", None)
-            m["source_text"] = (f"test set, {m.get('n_eval')} items" if m.get("source") == "test"
-                                else f"cross-validated on {m['n_labels']} labelled items")
+            m["source_text"] = _source_text(m.get("source"), m.get("n_eval"), m["n_labels"])
             return m
         return None
 
@@ -195,7 +193,7 @@ class Session:
         X = check_embeddings(X, name="test X")
         if X.shape[1] != self.embeddings.shape[1]:
             raise ValueError(f"test X has {X.shape[1]} features but the pool's embeddings have {self.embeddings.shape[1]}")
-        y = list(np.asarray(y).tolist())
+        y = np.asarray(y).tolist()
         if len(y) != len(X):
             raise ValueError(f"test has {len(X)} rows of X but {len(y)} labels")
         codes = np.empty(len(y), np.int64)
@@ -220,7 +218,7 @@ class Session:
             from .widgets.app import LabelApp
             from .widgets.labelgrid import LabelGrid
 
-            grid = LabelGrid(self.classes, keymap=self.keymap, on_submit=self._grid_submit,
+            grid = LabelGrid(self.classes, keymap=self.keymap, on_submit=self.submit,
                              on_undo=self.undo, image=self._large_image)
             self._app = LabelApp(grid, self.classes, calibration=self.calibration)
             self._refresh_plots()
@@ -276,10 +274,7 @@ class Session:
         print(str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else ""))
         if report.accepted:
             rid = self.store.start_round("import", {"n": int(report.accepted)}, type(self.model).__name__)
-            self.fit()
-            self.metrics_ = self.evaluate()
-            metrics = {k: v for k, v in self.metrics_.items() if k != "source_text"}
-            self.store.finish_round(rid, {**metrics, "n_added": int(report.accepted)}, {})
+            self._refit(self.labels(), n_added=int(report.accepted), round_id=rid)
             if self._app is not None and self.batch:  # imported items leave the shown batch
                 done = self.store.current_labels()
                 keep = [k for k, it in enumerate(self._app.grid.items) if it["id"] not in done]
@@ -287,7 +282,6 @@ class Session:
                     grid = self._app.grid
                     grid.show_batch([grid.items[k] for k in keep], [grid.thumbs[k] for k in keep])
                     self.batch = [it["id"] for it in grid.items]
-            self._refresh_plots()
         return report
 
     def annotators(self) -> pd.DataFrame:
@@ -317,7 +311,10 @@ class Session:
     # ------------------------------------------------------------------ model
     def fit(self):
         """Refit the model on every label in the store; predict the pool (and the test set)."""
-        labels = self.labels()
+        return self._fit(self.labels())
+
+    def _fit(self, labels):
+        """:meth:`fit` on ``labels`` (from :meth:`labels`, read once per change)."""
         n = int(np.count_nonzero(labels != UNLABELED))
         if n == 0:
             self.model_, self.probs_, self._test_probs, self._fit_n = None, None, None, 0
@@ -337,19 +334,23 @@ class Session:
         class name, None where no item of the class was evaluated) and, with
         ``calibration=True``, a ``reliability`` table and ``ece``.
         """
-        labels = self.labels()
+        return self._evaluate(self.labels())
+
+    def _evaluate(self, labels) -> dict:
+        """:meth:`evaluate` on ``labels`` (from :meth:`labels`, read once per change)."""
         lab = np.flatnonzero(labels != UNLABELED)
         if self.test is not None:
             if self._fit_n != len(lab):
-                self.fit()
+                self._fit(labels)
             y_true = self.test[1]
             probs = self._test_probs
-            source, text = "test", f"test set, {len(y_true)} items"
+            source = "test"
         else:
             y_true = labels[lab]
             probs = self._cross_val_probs(lab, y_true)
-            source, text = "cv", f"cross-validated on {len(lab)} labelled items"
-        m = {"n_labels": int(len(lab)), "source": source, "source_text": text, "n_eval": int(len(y_true))}
+            source = "cv"
+        m = {"n_labels": int(len(lab)), "source": source, "source_text": _source_text(source, len(y_true), len(lab)),
+             "n_eval": int(len(y_true))}
         if probs is None:
             m.update(accuracy=None, per_class={c: None for c in self.classes})
             return m
@@ -399,9 +400,10 @@ class Session:
         self._next_batch()
         return app
 
-    def _next_batch(self) -> str:
+    def _next_batch(self, labels=None) -> str:
+        """Show the next batch; ``labels`` (default: read from the store) as :meth:`labels` returns them."""
         grid = self.app.grid
-        labels = self.labels()
+        labels = self.labels() if labels is None else labels
         n_done = int(np.count_nonzero(labels != UNLABELED))
         if self._round is not None:  # a batch was shown and replaced without a submit
             self._finish_round(n_added=0, labels=labels)
@@ -411,7 +413,7 @@ class Session:
             n = min(n, self.budget - n_done)
         t0 = time.perf_counter()
         if n_done and self._fit_n != n_done:
-            self.fit()
+            self._fit(labels)
         probs = self.probs_ if n_done else None
         chooser = self.selector
         if probs is None and "probs" in self.selector.requires:
@@ -554,14 +556,13 @@ class Session:
         try:
             if self._app is not None:
                 self._app.grid.status = f"saved {len(records)} labels; refitting…"
-            msg = self._after_change(n_added=len(records))
-            if self._app is not None and self.continuous and self._round is None:
-                if self.budget is None or self.metrics_["n_labels"] < self.budget:
-                    self._next_batch()
+            labels_now = self.labels()  # read once: the refit, the round, the plots and the next batch share it
+            msg = self._after_change(len(records), labels_now)
+            if self._app is not None:
+                if self.continuous and (self.budget is None or self.metrics_["n_labels"] < self.budget):
+                    self._next_batch(labels_now)
                 else:
                     self._clear_grid()
-            elif self._app is not None:
-                self._clear_grid()
         except Exception as e:  # the labels are committed: never let the grid offer them as unsaved
             if self._app is not None:
                 self.batch = []
@@ -577,42 +578,58 @@ class Session:
         self.app.grid.show_batch([], [])
         self._release()
 
-    def _after_change(self, n_added: int) -> str:
-        t0 = time.perf_counter()
-        self.fit()
-        t1 = time.perf_counter()
-        labels = self.labels()
-        if self._round is not None:
-            self._finish_round(n_added=n_added, labels=labels, fit_s=t1 - t0)
-        else:
-            self.metrics_ = self.evaluate()
-        self._refresh_plots(labels)
+    def _after_change(self, n_added: int, labels) -> str:
+        history = self._refit(labels, n_added=n_added, round_id=None if self._round is None else self._round["id"])
         m = self.metrics_
         acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.0%}"
-        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})" + self._lift_note()
+        note = self._lift_note(self.history if history is None else history)
+        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})" + note
+
+    def _refit(self, labels, *, n_added=0, round_id=None):
+        """Refit on ``labels``, measure, finish round ``round_id`` (if any) and redraw the plots.
+
+        The shown batch's round (``self._round``) is finished with its timings
+        and keeps the last metrics when an abandoned batch changed nothing; any
+        other round gets fresh metrics and no timings. Returns the history the
+        plots were drawn from (None without a grid).
+        """
+        t0 = time.perf_counter()
+        self._fit(labels)
+        fit_s = time.perf_counter() - t0
+        if self._round is not None and round_id == self._round["id"]:
+            self._finish_round(n_added=n_added, labels=labels, fit_s=fit_s)
+        else:
+            self.metrics_ = self._evaluate(labels)
+            if round_id is not None:
+                self.store.finish_round(round_id, self._round_metrics(n_added), {})
+        return self._refresh_plots(labels)
+
+    def _round_metrics(self, n_added) -> dict:
+        """The current metrics as a finished round records them (no ``source_text``, with ``n_added``)."""
+        metrics = {k: v for k, v in self.metrics_.items() if k != "source_text"}
+        metrics["n_added"] = int(n_added)
+        return metrics
 
     def _finish_round(self, n_added, labels, fit_s=None):
         if n_added or self.metrics_ is None or self.metrics_["n_labels"] != int(np.count_nonzero(labels >= 0)):
-            self.metrics_ = self.evaluate()  # an abandoned batch changes nothing: keep the metrics
+            self.metrics_ = self._evaluate(labels)  # an abandoned batch changes nothing: keep the metrics
         timings = dict(self._round["timings"])
         timings["label_s"] = time.perf_counter() - self._round["shown"]
         if fit_s is not None:
             timings["fit_s"] = fit_s
-        metrics = {k: v for k, v in self.metrics_.items() if k != "source_text"}
-        metrics["n_added"] = int(n_added)
-        self.store.finish_round(self._round["id"], metrics, timings)
+        self.store.finish_round(self._round["id"], self._round_metrics(n_added), timings)
         self._round = None
 
-    def _refresh_plots(self, labels=None):
+    def _refresh_plots(self, labels=None, history=None):
+        """Redraw the plots and the progress line; returns the history drawn (None without a grid)."""
         if self._app is None:
-            return
+            return None
         labels = self.labels() if labels is None else labels
+        history = self.history if history is None else history
         counts = np.bincount(labels[labels != UNLABELED], minlength=len(self.classes))
-        self._app.update(self.history, self.metrics_, counts)
+        self._app.update(history, self.metrics_, counts)
         self._set_progress(int(counts.sum()))
-
-    def _grid_submit(self, labels, *, sources, seconds, skipped):
-        return self.submit(labels, sources=sources, seconds=seconds, skipped=skipped)
+        return history
 
     def undo(self) -> str:
         """Retract the last label saved in this session (the store keeps the history)."""
@@ -624,9 +641,7 @@ class Session:
             return f"{item_id} has no label to retract"
         self.store.undo(item_id, annotator=self.annotator)  # popped only once committed
         self._undo.pop()
-        self.fit()
-        self.metrics_ = self.evaluate()
-        self._refresh_plots()
+        self._refit(self.labels())
         return f"retracted the label of {item_id}"
 
     def _large_image(self, item_id: str):
@@ -650,11 +665,13 @@ class Session:
         self.selector = make_selector(strategy)
         return f"next batches are picked by {self.selector.name!r}"
 
-    def _lift_note(self) -> str:
-        """A suggestion to switch when the last round lifted accuracy by < 1 point (:class:`AccuracyLift`)."""
+    def _lift_note(self, history=None) -> str:
+        """A suggestion to switch when the last round lifted accuracy by < 1 point (:class:`AccuracyLift`).
+
+        ``history``: :attr:`history` if already read (default: read it)."""
         from .stopping import AccuracyLift
 
-        h = self.history
+        h = self.history if history is None else history
         h = h[(h["n_added"].fillna(0) > 0) & h["accuracy"].notna()]
         if len(h) < 2:
             return ""
@@ -679,10 +696,11 @@ class Session:
         if len(known) < len(self.pool):
             raise ValueError(f"{self.pool.name}: the random baseline needs the true class of every item "
                              f"({len(self.pool) - len(known)} unknown)")
-        budget = budget or self.budget or max(100, 4 * getattr(self, "batch_size", 16))
+        batch_size = getattr(self, "batch_size", 16)
+        budget = budget or self.budget or max(100, 4 * batch_size)
         kw = {} if self.test is None else {"X_test": self.test[0], "y_test": self.test[1]}
         res = simulate(self.embeddings, self.pool.targets, ["random"], model=self.model, target_acc=0.01,
-                       batch_size=getattr(self, "batch_size", 16), seed_per_class=0, budget=budget,
+                       batch_size=batch_size, seed_per_class=0, budget=budget,
                        repeats=repeats, progress=False, **kw)
         stats = res.curves.groupby("n_labels")["accuracy"].agg(["mean", "std"]).reset_index()
         self.app.show_baseline(stats["n_labels"], stats["mean"], stats["std"].fillna(0.0))
@@ -736,6 +754,11 @@ def _caption(pool, i: int) -> str:
     if pool.paths is not None:
         return Path(pool.paths[i]).name
     return pool.ids[i]
+
+
+def _source_text(source, n_eval, n_labels) -> str:
+    """How an accuracy was measured, in words (``metrics["source_text"]``)."""
+    return f"test set, {n_eval} items" if source == "test" else f"cross-validated on {n_labels} labelled items"
 
 
 def _seconds(v):

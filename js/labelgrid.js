@@ -336,7 +336,7 @@ function render({ model, el }) {
 
   function paintClasses() {
     const cls = classes();
-    const shown = cls.length > PALETTE_THRESHOLD ? filterClasses(cls, search.value) : filterClasses(cls, "");
+    const shown = filterClasses(cls, cls.length > PALETTE_THRESHOLD ? search.value : "");
     classList.replaceChildren(...shown.map(({ name, number }) => {
       const b = h("button", "alw-class");
       b.type = "button";
@@ -393,10 +393,6 @@ function render({ model, el }) {
     paintTiles();
   }
 
-  function keyOf(e) {
-    return e.key;
-  }
-
   root.addEventListener("keydown", (e) => {
     // Keys typed in the class search box: filter, Enter assigns the first match.
     if (e.target === search) {
@@ -424,7 +420,7 @@ function render({ model, el }) {
       return;
     }
     const keymap = model.get("keymap") || DEFAULT_KEYMAP;
-    const action = keymap[keyOf(e)];
+    const action = keymap[e.key];
     if (action === "leave") {
       act("leave");
       return; // let Esc reach Jupyter too: it leaves the widget

@@ -40,6 +40,13 @@ _RECORD_KEYS = {"item_id", "label", "seconds", "round", "source", "annotator"}
 _CHUNK = 900  # bound parameters per IN (...) query
 
 
+def _chunks(ids):
+    """``(chunk, "?,?,...")`` for slices of ``ids`` short enough for one ``IN (...)`` query."""
+    for k in range(0, len(ids), _CHUNK):
+        chunk = ids[k:k + _CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def pool_fingerprint(ids) -> str:
     """SHA-256 of the sorted item ids: the same set of ids gives the same pool, in any order."""
     h = hashlib.sha256()
@@ -344,9 +351,7 @@ class LabelStore:
         """The subset of ``ids`` that are items of the attached pool."""
         ids = list(dict.fromkeys(ids))
         found = set()
-        for k in range(0, len(ids), _CHUNK):
-            chunk = ids[k:k + _CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(ids):
             found.update(r[0] for r in conn.execute(
                 f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
         return found
@@ -396,8 +401,6 @@ class LabelStore:
             if stored_fp is None:
                 if classes is None:
                     raise ValueError("classes are needed the first time a pool is attached to a store")
-                conn.executemany("INSERT INTO items(item_id, in_pool) VALUES (?, 1) "
-                                 "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1", ((i,) for i in ids))
             elif stored_fp != fp:
                 n_stored = conn.execute("SELECT COUNT(*) FROM items WHERE in_pool = 1").fetchone()[0]
                 if match == "fingerprint":
@@ -409,6 +412,7 @@ class LabelStore:
                         f"item ids with match='ids' (labels of ids missing from this pool are kept and reported).",
                         self.path)
                 conn.execute("UPDATE items SET in_pool = 0 WHERE in_pool = 1")
+            if stored_fp != fp:  # a new pool, or another one attached by ids
                 conn.executemany("INSERT INTO items(item_id, in_pool) VALUES (?, 1) "
                                  "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1", ((i,) for i in ids))
             new_classes = self._extend_classes(conn, classes)
@@ -495,11 +499,11 @@ class LabelStore:
         if not rows:
             return []
         with self._transaction("saving labels") as conn:
-            self._validate(conn, rows)
-            class_ids = self._class_ids(conn)
+            class_ids = self._validate(conn, rows)
             return self._insert(conn, [(i, class_ids[lab], s, r, src, a) for i, lab, s, r, src, a in rows])
 
-    def _validate(self, conn, rows) -> None:
+    def _validate(self, conn, rows) -> dict[str, int]:
+        """Raise ValueError naming unknown ids, classes or rounds of ``rows``; returns the class ids by name."""
         problems = []
         ids = [r[0] for r in rows]
         known = self._known_ids(conn, ids)
@@ -519,6 +523,7 @@ class LabelStore:
                 problems.append(f"unknown rounds {sorted(rounds - have)} (start them with start_round())")
         if problems:
             raise ValueError("cannot save labels, nothing was written: " + "; ".join(problems))
+        return class_ids
 
     @staticmethod
     def _insert(conn, rows) -> list[int]:
@@ -663,9 +668,7 @@ class LabelStore:
         ids = list(dict.fromkeys(item_ids))
         with self._transaction("releasing items") as conn:
             n = 0
-            for k in range(0, len(ids), _CHUNK):
-                chunk = ids[k:k + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _chunks(ids):
                 n += conn.execute(f"DELETE FROM leases WHERE annotator = ? AND item_id IN ({marks})",
                                   [annotator, *chunk]).rowcount
             return n
@@ -683,11 +686,14 @@ class LabelStore:
     def agreement(self):
         """Pairwise agreement: ``annotator_a, annotator_b, n_items`` (labelled by both), ``agreement``
         (fraction equal) and Cohen's ``kappa`` (NaN when undefined, e.g. one class only)."""
+        return self._agreement(self._latest_by_annotator())
+
+    def _agreement(self, latest):
+        """:meth:`agreement` from ``latest`` (:meth:`_latest_by_annotator`)."""
         import numpy as np
         import pandas as pd
         from sklearn.metrics import cohen_kappa_score
 
-        latest = self._latest_by_annotator()
         names = sorted(set(self._query("SELECT DISTINCT annotator FROM labels")), key=lambda r: r[0])
         names = [r[0] for r in names]
         out = []
@@ -720,7 +726,7 @@ class LabelStore:
         df["n_labels"] = df["n_labels"].astype("int64")
         df["n_items"] = df["n_items"].astype("int64")
         df["seconds_per_label"] = df["seconds_per_label"].astype("float64")
-        pairs = self.agreement()
+        pairs = self._agreement(latest)
         for name in df.index:
             col = pd.Series(float("nan"), index=df.index)
             for r in pairs.itertuples():

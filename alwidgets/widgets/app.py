@@ -65,7 +65,6 @@ class LabelApp(ipw.VBox):
         if calibration:
             fig.update_xaxes(range=[0, 1], title_text="confidence", row=1, col=col[RELIABILITY])
             fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=col[RELIABILITY])
-        self._col = col
         self.figure = go.FigureWidget(fig)
         super().__init__([grid, self.figure])
 
