@@ -79,8 +79,6 @@ def make_embedder(spec: str, args=None):
         overlay = _json_dict(timm_opts["pretrained_cfg"], "--pretrained-cfg") or None
         ckpt = timm_opts["checkpoint"]
         if ckpt is not None:
-            from pathlib import Path
-
             if not Path(ckpt).expanduser().is_file():
                 raise UsageError(f"--checkpoint {ckpt}: no such file")
         if "num_classes" in model_kwargs:
@@ -218,11 +216,14 @@ def load_npz_features(spec: str):
         raise UsageError(f"--dataset {spec}: no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            if "X" not in f or f["X"].ndim != 2:
+            if "X" not in f:
+                return None
+            X = f["X"]  # each f[...] reads (and decompresses) the array again: read it once
+            if X.ndim != 2:
                 return None
             if "y" not in f:
                 raise UsageError(f"--dataset {spec}: simulation needs labels: an array named 'y'")
-            return np.asarray(f["X"], dtype=np.float32), f["y"]
+            return np.asarray(X, dtype=np.float32), f["y"]
     except (OSError, ValueError) as e:
         raise UsageError(f"--dataset {spec}: {e}") from None
 
@@ -244,15 +245,15 @@ def load_features(args):
 
 
 def cmd_simulate(args) -> int:
+    from .select import available
     from .simulate import simulate
 
-    X, y = load_features(args)
+    # check the names before loading: embedding a dataset can take minutes
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    from .select import available
-
     unknown = [s for s in strategies if s.replace("-", "_").lower() not in available()]
     if unknown:
         raise UsageError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(available())}")
+    X, y = load_features(args)
     try:
         res = simulate(X, y, strategies, target_acc=args.target_acc, batch_size=args.batch,
                        seed_per_class=args.seed_per_class, budget=args.budget, repeats=args.repeats,

@@ -143,12 +143,13 @@ class Pool:
         new.paths = None if self.paths is None else [self.paths[i] for i in idx]
         new.arrays = None if self.arrays is None else self.arrays[idx]
         new.targets = self.targets[idx]
-        new.errors = {k: v for k, v in self.errors.items() if k in set(ids)}
+        id_set = set(ids)
+        new.errors = {k: v for k, v in self.errors.items() if k in id_set}
         new._thumbs = OrderedDict()
         new.__dict__.pop("_index", None)
         if not ids:
             raise ValueError(f"{self.name}: the subset is empty")
-        if len(set(ids)) != len(ids):
+        if len(id_set) != len(ids):
             raise ValueError(f"{self.name}: subset indices repeat items")
         return new
 

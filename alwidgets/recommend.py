@@ -93,7 +93,7 @@ def recommend(source, labels=None, *, strategies=DEFAULT_STRATEGIES, model=None,
     >>> rec.best in ("random", "coverage"), list(rec.table.columns)[:2]
     (True, ['strategy', 'labels_to_target'])
     """
-    from .simulate import simulate
+    from .simulate import labels_to_target, normalised_auc, saved_vs_reference, simulate
 
     names = None
     if hasattr(source, "embeddings") and hasattr(source, "labels") and callable(source.labels):
@@ -110,7 +110,7 @@ def recommend(source, labels=None, *, strategies=DEFAULT_STRATEGIES, model=None,
     if not (0.0 < target <= 1.0):
         raise ValueError(f"target must be in (0, 1], got {target}")
     lab = np.flatnonzero(labels != UNLABELED)
-    counts = np.bincount(labels[lab], minlength=1) if len(lab) else np.zeros(1, int)
+    counts = np.bincount(labels[lab], minlength=1)  # [0] when nothing is labelled
     present = np.flatnonzero(counts)
     short = [int(c) for c in present if counts[c] < min_per_class]
     if len(present) < 2 or short:
@@ -125,9 +125,9 @@ def recommend(source, labels=None, *, strategies=DEFAULT_STRATEGIES, model=None,
     n_test = max(n_classes, int(math.ceil(test_size * len(lab))))
     n_pool = len(lab) - n_test
     bs = batch_size if batch_size is not None else max(n_classes, int(math.ceil(n_pool / 12)))
-    res = simulate(Xl, yl, list(strategies) if not isinstance(strategies, (str, dict)) else strategies,
-                   model=model, target_acc=0.01, batch_size=bs, seed_per_class=0, budget=n_pool, repeats=repeats,
-                   test_size=n_test / len(lab), random_state=random_state, progress=progress)
+    # target_acc=None: only the curves; the target here is relative to each split's full-pool accuracy
+    res = simulate(Xl, yl, strategies, model=model, target_acc=None, batch_size=bs, seed_per_class=0, budget=n_pool,
+                   repeats=repeats, test_size=n_test / len(lab), random_state=random_state, progress=progress)
     curves = res.curves
     full = res.full_pool.set_index("repeat")["accuracy"]
     rows = []
@@ -135,18 +135,15 @@ def recommend(source, labels=None, *, strategies=DEFAULT_STRATEGIES, model=None,
         ltt, aucs = [], []
         for r, c in g.groupby("repeat"):
             c = c.sort_values("n_labels")
-            hit = c.loc[c["accuracy"] >= target * full[r] - 1e-12, "n_labels"]
-            ltt.append(float(hit.iloc[0]) if len(hit) else math.nan)
-            x, a = c["n_labels"].to_numpy(float), c["accuracy"].to_numpy(float)
-            aucs.append(float(a[0]) if len(x) < 2 else float(np.trapezoid(a, x) / (x[-1] - x[0])))
+            ltt.append(labels_to_target(c, target * full[r] - 1e-12))
+            aucs.append(normalised_auc(c["n_labels"].to_numpy(float), c["accuracy"].to_numpy(float)))
         ltt = np.array(ltt)
         rows.append({"strategy": strategy,
                      "labels_to_target": float(np.where(np.isnan(ltt), n_pool, ltt).mean()),
                      "reached": f"{int(np.isfinite(ltt).sum())}/{len(ltt)}",
                      "auc": float(np.mean(aucs))})
     table = pd.DataFrame(rows)
-    ref = table.loc[table["strategy"] == "random", "labels_to_target"]
-    table["saved_vs_random"] = 1.0 - table["labels_to_target"] / float(ref.iloc[0]) if len(ref) else math.nan
+    table["saved_vs_random"] = saved_vs_reference(table, "random")
     table = table.sort_values(["labels_to_target", "auc"], ascending=[True, False], ignore_index=True)
     best = str(table["strategy"].iloc[0])
     b = table.iloc[0]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .embed.cache import atomic_write
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 24px auto; padding: 0 16px; }
@@ -68,7 +68,8 @@ def write_report(session, path, *, title: str | None = None, thumbnails_per_clas
     metrics = _metrics(session, len(labels_df))
     title = title or f"alwidgets report: {session.pool.name}"
 
-    figs = [_learning_curve(history), _per_class(session.classes, metrics), _counts(session.classes, labels_df)]
+    counts = _crosstab(session.classes, labels_df)
+    figs = [_learning_curve(history), _per_class(session.classes, metrics), _counts(session.classes, counts)]
     if session.calibration:
         figs.append(_reliability(metrics))
     plots = [f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}) for f in figs]
@@ -83,7 +84,7 @@ def write_report(session, path, *, title: str | None = None, thumbnails_per_clas
         + f" · written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
         "<h2>Learning curve</h2>", plots[0],
         "<h2>Per-class metrics</h2>", plots[1], _per_class_table(session.classes, metrics, labels_df),
-        "<h2>Labels per class and annotator</h2>", plots[2], _counts_table(session.classes, labels_df),
+        "<h2>Labels per class and annotator</h2>", plots[2], _counts_table(counts),
         "<h2>Rounds</h2>", _rounds_table(history),
     ]
     if session.calibration:
@@ -96,7 +97,8 @@ def write_report(session, path, *, title: str | None = None, thumbnails_per_clas
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
            f"<style>{_STYLE}</style><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
            f"</head><body>{''.join(parts)}</body></html>")
-    _write_atomic(path, doc)
+    data = doc.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
@@ -149,11 +151,11 @@ def _per_class(classes, metrics):
     return fig
 
 
-def _counts(classes, labels_df):
+def _counts(classes, table: pd.DataFrame):
+    """Stacked bars of ``table`` (:func:`_crosstab`): labels per class and annotator."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    table = _crosstab(classes, labels_df)
     for i, annotator in enumerate(table.columns):
         fig.add_trace(go.Bar(x=[_plot_text(c) for c in classes], y=table[annotator].tolist(),
                              name=_plot_text(annotator)))
@@ -203,8 +205,8 @@ def _per_class_table(classes, metrics, labels_df) -> str:
                                 "accuracy (recall)": [_fmt(per.get(c), ".1%") for c in classes]}))
 
 
-def _counts_table(classes, labels_df) -> str:
-    table = _crosstab(classes, labels_df)
+def _counts_table(counts: pd.DataFrame) -> str:
+    table = counts.copy()  # the figure was drawn from the same table: leave it as it is
     table.insert(0, "class", table.index)
     table["total"] = table.drop(columns="class").sum(axis=1)
     return _table(table)
@@ -243,17 +245,6 @@ def _thumbnails(session, labels_df, per_class: int, size: int) -> str:
             imgs.append(f"<img src='{src}' alt='{_e(item_id)}' title='{_e(item_id)}'>")
         parts.append(f"<div class='cls'>{_e(c)}</div><div class='thumbs'>{''.join(imgs)}</div>")
     return "".join(parts) or "<p>No labels yet.</p>"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------- static snapshot of the widget

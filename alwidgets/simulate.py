@@ -50,6 +50,7 @@ class SimulationResult:
     summary : DataFrame
         One row per strategy, columns as in ``SUMMARY_COLUMNS``;
         ``labels_to_target`` is NaN unless every repeat reached the target.
+        Empty (no rows, the same columns) when run with ``target_acc=None``.
     full_pool : DataFrame
         Accuracy of the model trained on every pool label, per repeat.
     params : dict
@@ -171,10 +172,19 @@ def summarize(curves: pd.DataFrame, target_acc: float, reference: str = "random"
             "seconds_per_round": float(g["seconds"].mean()),
         })
     summary = pd.DataFrame(rows)
-    ref = summary.loc[summary["strategy"] == reference, "labels_to_target"]
-    ref_ltt = float(ref.iloc[0]) if len(ref) else math.nan
-    summary["saved_vs_random"] = 1.0 - summary["labels_to_target"] / ref_ltt
+    summary["saved_vs_random"] = saved_vs_reference(summary, reference)
     return summary[SUMMARY_COLUMNS]
+
+
+def saved_vs_reference(table: pd.DataFrame, reference: str = "random") -> pd.Series:
+    """``1 - labels_to_target / reference's labels_to_target`` per row of ``table``.
+
+    NaN throughout when ``table`` has no ``reference`` row or the reference's
+    value is NaN (it did not reach the target).
+    """
+    ref = table.loc[table["strategy"] == reference, "labels_to_target"]
+    ref_ltt = float(ref.iloc[0]) if len(ref) else math.nan
+    return 1.0 - table["labels_to_target"] / ref_ltt
 
 
 def simulate(
@@ -183,7 +193,7 @@ def simulate(
     strategies=("random", "margin"),
     *,
     model=None,
-    target_acc: float = 0.9,
+    target_acc: float | None = 0.9,
     batch_size: int = 10,
     seed_per_class: int = 2,
     budget: int = 300,
@@ -206,8 +216,10 @@ def simulate(
         E.g. ``["random", "margin"]``; include ``"random"`` to get savings.
     model : scikit-learn classifier, optional
         Fitted from scratch each round; default :class:`~alwidgets.models.LinearProbe`.
-    target_acc : float
-        Accuracy whose label cost is reported.
+    target_acc : float or None
+        Accuracy whose label cost is reported. ``None``: only the curves are
+        wanted; the summary is left empty and there is no check that the
+        model can reach a target with every pool label.
     batch_size, budget : int
         Labels revealed per round, and in total (seed labels included).
     seed_per_class : int
@@ -239,7 +251,7 @@ def simulate(
         raise ValueError(f"X has {len(X)} rows but y has {len(codes)}")
     n_classes = len(class_values)
     sels = _strategies(strategies)
-    if not (0.0 < target_acc <= 1.0):
+    if target_acc is not None and not (0.0 < target_acc <= 1.0):
         raise ValueError(f"target_acc must be in (0, 1], got {target_acc}")
     batch_size = check_batch_size(batch_size, "batch_size")
     budget = check_batch_size(budget, "budget")
@@ -264,11 +276,11 @@ def simulate(
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     model = default_model() if model is None else model
 
-    splits = []
+    splits = []  # (seed, pool rows or None for all of X, test features, test codes)
     for r in range(repeats):
         seed = np.random.SeedSequence([random_state, r]).generate_state(1)[0]
         if external_test:
-            pool_idx, Xt, yt = np.arange(len(X)), X_test, codes_test
+            pool_idx, Xt, yt = None, X_test, codes_test
         else:
             pool_idx, test_idx = train_test_split(
                 np.arange(len(X)), test_size=test_size, stratify=codes, random_state=int(seed)
@@ -276,13 +288,17 @@ def simulate(
             Xt, yt = X[test_idx], codes[test_idx]
         splits.append((int(seed), pool_idx, Xt, yt))
 
+    def pool_of(pool_idx):  # with an external test set the pool is all of X: no copy
+        return (X, codes) if pool_idx is None else (X[pool_idx], codes[pool_idx])
+
     full_rows = []
     for r, (seed, pool_idx, Xt, yt) in enumerate(splits):
-        _, p = fit_predict_proba(model, X[pool_idx], codes[pool_idx], n_classes, X_eval=Xt)
-        full_rows.append({"repeat": r, "accuracy": float(np.mean(p.argmax(1) == yt)), "n_labels": len(pool_idx)})
+        Xp, yp = pool_of(pool_idx)
+        _, p = fit_predict_proba(model, Xp, yp, n_classes, X_eval=Xt)
+        full_rows.append({"repeat": r, "accuracy": float(np.mean(p.argmax(1) == yt)), "n_labels": len(Xp)})
     full_pool = pd.DataFrame(full_rows)
     best = full_pool["accuracy"].max()
-    if target_acc > best:
+    if target_acc is not None and target_acc > best:
         raise ValueError(
             f"target accuracy {target_acc:.3f} is above what the model reaches with every pool label "
             f"({best:.3f} at best over {repeats} splits); no strategy can be expected to reach it"
@@ -292,23 +308,26 @@ def simulate(
     bar = _progress(repeats * len(sels) * n_rounds, progress)
     rows = []
     for r, (seed, pool_idx, Xt, yt) in enumerate(splits):
-        Xp, yp = X[pool_idx], codes[pool_idx]
+        Xp, yp = pool_of(pool_idx)
+        X_eval = np.concatenate([Xp, Xt])  # each round predicts pool and test set in one call
         seed_rng = np.random.default_rng(seed)
         initial = np.concatenate([
             seed_rng.permutation(np.flatnonzero(yp == c))[:seed_per_class] for c in range(n_classes)
         ]).astype(np.int64)
         for name, selector in sels.items():
-            rows.extend(_run_one(name, selector, model, Xp, yp, Xt, yt, initial, n_classes,
+            rows.extend(_run_one(name, selector, model, Xp, yp, X_eval, yt, initial, n_classes,
                                  batch_size, budget, seed, r, bar))
     bar.close()
     curves = pd.DataFrame(rows)
     params = dict(target_acc=target_acc, batch_size=batch_size, seed_per_class=seed_per_class, budget=budget,
                   repeats=repeats, test_size=None if external_test else test_size, random_state=random_state,
                   n_items=len(X), n_classes=n_classes, classes=[str(c) for c in class_values])
-    return SimulationResult(curves, summarize(curves, target_acc), full_pool, params)
+    summary = pd.DataFrame(columns=SUMMARY_COLUMNS) if target_acc is None else summarize(curves, target_acc)
+    return SimulationResult(curves, summary, full_pool, params)
 
 
-def _run_one(name, selector, model, Xp, yp, Xt, yt, initial, n_classes, batch_size, budget, seed, repeat, bar):
+def _run_one(name, selector, model, Xp, yp, X_eval, yt, initial, n_classes, batch_size, budget, seed, repeat, bar):
+    """One strategy on one split; ``X_eval`` is the pool's rows followed by the test set's (labels ``yt``)."""
     labels = np.full(len(Xp), UNLABELED, dtype=np.int64)
     labels[initial] = yp[initial]
     fallback = Random()
@@ -318,7 +337,7 @@ def _run_one(name, selector, model, Xp, yp, Xt, yt, initial, n_classes, batch_si
         n_labels = int(np.count_nonzero(labels != UNLABELED))
         probs = None
         if n_labels:
-            _, both = fit_predict_proba(model, Xp, labels, n_classes, X_eval=np.concatenate([Xp, Xt]))
+            _, both = fit_predict_proba(model, Xp, labels, n_classes, X_eval=X_eval)
             probs, acc = both[: len(Xp)], float(np.mean(both[len(Xp):].argmax(1) == yt))
         k = min(batch_size, budget - n_labels, len(Xp) - n_labels)
         picked_by = None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -98,6 +97,7 @@ def main(argv=None):
 
     from alwidgets import Pool
     from alwidgets.embed import TimmEmbedder
+    from alwidgets.embed.timm import _channels_last_helps, _cores
 
     overlay = json.loads(args.pretrained_cfg) if args.pretrained_cfg else dict(
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=0.875)
@@ -114,9 +114,9 @@ def main(argv=None):
     cfg = emb.data_config()
     size = tuple(cfg["input_size"][1:])
     model = emb.model_.to(device)
-    channels_last = device.type == "cuda" or _cl(model)
+    channels_last = device.type == "cuda" or _channels_last_helps(model)
     if device.type == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(_cores())  # as TimmEmbedder does on the CPU
     print(f"device={device} precision={precision} batch={bs} workers={emb._num_workers(device)} "
           f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model}", flush=True)
     a, b, c = [], [], []
@@ -132,12 +132,6 @@ def main(argv=None):
     bc = np.median([y / z for y, z in zip(b, c)])
     print(f"median per-round ratio: b/a = {ba:.3f}   b/c = {bc:.3f}")
     return 0
-
-
-def _cl(model):
-    from alwidgets.embed.timm import _channels_last_helps
-
-    return _channels_last_helps(model)
 
 
 if __name__ == "__main__":

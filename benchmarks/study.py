@@ -27,6 +27,7 @@ when present; datasets whose files are missing are skipped with a message.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -70,8 +71,12 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------- datasets
+@functools.lru_cache(maxsize=None)
 def mobilenet(cache_dir=None, progress=True):
-    """The ImageNet MobileNet V1 from ``../shared/weights`` as a cached TimmEmbedder (224 px)."""
+    """The ImageNet MobileNet V1 from ``../shared/weights`` as a cached TimmEmbedder (224 px).
+
+    One embedder per (cache_dir, progress), shared by the datasets that use it: the model is built once.
+    """
     from alwidgets.embed import TimmEmbedder
 
     if not WEIGHTS.is_file():
@@ -81,8 +86,12 @@ def mobilenet(cache_dir=None, progress=True):
                         device="cpu")
 
 
+@functools.lru_cache(maxsize=None)
 def fashion_pools(n_pool: int = 10_000, n_test: int = 2_000):
-    """Fashion-MNIST: the first ``n_pool`` train images as the pool, a class-balanced test subset."""
+    """Fashion-MNIST: the first ``n_pool`` train images as the pool, a class-balanced test subset.
+
+    Read once per process (the pixel and MobileNet datasets share it); treat the pools as read-only.
+    """
     from alwidgets import Pool
 
     if not FASHION.is_dir():
@@ -176,7 +185,7 @@ def _run_start(ds, strategies, start, repeats, max_per_class, random_state, prog
     from alwidgets import simulate
 
     kw = {} if ds.X_test is None else dict(X_test=ds.X_test, y_test=ds.y_test)
-    res = simulate(ds.X, ds.y, list(strategies), target_acc=0.01, batch_size=ds.n_classes,
+    res = simulate(ds.X, ds.y, strategies, target_acc=None, batch_size=ds.n_classes,
                    seed_per_class=0 if start == "cold" else 2, budget=max_per_class * ds.n_classes,
                    repeats=repeats, random_state=random_state, progress=progress, **kw)
     c = res.curves.copy()
@@ -185,27 +194,17 @@ def _run_start(ds, strategies, start, repeats, max_per_class, random_state, prog
     return c.merge(full, on="repeat")
 
 
-def labels_to_reach(c: pd.DataFrame, target: float) -> float:
-    """First label count at which one curve reaches ``target`` (NaN if never)."""
-    c = c.sort_values("n_labels")
-    hit = c.loc[c["accuracy"] >= target - 1e-12, "n_labels"]
-    return float(hit.iloc[0]) if len(hit) else math.nan
-
-
-def auc(c: pd.DataFrame) -> float:
-    """Mean accuracy over the label range (area under the curve / range), trapezoidal."""
-    c = c.sort_values("n_labels")
-    x, y = c["n_labels"].to_numpy(float), c["accuracy"].to_numpy(float)
-    return float(y[0]) if len(x) < 2 else float(np.trapezoid(y, x) / (x[-1] - x[0]))
-
-
 def summary_table(curves: pd.DataFrame, n_classes: int, *, reference: str = "random",
                   per_class=PER_CLASS, fractions=FRACTIONS, absolute: float | None = None) -> pd.DataFrame:
     """One row per (start, strategy): accuracy and paired gain over ``reference`` at each budget, and more.
 
     Gains are paired: strategy minus reference on the same split and the
-    same label count, then mean and std over splits.
+    same label count, then mean and std over splits. Labels to a target and
+    the AUC come from :func:`alwidgets.simulate.labels_to_target` (with a
+    1e-12 tolerance) and :func:`~alwidgets.simulate.normalised_auc`.
     """
+    from alwidgets.simulate import labels_to_target, normalised_auc
+
     rows = []
     for (start, strategy), g in curves.groupby(["start", "strategy"], sort=False):
         ref = curves[(curves["start"] == start) & (curves["strategy"] == reference)]
@@ -225,16 +224,18 @@ def summary_table(curves: pd.DataFrame, n_classes: int, *, reference: str = "ran
         targets = [(f"{f:.0%} of full", f, True) for f in fractions]
         if absolute is not None:
             targets.append((f"{absolute:.0%} acc", absolute, False))
+        per_rep = [c.sort_values("n_labels") for _, c in g.groupby("repeat")]
         for label, t, relative in targets:
             ltt = []
-            for _, c in g.groupby("repeat"):
+            for c in per_rep:
                 target = t * float(c["full_pool_acc"].iloc[0]) if relative else t
-                ltt.append(labels_to_reach(c, target))
+                ltt.append(labels_to_target(c, target - 1e-12))
             ltt = np.array(ltt)
             row[f"labels to {label}"] = float(np.nanmean(ltt)) if np.isfinite(ltt).any() else math.nan
             row[f"reached {label}"] = int(np.isfinite(ltt).sum())
             row[f"of {label}"] = len(ltt)
-        row["auc"] = float(np.mean([auc(c) for _, c in g.groupby("repeat")]))
+        row["auc"] = float(np.mean([normalised_auc(c["n_labels"].to_numpy(float), c["accuracy"].to_numpy(float))
+                                    for c in per_rep]))
         row["s_per_round"] = float(g["seconds"].mean())
         row["full_pool_acc"] = float(g.groupby("repeat")["full_pool_acc"].first().mean())
         rows.append(row)

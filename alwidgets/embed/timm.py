@@ -241,27 +241,30 @@ class TimmEmbedder:
                 for row, reason in errors.items():
                     pool.report_error(row, reason)
                 return X
-        todo = entry.missing_chunks() if entry is not None else [0]
-        chunk = entry.chunk_size if entry is not None else len(pool)
-        done_rows = len(pool) - sum(len(range(c * chunk, min((c + 1) * chunk, len(pool)))) for c in todo)
+        if entry is None:  # no cache: the whole pool is one chunk, kept in memory
+            chunk, todo, kept = len(pool), {0: range(len(pool))}, []
+            save = lambda c, X, errors: kept.append(X)  # noqa: E731
+        else:
+            chunk, todo = entry.chunk_size, {c: entry.chunk_rows(c) for c in entry.missing_chunks()}
+            save = entry.save_chunk
+        done_rows = len(pool) - sum(len(rows) for rows in todo.values())
         threads = torch.get_num_threads()
         if device.type == "cpu":
             torch.set_num_threads(_cores())
         try:
             with _progress(self.progress, len(pool), done_rows, self.model_name) as bar:
-                out = self._run(pool, model, cfg, device, precision, todo, chunk, entry, bar)
+                self._run(pool, model, cfg, device, precision, todo, chunk, save, bar)
         finally:
             torch.set_num_threads(threads)
-        if entry is None:
-            return out[0]
-        X, errors = entry.finish()
-        return X
+        return kept[0] if entry is None else entry.finish()[0]
 
-    def _run(self, pool, model, cfg, device, precision, todo, chunk, entry, bar):
-        """Embed the rows of chunks ``todo``; save each chunk as it completes."""
+    def _run(self, pool, model, cfg, device, precision, todo, chunk, save, bar):
+        """Embed the rows of ``todo`` ({chunk: rows}); ``save(c, X, errors)`` each chunk as it completes.
+
+        Row ``i`` belongs to chunk ``i // chunk``; ``errors`` maps that chunk's unreadable rows to reasons.
+        """
         import torch
 
-        n = len(pool)
         bs = self._batch_size(device)
         self._max_batch = bs
         model = model.to(device)
@@ -273,10 +276,7 @@ class TimmEmbedder:
         scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
         shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
         h, w = cfg["input_size"][1:]
-        batches = []
-        for c in todo:
-            rows = list(range(c * chunk, min((c + 1) * chunk, n)))
-            batches += [rows[k:k + bs] for k in range(0, len(rows), bs)]
+        batches = [list(rows[k:k + bs]) for rows in todo.values() for k in range(0, len(rows), bs)]
         skip = {pool.index_of(i) for i in pool.errors}
         ds = _Images(pool, pil_tf, (h, w), skip)
         workers = self._num_workers(device)
@@ -290,7 +290,6 @@ class TimmEmbedder:
                     if precision != "fp32" else contextlib.nullcontext())
         results = {}  # chunk -> list of arrays
         errors: dict[int, dict[int, str]] = {}
-        outputs = []
         with torch.inference_mode(), autocast:
             for x, idx, msgs in loader:
                 feats = self._forward_batches(model, x, device, scale, shift)
@@ -303,13 +302,8 @@ class TimmEmbedder:
                 c = idx[0] // chunk
                 results.setdefault(c, []).append(feats)
                 bar.update(len(idx))
-                if sum(len(f) for f in results[c]) == len(range(c * chunk, min((c + 1) * chunk, n))):
-                    X = np.concatenate(results.pop(c))
-                    if entry is not None:
-                        entry.save_chunk(c, X, errors.pop(c, {}))
-                    else:
-                        outputs.append(X)
-        return outputs
+                if sum(len(f) for f in results[c]) == len(todo[c]):
+                    save(c, np.concatenate(results.pop(c)), errors.pop(c, {}))
 
     def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
         """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
