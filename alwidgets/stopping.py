@@ -221,9 +221,8 @@ class AccuracyLift(BaseEstimator):
                          "lift_points": round(100 * lift, 6)})
         if n_labels is not None:
             evidence["labels_added"] = int(n_labels[-1] - n_labels[-2])
+        change = f"accuracy {'rose' if lift >= 0 else 'fell'} {abs(100 * lift):.1f} points over the last round"
         if lift < self.min_lift:
             return StoppingDecision("switch_strategy", "accuracy_lift",
-                                    f"accuracy rose {100 * lift:.1f} points over the last round "
-                                    f"(< {100 * self.min_lift:g}): try another strategy", evidence)
-        return StoppingDecision("continue", "accuracy_lift",
-                                f"accuracy rose {100 * lift:.1f} points over the last round", evidence)
+                                    f"{change} (lift < {100 * self.min_lift:g}): try another strategy", evidence)
+        return StoppingDecision("continue", "accuracy_lift", change, evidence)

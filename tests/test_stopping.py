@@ -72,7 +72,8 @@ def test_accuracy_lift_suggests_switching_below_one_point():
     assert d.evidence["lift_points"] == pytest.approx(0.5) and d.evidence["labels_added"] == 10
     d = AccuracyLift().check([0.60, 0.70, 0.72])
     assert d.action == "continue" and d.evidence["lift_points"] == pytest.approx(2.0)
-    assert AccuracyLift().check([0.7, 0.68]).action == "switch_strategy"     # a drop is no lift
+    drop = AccuracyLift().check([0.7, 0.68])
+    assert drop.action == "switch_strategy" and "accuracy fell 2.0 points" in drop.reason   # a drop is no lift
     assert AccuracyLift().check([0.7]).action == "continue"
     with pytest.raises(ValueError, match=r"rounds \[1\]"):
         AccuracyLift().check([0.5, 75.0])
