@@ -699,7 +699,7 @@ class Session:
         batch_size = getattr(self, "batch_size", 16)
         budget = budget or self.budget or max(100, 4 * batch_size)
         kw = {} if self.test is None else {"X_test": self.test[0], "y_test": self.test[1]}
-        res = simulate(self.embeddings, self.pool.targets, ["random"], model=self.model, target_acc=0.01,
+        res = simulate(self.embeddings, self.pool.targets, ["random"], model=self.model, target_acc=None,
                        batch_size=batch_size, seed_per_class=0, budget=budget,
                        repeats=repeats, progress=False, **kw)
         stats = res.curves.groupby("n_labels")["accuracy"].agg(["mean", "std"]).reset_index()
