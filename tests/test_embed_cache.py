@@ -109,6 +109,21 @@ def test_interrupted_run_resumes_from_last_chunk(folder, ckpt, tmp_path, monkeyp
     np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_resumed_run_reports_errors_found_before_the_interruption(folder, ckpt, tmp_path, monkeypatch):
+    bad = folder / "a" / "1.png"  # a valid header, truncated data: unreadable only when decoded, in chunk 0
+    bad.write_bytes(bad.read_bytes()[:60])
+    assert Pool.from_folder(folder, on_error="skip").errors == {}
+    emb = make(ckpt, tmp_path / "cache", batch_size=2)
+    emb.cache_chunk = 4
+    count = Counter(monkeypatch, fail_after=6)
+    with pytest.raises(KeyboardInterrupt):
+        emb.embed(Pool.from_folder(folder, on_error="skip"))
+    count.fail_after = None
+    again = Pool.from_folder(folder, on_error="skip")
+    emb.embed(again)
+    assert list(again.errors) == ["a/1.png"]
+
+
 def test_errors_are_cached_with_the_rows(tmp_path, ckpt, monkeypatch):
     root = tmp_path / "imgs"
     root.mkdir()

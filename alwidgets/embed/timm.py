@@ -237,10 +237,7 @@ class TimmEmbedder:
                                meta=dict(parts, pool_name=pool.name))
             hit = entry.load()
             if hit is not None:
-                X, errors = hit
-                for row, reason in errors.items():
-                    pool.report_error(row, reason)
-                return X
+                return _reported(pool, *hit)
         if entry is None:  # no cache: the whole pool is one chunk, kept in memory
             chunk, todo, kept = len(pool), {0: range(len(pool))}, []
             save = lambda c, X, errors: kept.append(X)  # noqa: E731
@@ -256,7 +253,8 @@ class TimmEmbedder:
                 self._run(pool, model, cfg, device, precision, todo, chunk, save, bar)
         finally:
             torch.set_num_threads(threads)
-        return kept[0] if entry is None else entry.finish()[0]
+        # with a cache, rows embedded by an earlier, interrupted run report their errors here
+        return kept[0] if entry is None else _reported(pool, *entry.finish())
 
     def _run(self, pool, model, cfg, device, precision, todo, chunk, save, bar):
         """Embed the rows of ``todo`` ({chunk: rows}); ``save(c, X, errors)`` each chunk as it completes.
@@ -352,6 +350,13 @@ def split_transform(cfg: dict):
     if len(steps) < 2 or names[-1] != "Normalize" or names[-2] not in ("ToTensor", "MaybeToTensor"):
         raise ValueError(f"unexpected timm eval transform {names}; expected ... ToTensor, Normalize")
     return T.Compose(steps[:-2]), tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"])
+
+
+def _reported(pool, X, errors):
+    """``X``, after recording the cached unreadable rows ``errors`` ({row: reason}) on ``pool``."""
+    for row, reason in errors.items():
+        pool.report_error(row, reason)
+    return X
 
 
 class _Images:
