@@ -128,7 +128,8 @@ class Variance(Selector):
     Per-call inputs of :meth:`select`: ``targets``, an array ``(n_items,)``
     of floats, the numeric target per item (NaN for unlabelled ones; default:
     the integer ``labels`` read as numbers); ``model``, the caller's
-    unfitted *regressor*, copied into the ensemble (without one:
+    unfitted *regressor*, copied into the ensemble (without one, or when it
+    is a classifier, as in a classification loop with ordinal labels:
     :func:`default_regressor`, Ridge on standardised features, named in
     ``info["ensemble"]``).
 
@@ -175,8 +176,11 @@ class Variance(Selector):
         return t
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, targets=None):
+        note = None
         if model is not None and is_classifier(model):
-            raise ValueError(f"Variance needs a regressor as `model=`, got the classifier {type(model).__name__}")
+            # a classification loop's model (e.g. ordinal labels read as numbers): not a regressor
+            note = f"`model` {type(model).__name__} is a classifier; the default regressor is used"
+            model = None
         labelled = np.flatnonzero(labels != UNLABELED)
         if targets is None:
             y = labels.astype(np.float64)
@@ -199,5 +203,7 @@ class Variance(Selector):
             model = default_regressor() if model is None else model
             var = ensemble_variance(model, X, y, labelled, X[candidates], int(self.n_members), rng)
             info["ensemble"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
+            if note:
+                info["note"] = note
         idx, s = top_k(var, candidates, n, rng)
         return Selection(idx, s, info)
