@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1.db"
@@ -57,3 +58,67 @@ def test_fixture_is_a_v1_store(v1):
         assert c.execute("SELECT COUNT(*) FROM rounds WHERE finished_at IS NOT NULL").fetchone()[0] == 2
     finally:
         c.close()
+
+
+def test_v1_store_upgrades_and_keeps_every_label_round_and_lease(v1):
+    from alwidgets.store import SCHEMA_VERSION, LabelStore, annotators
+
+    with LabelStore(v1, annotator="dan") as store:
+        conn = store._connection()
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        assert store.check() == []
+        hist = store.labels_df(history=True)
+        got = list(zip(hist.label_id, hist.item_id, hist.label, hist.annotator,
+                       [None if pd.isna(x) else x for x in hist.seconds],
+                       [None if pd.isna(x) else int(x) for x in hist["round"]], hist.source,
+                       [None if pd.isna(x) else int(x) for x in hist.superseded_by]))
+        assert got == V1_HISTORY
+        assert hist["session"].isna().all() and hist["media_type"].isna().all()
+        assert store.current_labels() == V1_CURRENT
+        assert store.attach_pool([f"item-{i:02d}" for i in range(20)]).n_labelled == 5  # same pool, same classes
+        assert store.classes == ["cat", "dog", "bird"]
+        rounds = store.rounds_df()
+        assert rounds["round"].tolist() == [1, 2] and rounds["strategy"].tolist() == ["random", "margin"]
+        assert rounds["metrics"].tolist() == [{"accuracy": 0.5, "n_labels": 3}, {"accuracy": 0.75, "n_labels": 5}]
+        assert rounds["timings"].tolist() == [{"fit_s": 0.2, "select_s": 0.01}, {"fit_s": 0.3, "select_s": 0.02}]
+        assert rounds["n_labels"].tolist() == [3, 3]
+        assert annotators(store)["n_labels"].to_dict() == {"ana": 3, "bo": 3, "carl": 1}
+        # the v1 lease survives, held by the session "v1:ana": no new session gets those items
+        live = store.leases_df()
+        assert live["item_id"].tolist() == ["item-10", "item-11"]
+        assert set(live["session"]) == {"v1:ana"} and set(live["annotator"]) == {"ana"}
+        assert store.lease(["item-10", "item-11", "item-12"], session="new") == ["item-12"]
+        # and the upgraded store takes v2 records: sessions, payloads, simulated answers
+        store.add_labels([{"item_id": "item-12", "label": "dog", "payload": b"\x89PNG", "media_type": "image/png",
+                           "source": "simulated"}], session="new")
+        assert store.payload("item-12") == (b"\x89PNG", "image/png")
+        store.undo("item-12", session="new")
+        assert store.current_labels() == V1_CURRENT
+        with pytest.raises(Exception, match="append-only"):
+            conn.execute("DELETE FROM labels")
+    with LabelStore(v1) as again:  # opening an upgraded store again changes nothing
+        assert again.current_labels() == V1_CURRENT and len(again.labels_df(history=True)) == 10
+
+
+def test_v1_store_opened_read_only_is_not_upgraded(v1):
+    from alwidgets.store import LabelStore, StoreReadOnlyError
+
+    with pytest.raises(StoreReadOnlyError, match="schema version 1 and needs upgrading to 2.*open it once writable"):
+        LabelStore(v1, read_only=True)
+    c = sqlite3.connect(v1)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == 1
+    c.close()
+
+
+def test_failed_migration_leaves_the_v1_store_untouched(v1, monkeypatch):
+    from alwidgets.store import LabelStore, schema
+
+    broken = schema.SQLITE_V2[:-1] + ("INSERT INTO no_such_table VALUES (1)",)
+    monkeypatch.setitem(schema.MIGRATIONS, 2, broken)
+    with pytest.raises(Exception, match="no_such_table"):
+        LabelStore(v1)
+    test_fixture_is_a_v1_store(v1)
+    monkeypatch.undo()
+    with LabelStore(v1) as store:
+        assert store.current_labels() == V1_CURRENT
