@@ -80,8 +80,10 @@ class SQLiteBackend:
                     self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 except sqlite3.Error as e:
                     self.conn.close()
-                    if os.access(p.parent, os.W_OK) and not isinstance(e, sqlite3.OperationalError):
-                        raise translate(e, self.path, "opening", timeout) from e
+                    err = translate(e, self.path, "opening", timeout)
+                    if os.access(p.parent, os.W_OK) and not isinstance(err, StoreReadOnlyError) \
+                            and "unable to open" not in str(e):
+                        raise err from e
                     self.conn = self._connect(f"{base}?mode=ro&immutable=1")
         try:
             self.conn.execute("PRAGMA foreign_keys = ON")
