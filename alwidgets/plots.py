@@ -72,7 +72,7 @@ def session_panels(classes, *, calibration: bool = False) -> dict:
 
     Each panel is its own figure of a fixed width so that a narrow notebook wraps them
     onto more rows instead of cutting them. Trace names (``fig.data[k].name`` is shown in
-    legends; ``uid`` is the handle): ``session``, ``earlier``, ``baseline``, ``baseline_band``,
+    legends; ``meta`` is the handle (FigureWidget replaces ``uid``)): ``session``, ``earlier``, ``baseline``, ``baseline_band``,
     ``per_class``, ``per_class_missing``, ``balance``, ``reliability``.
     """
     import plotly.graph_objects as go
@@ -88,23 +88,23 @@ def session_panels(classes, *, calibration: bool = False) -> dict:
 
     err = dict(type="data", array=[], visible=True, thickness=1, width=3)
     figs = {ACCURACY: fig(ACCURACY, [
-        go.Scatter(uid="earlier", x=[], y=[], mode="lines+markers", name="earlier sessions",
+        go.Scatter(meta="earlier", x=[], y=[], mode="lines+markers", name="earlier sessions",
                    line=dict(color="#9e9e9e", width=1.5), marker=dict(size=5), error_y=dict(err, color="#9e9e9e")),
-        go.Scatter(uid="session", x=[], y=[], mode="lines+markers", name="this session",
+        go.Scatter(meta="session", x=[], y=[], mode="lines+markers", name="this session",
                    line=dict(color="#1f77b4", width=2), marker=dict(size=6), error_y=dict(err, color="#1f77b4")),
-        go.Scatter(uid="baseline", x=[], y=[], mode="lines", name="random (simulated)", visible=False,
+        go.Scatter(meta="baseline", x=[], y=[], mode="lines", name="random (simulated)", visible=False,
                    line=dict(color="#000000", dash="dash")),
-        go.Scatter(uid="baseline_band", x=[], y=[], fill="toself", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0),
+        go.Scatter(meta="baseline_band", x=[], y=[], fill="toself", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0),
                    hoverinfo="skip", showlegend=False, visible=False),
     ], xaxis=dict(title="labels", range=[0, 10], **integer_axis(10)),
        yaxis=dict(range=[0, 1.02], tickformat=".0%"),
        legend=dict(orientation="h", y=-0.28, x=0, font=dict(size=11)))}
     figs[ACCURACY].update_layout(margin=dict(base["margin"], b=70), height=PANEL_HEIGHT + 30)
     figs[PER_CLASS] = fig(PER_CLASS, [
-        go.Bar(uid="per_class", x=cats, y=[None] * len(cats), name="accuracy", marker_color="#2ca02c",
+        go.Bar(meta="per_class", x=cats, y=[None] * len(cats), name="accuracy", marker_color="#2ca02c",
                texttemplate="%{y:.0%}", textposition="outside", cliponaxis=False,
                hovertemplate="%{x}: %{y:.0%}<extra></extra>"),
-        go.Bar(uid="per_class_missing", x=cats, y=[1.0] * len(cats), name="no data", text=["no data"] * len(cats),
+        go.Bar(meta="per_class_missing", x=cats, y=[1.0] * len(cats), name="no data", text=["no data"] * len(cats),
                textposition="inside", insidetextanchor="middle", textangle=-90, textfont=dict(color="#757575"),
                marker=dict(color="rgba(0,0,0,0)", line=dict(color="#bdbdbd", width=1),
                            pattern=dict(shape="/", fgcolor="#d0d0d0", size=6)),
@@ -112,25 +112,25 @@ def session_panels(classes, *, calibration: bool = False) -> dict:
     ], barmode="overlay", xaxis=dict(type="category", categoryorder="array", categoryarray=cats),
        yaxis=dict(range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1.0]))
     figs[BALANCE] = fig(BALANCE, [
-        go.Bar(uid="balance", x=cats, y=[0] * len(cats), name="labels", marker_color="#ff7f0e",
+        go.Bar(meta="balance", x=cats, y=[0] * len(cats), name="labels", marker_color="#ff7f0e",
                hovertemplate="%{x}: %{y} labels<extra></extra>"),
     ], xaxis=dict(type="category", categoryorder="array", categoryarray=cats),
        yaxis=dict(range=[0, 1], **integer_axis(1)))
     if calibration:
         figs[RELIABILITY] = fig(RELIABILITY, [
-            go.Scatter(uid="diagonal", x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dot"),
+            go.Scatter(meta="diagonal", x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dot"),
                        hoverinfo="skip"),
-            go.Scatter(uid="reliability", x=[], y=[], mode="lines+markers", name="model", marker=dict(color="#9467bd")),
+            go.Scatter(meta="reliability", x=[], y=[], mode="lines+markers", name="model", marker=dict(color="#9467bd")),
         ], xaxis=dict(range=[0, 1], title="confidence"), yaxis=dict(range=[0, 1.02], title="accuracy"))
     return figs
 
 
-def trace(fig, uid: str):
-    """The trace of ``fig`` whose ``uid`` is ``uid``."""
+def trace(fig, name: str):
+    """The trace of ``fig`` whose ``meta`` is ``name``."""
     for t in fig.data:
-        if t.uid == uid:
+        if t.meta == name:
             return t
-    raise KeyError(f"no trace {uid!r} in this figure")
+    raise KeyError(f"no trace {name!r} in this figure")
 
 
 def accuracy_text(metrics: dict | None) -> str:

@@ -51,7 +51,7 @@ class LabelApp(ipw.VBox):
         """The plotly trace called ``name`` (``"session"``, ``"earlier"``, ``"per_class"``, ``"balance"``, ...)."""
         for fig in self.figures.values():
             for t in fig.data:
-                if t.uid == name:
+                if t.meta == name:
                     return t
         raise KeyError(f"no trace {name!r}; the panels have "
                        f"{', '.join(t.uid for f in self.figures.values() for t in f.data)}")

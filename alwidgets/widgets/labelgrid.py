@@ -190,7 +190,7 @@ class LabelGrid(anywidget.AnyWidget):
         return {it["id"] for it in self.items}
 
     def _submit(self, content):
-        if content.get("batch") != self.batch:
+        if isinstance(content.get("batch"), bool) or content.get("batch") != self.batch:
             raise MessageError(f"this submit is for batch {clip(content.get('batch'), 20)}, but batch "
                                f"{self.batch} is shown (already submitted or replaced); nothing was saved")
         ids = self._ids()

@@ -1,8 +1,8 @@
 """SessionView: the notebook face of a headless :class:`~alwidgets.Session`.
 
 The view talks to the session only through its public API: ``next_batch``,
-``submit``, ``undo``, ``thumbnail``/``caption``/``image``, the ``"batch"`` and
-``"change"`` events and the read-only state (``metrics_``, ``history``,
+``submit``, ``undo``, ``thumbnail``/``caption``/``image``, the ``"batch"``,
+``"change"`` and ``"baseline"`` events and the read-only state (``metrics_``, ``history``,
 ``label_counts()``, ``progress()``, ``batch``). The widget (:class:`LabelApp`:
 grid + plots) is built on first use, and :meth:`SessionView._push` is the one
 path that writes state into it, whatever changed the session (the grid, or
@@ -47,13 +47,16 @@ class SessionView:
         self._notice = ""
         self._error: dict = {}
         self._held = 0           # > 0 while a grid action runs: it pushes once at its end
+        self._baseline = None    # the last "baseline" event's curve, drawn once the widget exists
         session.on("batch", self._on_batch)
         session.on("change", self._on_change)
+        session.on("baseline", self._on_baseline)
 
     def close(self) -> None:
         """Stop following the session's events (the widget stays as it is)."""
         self.session.off("batch", self._on_batch)
         self.session.off("change", self._on_change)
+        self.session.off("baseline", self._on_baseline)
 
     # ------------------------------------------------------------------ the widget
     @property
@@ -68,6 +71,8 @@ class SessionView:
                              image=self._image)
             self._app = LabelApp(grid, s.classes, calibration=bool(s.calibration))
             self._push()
+            if self._baseline is not None:
+                self._on_baseline(self._baseline)
         return self._app
 
     @property
@@ -102,9 +107,27 @@ class SessionView:
 
     def _on_change(self, status: str) -> None:
         self._status = clip(status or "", 300)
-        if self._shown is not None and self.session.batch is not self._shown:
-            self._finished()  # submitted (or replaced) from code: its tiles are no longer open
+        current = self.session.batch
+        if self._shown is not None and current is not self._shown:
+            if current is not None and len(current):
+                self._follow(current)   # part of the batch was saved from code: the rest stays open
+            else:
+                self._finished()        # submitted (or replaced) from code: no tiles are open
         self._push()
+
+    def _on_baseline(self, stats) -> None:
+        """The simulated random baseline (``n_labels``, ``mean``, ``std``), drawn on the accuracy panel."""
+        if self._app is not None:
+            self._app.show_baseline(stats["n_labels"], stats["mean"], stats["std"])
+        self._baseline = stats
+
+    def _follow(self, batch) -> None:
+        """Show ``batch``, a part of the shown one, reusing its tiles (no thumbnail is read again)."""
+        tiles = {it["id"]: it for it in self._items}
+        self._shown = batch
+        self._items = [tiles[i] for i in batch.ids if i in tiles] if all(i in tiles for i in batch.ids) \
+            else self._tiles(batch)
+        self._batch_no += 1
 
     def _finished(self, n_saved: int | None = None) -> None:
         self._shown, self._items = None, []
