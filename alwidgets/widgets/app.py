@@ -35,7 +35,7 @@ class LabelApp(ipw.VBox):
                         plots.session_panels(self.classes, calibration=calibration).items()}
         self.panels = list(self.figures)
         row = ipw.Box(list(self.figures.values()),
-                      layout=ipw.Layout(display="flex", flex_flow="row wrap", gap="4px 12px", width="100%"))
+                      layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
         super().__init__([grid, row])
 
     def _repr_mimebundle_(self, **kwargs):

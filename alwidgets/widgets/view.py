@@ -27,12 +27,12 @@ class SessionView:
     session : Session
         Anything with the Session's public API (see the module docstring).
 
-    Examples
-    --------
-    >>> view = SessionView(session)            # what session.label() does, once
-    >>> app = view.show(8)                     # picks 8 items, returns the widget
-    >>> [it["id"] for it in app.grid.items] == session.batch.ids
-    True
+    Notes
+    -----
+    ``session.label(n, continuous=...)`` makes one view per session and calls
+    :meth:`show`; the grid's Enter goes to ``session.submit``, Backspace with
+    nothing left to undo in the browser to ``session.undo``, the enlarged view
+    to ``session.image``.
     """
 
     def __init__(self, session):
