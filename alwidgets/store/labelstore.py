@@ -91,9 +91,9 @@ def _default_annotator() -> str:
         return "anonymous"
 
 
-def _text_problem(value) -> str | None:
-    """Why ``value`` cannot be a name in the store (None when it can)."""
-    if not isinstance(value, str) or not value.strip():
+def _text_problem(value, *, blank_ok: bool = False) -> str | None:
+    """Why ``value`` cannot be a name in the store (None when it can); item ids may be blank (``blank_ok``)."""
+    if not isinstance(value, str) or not (value if blank_ok else value.strip()):
         return "must be a non-empty string"
     if "\x00" in value:
         return "contains a NUL character"
@@ -135,10 +135,10 @@ def _check_ids(ids, *, allow_empty: bool = False, what: str = "ids") -> list[str
         raise TypeError(f"{what} must be a list of item id strings, got {type(ids).__name__}") from None
     if not ids and not allow_empty:
         raise ValueError(f"{what} is empty: a pool needs at least one item")
-    bad = [k for k, i in enumerate(ids) if _text_problem(i)]
+    bad = [k for k, i in enumerate(ids) if _text_problem(i, blank_ok=True)]
     if bad:
         raise ValueError(f"item ids must be non-empty strings; positions {_listing(bad)} are not "
-                         f"(first: {_short(ids[bad[0]])}: {_text_problem(ids[bad[0]])})")
+                         f"(first: {_short(ids[bad[0]])}: {_text_problem(ids[bad[0]], blank_ok=True)})")
     return ids
 
 
@@ -151,7 +151,8 @@ def check_classes(classes) -> list[str]:
         raise ValueError("classes is empty: give at least one class name")
     bad = [c for c in classes if _text_problem(c)]
     if bad:
-        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)}")
+        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)} "
+                         f"({_short(bad[0], 40)} {_text_problem(bad[0])})")
     dups = sorted({c for c in classes if classes.count(c) > 1})
     if dups:
         raise ValueError(f"duplicate class names {_listing(dups)}")
@@ -301,12 +302,17 @@ class LabelStore:
         """One write transaction holding the store's write lock: COMMIT, or roll back and raise."""
         with self._lock:
             db = self._backend()
-            try:
-                db.ensure()
-                db.begin()
-            except db.errors as e:
-                db.rollback()
-                raise db.translate(e, action) from e
+            for attempt in (0, 1):
+                try:
+                    db.ensure()
+                    db.begin()
+                    break
+                except db.errors as e:  # a connection that died while idle: nothing was sent, so reconnect
+                    if attempt == 0 and db.is_disconnect(e):
+                        db.translate(e, action)  # closes it; ensure() opens a new one
+                        continue
+                    db.rollback()
+                    raise db.translate(e, action) from e
             try:
                 yield db
                 db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
@@ -507,8 +513,8 @@ class LabelStore:
                                 f"(allowed: {sorted(_RECORD_KEYS)})")
             item_id, label = rec.get("item_id"), rec.get("label")
             payload, media_type = rec.get("payload"), rec.get("media_type")
-            if _text_problem(item_id):
-                problems.append(f"record {k}: item_id {_text_problem(item_id)}, got {_short(item_id)}")
+            if _text_problem(item_id, blank_ok=True):
+                problems.append(f"record {k}: item_id {_text_problem(item_id, blank_ok=True)}, got {_short(item_id)}")
             if payload is not None:
                 if not isinstance(payload, (bytes, bytearray, memoryview)):
                     problems.append(f"record {k}: payload must be bytes, got {type(payload).__name__}")
@@ -526,7 +532,8 @@ class LabelStore:
             if label is None and payload is None:
                 problems.append(f"record {k}: label must be a class name (or give a payload), got None")
             elif label is not None and _text_problem(label):
-                problems.append(f"record {k}: label must be a class name, got {_short(label)}")
+                problems.append(f"record {k}: label must be a class name, got {_short(label)} "
+                                f"(it {_text_problem(label).replace('must be', 'is not')})")
             source = rec.get("source") or "human"
             if source not in SOURCES:
                 problems.append(f"record {k}: source must be one of {SOURCES}, got {_short(source)}")
