@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from PIL import Image
 
 from alwidgets import Pool
 from alwidgets.embed import TimmEmbedder
-from alwidgets.embed.cache import CacheEntry, atomic_write, default_cache_dir
+from alwidgets._files import atomic_write
+from alwidgets.embed.cache import CacheEntry, default_cache_dir
 
 TINY = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear")
 
@@ -160,14 +162,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "x.bin"
     target.write_bytes(b"old")
 
-    def half(f):
-        f.write(b"new but incomplete")
+    def half(tmp):
+        Path(tmp).write_bytes(b"new but incomplete")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, half)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.bin"]
-    atomic_write(target, lambda f: f.write(b"new"))
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"new"))
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["x.bin"]
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DEFAULT_CHUNK, CacheEntry, cache_key, default_cache_dir, file_sha256
+from .base import Embedder
+from .cache import DEFAULT_CHUNK, file_sha256
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_FORMAT = "timm-pooled-v1"
@@ -27,7 +28,7 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but could not be loaded."""
 
 
-class TimmEmbedder:
+class TimmEmbedder(Embedder):
     """Embed a :class:`~alwidgets.Pool` with a timm backbone's pooled features.
 
     Parameters
@@ -90,14 +91,6 @@ class TimmEmbedder:
         self.model_kwargs = model_kwargs
         self.cache_chunk = DEFAULT_CHUNK
         self._model = None
-
-    def __repr__(self) -> str:
-        args = [repr(self.model_name)]
-        defaults = dict(pretrained=True, checkpoint=None, device="auto", batch_size=None, num_workers=None,
-                        precision="auto", cache_dir=None, pretrained_cfg_overlay=None, progress=True)
-        args += [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
-        args += [f"{k}={v!r}" for k, v in self.model_kwargs.items()]
-        return f"TimmEmbedder({', '.join(args)})"
 
     # ------------------------------------------------------------------ settings
     def _device(self):
@@ -211,59 +204,26 @@ class TimmEmbedder:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return "random:" + h.hexdigest()
 
-    # --------------------------------------------------------------------- embed
-    def embed(self, pool) -> np.ndarray:
-        """Return an ``(n, d)`` float32 array of pooled features, one row per pool item.
+    # ------------------------------------------------------------ Embedder hooks
+    def _label(self) -> str:
+        return self.model_name
 
-        Unreadable items raise under ``pool.on_error="raise"``; under ``"skip"``
-        their rows are zeros and they are listed in ``pool.errors``.
-        """
+    def _identity(self) -> dict:
+        precision = self._precision(self._device())
+        return dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
+                    overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
+                    weights=self._weights_id(), data=self.data_config(), precision=precision)
+
+    def _embed_batches(self, pool, chunks):
+        """Embed the rows of ``chunks`` ({chunk: rows}) in batches that never straddle two chunks;
+        yield ``(rows, X, {row: reason})`` per batch (see :class:`~alwidgets.embed.base.Embedder`)."""
         import torch
 
-        if len(pool) == 0:
-            raise ValueError("the pool is empty")
         device = self._device()
         precision = self._precision(device)
-        model = self.model_
-        cfg = self.data_config()
-        entry = None
-        if self.cache_dir is not False:
-            parts = dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
-                         overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
-                         weights=self._weights_id(), data=cfg, precision=precision,
-                         pool=pool.fingerprint(), n=len(pool))
-            root = default_cache_dir() if self.cache_dir is None else Path(self.cache_dir).expanduser()
-            entry = CacheEntry(root, cache_key(parts), len(pool), self.cache_chunk,
-                               meta=dict(parts, pool_name=pool.name))
-            hit = entry.load()
-            if hit is not None:
-                return _reported(pool, *hit)
-        if entry is None:  # no cache: the whole pool is one chunk, kept in memory
-            chunk, todo, kept = len(pool), {0: range(len(pool))}, []
-            save = lambda c, X, errors: kept.append(X)  # noqa: E731
-        else:
-            chunk, todo = entry.chunk_size, {c: entry.chunk_rows(c) for c in entry.missing_chunks()}
-            save = entry.save_chunk
-        done_rows = len(pool) - sum(len(rows) for rows in todo.values())
-        threads = torch.get_num_threads()
-        if device.type == "cpu":
-            torch.set_num_threads(_cores())
-        try:
-            with _progress(self.progress, len(pool), done_rows, self.model_name) as bar:
-                self._run(pool, model, cfg, device, precision, todo, chunk, save, bar)
-        finally:
-            torch.set_num_threads(threads)
-        # with a cache, rows embedded by an earlier, interrupted run report their errors here
-        return kept[0] if entry is None else _reported(pool, *entry.finish())
-
-    def _run(self, pool, model, cfg, device, precision, todo, chunk, save, bar):
-        """Embed the rows of ``todo`` ({chunk: rows}); ``save(c, X, errors)`` each chunk as it completes.
-
-        Row ``i`` belongs to chunk ``i // chunk``; ``errors`` maps that chunk's unreadable rows to reasons.
-        """
-        import torch
-
         bs = self._batch_size(device)
+        cfg = self.data_config()
+        model = self.model_
         self._max_batch = bs
         model = model.to(device)
         if device.type == "cuda":
@@ -274,7 +234,7 @@ class TimmEmbedder:
         scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
         shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
         h, w = cfg["input_size"][1:]
-        batches = [list(rows[k:k + bs]) for rows in todo.values() for k in range(0, len(rows), bs)]
+        batches = [list(rows[k:k + bs]) for rows in chunks.values() for k in range(0, len(rows), bs)]
         skip = {pool.index_of(i) for i in pool.errors}
         ds = _Images(pool, pil_tf, (h, w), skip)
         workers = self._num_workers(device)
@@ -286,22 +246,17 @@ class TimmEmbedder:
                             prefetch_factor=4 if workers else None, persistent_workers=False)
         autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
                     if precision != "fp32" else contextlib.nullcontext())
-        results = {}  # chunk -> list of arrays
-        errors: dict[int, dict[int, str]] = {}
-        with torch.inference_mode(), autocast:
-            for x, idx, msgs in loader:
-                feats = self._forward_batches(model, x, device, scale, shift)
-                idx = idx.tolist()
-                for k, msg in enumerate(msgs):
-                    if msg:
-                        pool.report_error(idx[k], msg)  # raises under on_error="raise"
-                        feats[k] = 0.0
-                        errors.setdefault(idx[k] // chunk, {})[idx[k]] = msg
-                c = idx[0] // chunk
-                results.setdefault(c, []).append(feats)
-                bar.update(len(idx))
-                if sum(len(f) for f in results[c]) == len(todo[c]):
-                    save(c, np.concatenate(results.pop(c)), errors.pop(c, {}))
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(_cores())
+        try:
+            with torch.inference_mode(), autocast:
+                for x, idx, msgs in loader:
+                    feats = self._forward_batches(model, x, device, scale, shift)
+                    idx = idx.tolist()
+                    yield idx, feats, {idx[k]: msg for k, msg in enumerate(msgs) if msg}
+        finally:
+            torch.set_num_threads(threads)
 
     def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
         """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
@@ -350,13 +305,6 @@ def split_transform(cfg: dict):
     if len(steps) < 2 or names[-1] != "Normalize" or names[-2] not in ("ToTensor", "MaybeToTensor"):
         raise ValueError(f"unexpected timm eval transform {names}; expected ... ToTensor, Normalize")
     return T.Compose(steps[:-2]), tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"])
-
-
-def _reported(pool, X, errors):
-    """``X``, after recording the cached unreadable rows ``errors`` ({row: reason}) on ``pool``."""
-    for row, reason in errors.items():
-        pool.report_error(row, reason)
-    return X
 
 
 class _Images:
@@ -445,25 +393,3 @@ def _cores() -> int:
 def _first_line(e) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
-
-
-@contextlib.contextmanager
-def _progress(enabled, total, initial, desc):
-    if not enabled:
-        yield _NoBar(initial)
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=initial, unit="img", desc=f"embed {desc}", smoothing=0.1, leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-class _NoBar:
-    def __init__(self, initial):
-        self.n = self.initial = initial
-
-    def update(self, k):
-        self.n += k
