@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .embed.cache import atomic_write
+from ._files import atomic_write
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 24px auto; padding: 0 16px; }
@@ -98,7 +98,7 @@ def write_report(session, path, *, title: str | None = None, thumbnails_per_clas
            f"<style>{_STYLE}</style><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
            f"</head><body>{''.join(parts)}</body></html>")
     data = doc.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 

@@ -51,7 +51,7 @@ def test_embed_timm_npz_matches_library(capsys, tmp_path, folder, ckpt):
         X, y, ids = f["X"], f["y"], f["ids"]
     pool = Pool.from_folder(folder)
     ref = TimmEmbedder("resnet10t", checkpoint=ckpt, pretrained_cfg_overlay=json.loads(CFG), cache_dir=False,
-                       progress=False, num_workers=0).embed(pool)
+                       progress=False, num_workers=0, device="cpu").embed(pool)
     np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
     assert y.tolist() == pool.targets.tolist() and ids.tolist() == pool.ids
     assert any((tmp_path / "cache").iterdir())
