@@ -8,12 +8,15 @@ instead of cutting them. The panels are updated in place; what they draw is
 """
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 
 import ipywidgets as ipw
 import numpy as np
 
 from .. import plots
+
+log = logging.getLogger(__name__)
 
 
 class LabelApp(ipw.VBox):
@@ -44,7 +47,10 @@ class LabelApp(ipw.VBox):
 
         data = super()._repr_mimebundle_(**kwargs)
         if isinstance(data, dict):
-            data["text/html"] = snapshot_html(self)
+            try:
+                data["text/html"] = snapshot_html(self)
+            except Exception:  # the live widget must show even if its static copy cannot be made
+                log.warning("LabelApp: no static snapshot", exc_info=True)
         return data
 
     def trace(self, name: str):

@@ -88,7 +88,7 @@ describe("rendering", () => {
     assert.equal(img.getAttribute("src"), "blob:fake/2");
     assert.equal(created[1].type, "image/jpeg");
     assert.equal(created[1].size, 3);
-    assert.equal(tiles()[1].querySelector(".alw-suggest").textContent, "dog 51%");
+    assert.equal(tiles()[1].querySelector(".alw-suggest").textContent, "dog (51%)");
     assert.equal(el.querySelector(".alw-progress").textContent,
                  "0/6 labelled in this batch · pool 3/100 labelled · budget 50");
   });

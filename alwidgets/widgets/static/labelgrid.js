@@ -378,7 +378,7 @@ function render({ model, el, experimental }) {
       caption.title = it.id;
       const suggest = h("div", "alw-suggest");
       if (it.suggestion != null) {
-        const conf = it.confidence != null ? ` ${Math.round(it.confidence * 100)}%` : "";
+        const conf = it.confidence != null ? ` (${Math.round(it.confidence * 100)}%)` : "";
         suggest.textContent = `${it.suggestion}${conf}`;
         suggest.title = "the model's suggestion (accept it with the Accept button or its key)";
       }
