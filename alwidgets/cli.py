@@ -444,7 +444,9 @@ def cmd_demo(args) -> int:
     target = target_dir / "alwidgets_quickstart.ipynb"
     if not target.exists():  # never overwrite a notebook the user may have worked in
         shutil.copyfile(quickstart_notebook(), target)
-    cmd = [sys.executable, "-m", "jupyterlab", str(target)]
+    # serve the folder and open the notebook itself (a bare path would show the launcher first)
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target_dir.resolve()}",
+           f"--LabApp.default_url=/lab/tree/{target.name}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and Colab run as root; Jupyter refuses otherwise
         cmd.append("--allow-root")
     if args.no_launch:

@@ -86,6 +86,8 @@ def test_demo_copies_the_quickstart_without_overwriting(capsys, tmp_path):
     assert code == 0, err
     nb = tmp_path / "alwidgets_quickstart.ipynb"
     assert "Session" in nb.read_text() and "jupyterlab" in out
+    # JupyterLab opens on the notebook, not on the launcher
+    assert f"--LabApp.default_url=/lab/tree/{nb.name}" in out and f"--ServerApp.root_dir={tmp_path.resolve()}" in out
     nb.write_text("{}")
     assert run(capsys, "demo", "--dir", str(tmp_path), "--no-launch")[0] == 0
     assert nb.read_text() == "{}"
