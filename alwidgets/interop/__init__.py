@@ -137,11 +137,14 @@ def to_imagefolder(session, directory, *, mode: str = "symlink") -> Path:
         Items held in memory (``Pool.from_arrays``, ``Pool.digits()``) are always
         written as PNG files.
 
-    Returns the folder. Beside the class folders it writes ``labels.csv``
-    (``item_id, label, file, annotator, source``). Class names are made safe as
-    folder names (``T-shirt/top`` -> ``T-shirt_top``); the manifest keeps the real
-    names. ``torchvision.datasets.ImageFolder(directory)`` and
-    ``Pool.from_folder(directory)`` read it back.
+    Returns
+    -------
+    Path
+        The folder. Beside the class folders it holds ``labels.csv`` (``item_id,
+        label, file, annotator, source``). Class names are made safe as folder
+        names (``T-shirt/top`` -> ``T-shirt_top``); the manifest keeps the real
+        names. ``torchvision.datasets.ImageFolder(directory)`` and
+        ``Pool.from_folder(directory)`` read it back.
     """
     if mode not in ("symlink", "copy"):
         raise ValueError(f"mode must be 'symlink' or 'copy', got {mode!r}")
