@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,44 @@ def test_notebooks_are_committed_without_outputs():
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = json.loads(path.read_text())
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), path.name
+
+
+def _table(text: str, title: str) -> dict:
+    """A table the notebook printed with ``DataFrame.to_string``: {column: [values per round]}."""
+    lines = text[text.index(title):].splitlines()
+    head = lines[0][len(title):]
+    cols = [c.strip() for c in re.split(r"\s{2,}", head.strip())]
+    out = {c: [] for c in cols}
+    for line in lines[2:]:
+        cells = line.split()
+        if not cells or not cells[0].isdigit():
+            break
+        for c, v in zip(cols, cells[1:]):
+            out[c].append(float(v.rstrip("%")))
+    return out
+
+
+@pytest.mark.slow  # ~40 s
+def test_05_how_selection_works(tmp_path, monkeypatch):
+    nb = run_notebook("05_how_selection_works.ipynb", tmp_path, monkeypatch)
+    text = outputs(nb)
+    assert not list(tmp_path.glob("*.db"))  # a teaching replay: nothing stored
+    gap = _table(text, "picks minus pool uncertainty")
+    assert set(gap) == {"coverage", "margin", "random", "uncertainty + diversity"}
+    # margin asks about the items the model is torn on; random about average ones
+    assert min(gap["margin"][1:]) > 0.3 and max(abs(v) for v in gap["random"]) < 0.3
+    assert len(_table(text, "accuracy on the rest")["coverage"]) == 5
+    # the map: four panels, one slider step per round, each step showing that round's traces only
+    (fig,) = [o["data"]["application/vnd.plotly.v1+json"] for c in nb.cells for o in c.get("outputs", [])
+              if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles == ["random", "margin", "coverage", "uncertainty + diversity"]
+    steps = fig["layout"]["sliders"][0]["steps"]
+    assert [s["label"] for s in steps] == ["1", "2", "3", "4", "5", "6"]
+    shown = [set(k for k, v in enumerate(s["args"][0]["visible"]) if v) for s in steps]
+    assert all(a != b for a, b in zip(shown, shown[1:]))
+    kinds = [{fig["data"][k]["type"] for k in s} for s in shown]
+    assert "heatmap" not in kinds[0] and all("heatmap" in k for k in kinds[1:])  # no model before the first labels
+    picks = [[t for k, t in enumerate(fig["data"]) if k in s and t.get("marker", {}).get("color") == "orange"]
+             for s in shown]
+    assert all(len(p) == 4 and all(len(t["text"]) == 10 for t in p) for p in picks)  # 10 picks per panel per round
