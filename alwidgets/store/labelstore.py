@@ -212,6 +212,8 @@ class LabelStore:
         Open without ever writing (e.g. to export a store another kernel is
         using, or a backup in a read-only folder).
 
+    Notes
+    -----
     Sessions and leases: every :class:`~alwidgets.Session` passes its own id
     (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
     :meth:`undo`; items leased to one session are never handed to another
