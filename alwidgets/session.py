@@ -599,7 +599,7 @@ class Session:
         for k, v in labels.items():
             enc = self.task.encode(v)  # ValueError naming an unknown class
             records.append({"item_id": k, **{f: x for f, x in enc.items() if x is not None}, "round": rid,
-                            "seconds": _seconds(seconds.get(k)), "annotator": self.annotator,
+                            "seconds": seconds.get(k), "annotator": self.annotator,
                             "source": "accepted" if sources.get(k) == "accepted" else
                             "simulated" if sources.get(k) == "simulated" else "human"})
         return records, [str(s) for s in skipped]
@@ -821,15 +821,6 @@ def _short(value) -> str:
 def _source_text(source, n_eval, n_labels) -> str:
     """How an accuracy was measured, in words (``metrics["source_text"]``)."""
     return f"test set, {n_eval} items" if source == "test" else f"cross-validated on {n_labels} labelled items"
-
-
-def _seconds(v):
-    """A non-negative finite number of seconds, or None."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return v if np.isfinite(v) and v >= 0 else None
 
 
 def _jsonable(params: dict) -> dict:

@@ -94,6 +94,8 @@ def test_submit_only_takes_the_current_batch(pool, X):
         s.submit([("a", "1")])
     with pytest.raises(TypeError, match="skipped must be a list"):
         s.submit({}, skipped="abc")
+    with pytest.raises(ValueError, match="seconds must be finite and >= 0"):    # one seconds rule: the store's
+        s.submit(truth(s, batch), seconds={batch.ids[0]: -1.0})
     assert s.store.current_labels() == {}
     s.submit(truth(s, batch))
     with pytest.raises(ValueError, match="not in the current batch"):   # the same batch twice
