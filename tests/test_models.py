@@ -70,5 +70,5 @@ def test_egl_rescales_as_the_probe_does():
     from alwidgets.select.egl import _sq_norms
 
     X = np.random.default_rng(1).normal(loc=2.0, scale=[1.0, 5.0, 0.1], size=(300, 3))
-    probe = LinearProbe().fit(X[:4], [0, 1, 0, 1], X_pool=X)
+    probe = LinearProbe().fit(X, np.r_[[0, 1, 0, 1], np.full(296, -1)])
     np.testing.assert_allclose(_sq_norms(X, True, chunk=64), (probe.transform(X) ** 2).sum(1), rtol=1e-4)

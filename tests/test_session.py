@@ -36,7 +36,7 @@ def test_round_trip(pool, X):
     batch = s.next_batch(8)
     assert isinstance(batch, Batch) and len(batch) == 8 and events["batch"] == [batch]
     assert batch.suggestions == [None] * 8 and batch.strategy == "random (cold start)"
-    assert "needs a fitted model" in batch.info["cold_start"]
+    assert "needs probs" in batch.info["cold_start"]
     assert s.progress() == {"pool_labelled": 0, "pool_size": len(pool), "budget": None}
 
     ids = list(batch)
