@@ -174,3 +174,28 @@ def test_max_items_smaller_than_the_classes(capsys, tmp_path):
     assert code == 0, err
     assert np.load(tmp_path / "e.npy").shape == (5, 64)
     assert len((tmp_path / "e.ids.txt").read_text().splitlines()) == 5
+
+
+def test_readme_commands_parse_and_name_no_private_paths():
+    """Every ``alwidgets ...`` command in the README parses with today's options; none points at ../shared."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from alwidgets.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "../shared" not in readme
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                part = part.split("#")[0].strip()
+                if part.startswith("alwidgets "):
+                    commands.append(shlex.split(part)[1:])
+    assert len(commands) >= 6 and ["demo"] in commands
+    parser = build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv)  # raises UsageError on an unknown option or a bad value
+        assert args.command in ("simulate", "embed", "demo")
