@@ -160,6 +160,7 @@ class Session:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
+        self._fitted_at = None    # the store's change counter when it was made
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
@@ -393,7 +394,14 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
+        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
         return self.fitted_
+
+    def _fit_fresh(self, labels):
+        """The current fit if the store has not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+            return self.fitted_
+        return self._fit(labels)
 
     def evaluate(self) -> dict:
         """Quality of the current model: on the test set if given, else cross-validated (seeded
@@ -408,8 +416,7 @@ class Session:
     def _evaluate(self, labels) -> dict:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self.test is not None:
-            if self.fitted_ is None or self.fitted_.n_labels != n:
-                self._fit(labels)
+            self._fit_fresh(labels)
             y_true, source = self.test[1], "test"
             m = None if self.fitted_.eval_predictions is None else \
                 {**self.task.score(y_true, self.fitted_.eval_predictions), "score_std": 0.0}
@@ -454,7 +461,7 @@ class Session:
         t0 = time.perf_counter()
         fitted = None
         if n_done:
-            fitted = self.fitted_ if self.fitted_ is not None and self.fitted_.n_labels == n_done else self._fit(labels)
+            fitted = self._fit_fresh(labels)
         idx, info, n_refused = self._pick(k, labels, fitted, inputs) if k > 0 else (np.empty(0, np.int64), {}, 0)
         t1 = time.perf_counter()
         probs = None if fitted is None else self.task.selector_probs(fitted.predictions)
