@@ -544,11 +544,12 @@ class Session:
                 warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
                               f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
-    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=()) -> str:
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False) -> str:
         """Record ``{item_id: class_name}`` for items of the current batch; refit; returns a status line.
 
         Returns once the store has committed the labels. ``skipped`` ids (of the batch)
-        are not offered again in this session. Bad input raises ``ValueError``/``TypeError``
+        are not offered again in this session. The batch stays open for its other items
+        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. Bad input raises ``ValueError``/``TypeError``
         naming it, and nothing is saved; a store failure raises
         :class:`~alwidgets.store.StoreError` and nothing is saved either. Items another
         session took over meanwhile are not saved and the status says so. Emits ``"change"``.
@@ -571,7 +572,8 @@ class Session:
         self._skipped.difference_update(saved)
         done = set(saved) | set(conflicts) | set(skipped)
         if self.batch is not None:
-            self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
+            self.batch = _subset(self.batch, [] if close else
+                                 [j for j, k in enumerate(self.batch.ids) if k not in done])
         self._leased = [k for k in self._leased if k not in set(saved)]  # saving a label ended its lease
         if not len(self.batch or ()):
             self._release()  # the batch is done: skipped and untouched items go back to the others
