@@ -226,6 +226,7 @@ class PostgresBackend:
         self.errors = (psycopg.Error,)
         self.conn = None
         self._closed = False
+        self._now = None
         self._connect()
 
     def _connect(self) -> None:
@@ -263,13 +264,18 @@ class PostgresBackend:
             cur.executemany(_PLACEHOLDER.sub("%s", sql), [list(p) for p in seq])
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN")
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        """BEGIN, take the write lock and read the server's clock, in one round trip."""
+        cur = self.conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY}), "
+                                f"EXTRACT(EPOCH FROM clock_timestamp())::float8")
+        cur.nextset()
+        self._now = float(cur.fetchone()[1])
 
     def commit(self) -> None:
+        self._now = None
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._now = None
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
             return
@@ -282,7 +288,10 @@ class PostgresBackend:
                 pass
 
     def now(self) -> float:
-        """The server's clock: leases expire by one clock for every machine of a team."""
+        """The server's clock (read when the write lock was taken, inside a transaction): leases expire
+        by one clock for every machine of a team."""
+        if self._now is not None:
+            return self._now
         return float(self.conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])
 
     def is_disconnect(self, exc) -> bool:
