@@ -13,6 +13,7 @@ milliseconds).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -120,6 +121,10 @@ class SQLiteBackend:
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+
+    def pipeline(self):
+        """Statements run one by one in-process: nothing to batch."""
+        return contextlib.nullcontext()
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -273,6 +278,10 @@ class PostgresBackend:
     def commit(self) -> None:
         self._now = None
         self.conn.execute("COMMIT")
+
+    def pipeline(self):
+        """Send the statements inside together and read their results after one round trip."""
+        return self.conn.pipeline()
 
     def rollback(self) -> None:
         self._now = None
