@@ -2,6 +2,8 @@
 
 * submit latency: ``add_labels`` of 16 labels by a session that leased them (what one grid submit
   costs the store), median and 90th percentile over ``--repeats`` submits; lease(16) likewise.
+* baseline: the bare durable commit of a one-row update on the same connection (what the database's
+  fsync costs, whatever the store does).
 * throughput: 4 annotator processes (own connection and session each) lease 16 items, label them
   (no think time) and submit, until a 2,000-item pool is exhausted: committed labels per second.
 
@@ -36,24 +38,41 @@ def _pool(n):
     return [f"item-{i:06d}" for i in range(n)]
 
 
-def submit_latency(target, n_items: int, repeats: int, batch: int = 16):
+def submit_latency(targets: dict, n_items: int, repeats: int, batch: int = 16):
+    """Per back end, seconds of each ``lease(16)`` and ``add_labels(16)``; the back ends take turns
+    (alternating who goes first), so both see the same load on a shared machine."""
     ids = _pool(n_items)
-    with LabelStore(target, annotator="bench") as store:
-        store.attach_pool(ids, CLASSES)
+    stores = {name: LabelStore(target, annotator="bench") for name, target in targets.items()}
+    times = {name: ([], [], []) for name in stores}
+    try:
+        for store in stores.values():
+            store.attach_pool(ids, CLASSES)
         session = uuid.uuid4().hex
-        lease_s, submit_s = [], []
+        names = list(stores)
         for r in range(repeats):
             chunk = ids[r * batch:(r + 1) * batch]
-            t0 = time.perf_counter()
-            got = store.lease(chunk, session=session, ttl=60)
-            t1 = time.perf_counter()
-            store.add_labels([{"item_id": i, "label": CLASSES[k % 4], "seconds": 1.0}
-                              for k, i in enumerate(got)], session=session)
-            t2 = time.perf_counter()
-            assert len(got) == batch
-            lease_s.append(t1 - t0)
-            submit_s.append(t2 - t1)
-    return lease_s, submit_s
+            for name in (names if r % 2 == 0 else names[::-1]):
+                store = stores[name]
+                t0 = time.perf_counter()
+                got = store.lease(chunk, session=session, ttl=60)
+                t1 = time.perf_counter()
+                store.add_labels([{"item_id": i, "label": CLASSES[k % 4], "seconds": 1.0}
+                                  for k, i in enumerate(got)], session=session)
+                t2 = time.perf_counter()
+                assert len(got) == batch
+                db = store._backend()  # baseline: the bare durable commit of one tiny write, same connection
+                t3 = time.perf_counter()
+                db.begin()
+                db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
+                db.commit()
+                t4 = time.perf_counter()
+                times[name][0].append(t1 - t0)
+                times[name][1].append(t2 - t1)
+                times[name][2].append(t4 - t3)
+    finally:
+        for store in stores.values():
+            store.close()
+    return times
 
 
 def _annotator(target, ids, seed, batch, out):
@@ -123,16 +142,18 @@ def main(argv=None):
         if server is None:
             print("note: --url given: the throughput run needs a fresh database; using the same one for both runs "
                   "is refused by the pool fingerprint check", file=sys.stderr)
-        res = {}
+        res = {name: {} for name in targets}
+        lat = submit_latency({name: make("latency") for name, make in targets.items()}, args.items, args.repeats)
         for backend, make in targets.items():
-            lease_s, submit_s = submit_latency(make("latency"), args.items, args.repeats)
             rate, seconds = throughput(make("team"), args.items)
-            res[backend] = {"lease": _ms(lease_s), "submit": _ms(submit_s), "rate": rate, "seconds": seconds}
+            res[backend] = {"lease": _ms(lat[backend][0]), "submit": _ms(lat[backend][1]),
+                            "commit": _ms(lat[backend][2]), "rate": rate, "seconds": seconds}
         cpu = os.cpu_count()
         print(f"label store, {args.items}-item pool, {args.repeats} submits of 16 labels, {cpu} CPUs, load "
               f"{os.getloadavg()[0]:.1f}")
         print(f"{'':28s}{'SQLite':>12s}{'PostgreSQL':>14s}{'PG / SQLite':>13s}")
-        for key, label in (("submit", "submit 16 labels, median ms"), ("lease", "lease 16 items, median ms")):
+        for key, label in (("submit", "submit 16 labels, median ms"), ("lease", "lease 16 items, median ms"),
+                           ("commit", "bare 1-row commit, median ms")):
             s, p = res["sqlite"][key][0], res["postgresql"][key][0]
             print(f"{label:28s}{s:12.2f}{p:14.2f}{p / s:12.2f}x")
             s90, p90 = res["sqlite"][key][1], res["postgresql"][key][1]

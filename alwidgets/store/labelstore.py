@@ -375,11 +375,11 @@ class LabelStore:
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, str(value)))
 
     @staticmethod
-    def _snapshot(db, items, *, session=None, now=None, rounds=()) -> dict:
+    def _snapshot(db, items, *, leases=False, rounds=()) -> dict:
         """Everything a write needs to decide, read in one pipeline (one round trip on PostgreSQL):
         ``known`` ids of ``items`` in the pool, ``class_ids``, the ``rounds`` that exist, the items'
-        current rows (``heads``: label_id, class_id, session, payload, media_type, source), their
-        ``leases`` that are live at ``now`` or held by ``session`` (item, session, annotator,
+        current rows (``heads``: label_id, class_id, session, payload, media_type, source), with
+        ``leases=True`` every lease row of the items, live or not (item, session, annotator,
         expires_at, after_label), and ``last``, the newest label row id."""
         items = list(dict.fromkeys(items))
         queries = [("SELECT class_id, name FROM classes ORDER BY class_id", ()),
@@ -393,10 +393,9 @@ class LabelStore:
             queries.append((f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
             queries.append(("SELECT item_id, label_id, class_id, session, payload, media_type, source FROM labels "
                             f"WHERE superseded_by IS NULL AND item_id IN ({marks})", chunk))
-            if now is not None:
+            if leases:
                 queries.append(("SELECT item_id, session, annotator, expires_at, after_label FROM leases "
-                                f"WHERE item_id IN ({marks}) AND (session = ? OR expires_at > ?)",
-                                [*chunk, "" if session is None else session, now]))
+                                f"WHERE item_id IN ({marks})", chunk))
         with db.pipeline():
             cursors = [db.execute(sql, params) for sql, params in queries]
             results = [c.fetchall() for c in cursors]
@@ -404,14 +403,14 @@ class LabelStore:
                 "rounds": {r[0] for r in results[2]} if rounds else set(), "known": set(), "heads": {},
                 "leases": []}
         k = 3 if rounds else 2
-        per = 3 if now is not None else 2
+        per = 3 if leases else 2
         for c in range(len(chunks)):
             block = results[k + per * c: k + per * (c + 1)]
             snap["known"].update(r[0] for r in block[0])
             for row in block[1]:
                 snap["heads"][row[0]] = (row[1], row[2], row[3], None if row[4] is None else bytes(row[4]),
                                          row[5], row[6])
-            if now is not None:
+            if leases:
                 snap["leases"] += [tuple(r) for r in block[2]]
         return snap
 
@@ -614,9 +613,10 @@ class LabelStore:
         if not rows:
             return []
         with self._transaction("saving labels") as db:
-            now = db.now()
             items = [r[0] for r in rows]
-            snap = self._snapshot(db, items, session=session, now=now, rounds=[r[3] for r in rows if r[3] is not None])
+            snap = self._snapshot(db, items, leases=session is not None,
+                                  rounds=[r[3] for r in rows if r[3] is not None])
+            now = db.now()  # read with the write lock, in the snapshot's round trip
             class_ids = self._validate(rows, snap)
             heads = dict(snap["heads"])
             if session is not None:
@@ -732,8 +732,8 @@ class LabelStore:
         if session is not None:
             session = _check_name(session, "session")
         with self._transaction("undoing a label") as db:
-            now = db.now()
             snap = self._snapshot(db, [item_id])
+            now = db.now()
             if item_id not in snap["known"]:
                 raise ValueError(f"item id {_short(item_id)} is not in the pool")
             head = snap["heads"].get(item_id)
@@ -877,8 +877,8 @@ class LabelStore:
         if not ids:
             return []
         with self._transaction("leasing items") as db:
+            snap = self._snapshot(db, ids, leases=True)
             now = db.now()
-            snap = self._snapshot(db, ids, session=session, now=now)
             self._require_known(ids, snap, "leasing")
             busy = {i for i, h in snap["heads"].items() if h[5] != "undo"}  # labelled
             busy |= {i for i, holder, _, expires_at, _ in snap["leases"] if holder != session and expires_at > now}
@@ -906,8 +906,8 @@ class LabelStore:
         if not ids:
             return 0
         with self._transaction("releasing items") as db:
+            snap = self._snapshot(db, ids, leases=True)
             now = db.now()
-            snap = self._snapshot(db, ids, session=session, now=now)
             self._require_known(ids, snap, "releasing")
             mine = [i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now]
             for chunk, marks in _chunks(mine):
