@@ -196,6 +196,13 @@ def _json(obj, what: str) -> str:
 class LabelStore:
     """Append-only label history of one pool, in an SQLite file or a PostgreSQL database.
 
+    Sessions and leases: every :class:`~alwidgets.Session` passes its own id
+    (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
+    :meth:`undo`; items leased to one session are never handed to another
+    while the lease lives, and a session's write is refused with
+    :class:`LeaseConflictError` for items another session holds or relabelled
+    since this one was shown them.
+
     Parameters
     ----------
     path : str or Path
@@ -211,13 +218,6 @@ class LabelStore:
     read_only : bool
         Open without ever writing (e.g. to export a store another kernel is
         using, or a backup in a read-only folder).
-
-    Sessions and leases: every :class:`~alwidgets.Session` passes its own id
-    (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
-    :meth:`undo`; items leased to one session are never handed to another
-    while the lease lives, and a session's write is refused with
-    :class:`LeaseConflictError` for items another session holds or relabelled
-    since this one was shown them.
 
     Examples
     --------
