@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alwidgets.models import LinearProbe
 from alwidgets.select import available, make_selector
 
 BATCH = 64
@@ -34,8 +35,8 @@ N_LABELLED = 100
 N_CLASSES = 10
 # selectors that fit or refit a model inside select(); reported in their own table
 FITS_MODEL = {"bald", "committee", "class_targeted", "variance"}
-# constructor arguments for selectors that cannot run with defaults
-PARAMS = {"cost_aware": lambda n, rng: {"costs": rng.uniform(1.0, 5.0, n)}}
+# per-call select() inputs (contract v2) for selectors that take them
+INPUTS = {"cost_aware": lambda n, rng: {"costs": rng.uniform(1.0, 5.0, n)}}
 # scikit-activeml counterpart of each of our selectors
 COUNTERPART = {"kcenter": "CoreSet", "coverage": "TypiClust", "badge": "Badge", "margin": "UncertaintySampling"}
 
@@ -61,11 +62,14 @@ def make_pool(n: int, d: int, seed: int = 0, n_blobs: int = 100):
 
 def time_ours(name, X, labels, P, repeats, rng):
     try:
-        sel = make_selector(name, **PARAMS.get(name, lambda n, r: {})(len(X), rng))
+        sel = make_selector(name)
+        extra = INPUTS.get(name, lambda n, r: {})(len(X), rng)
         best = np.inf
         for r in range(repeats):
             t0 = time.perf_counter()
-            out = sel.select(BATCH, labels=labels, embeddings=X, probs=P, random_state=r)
+            # the loop passes its model to every selector; committee and class_targeted fit copies of it
+            out = sel.select(BATCH, labels=labels, embeddings=X, probs=P, model=LinearProbe(), random_state=r,
+                             **extra)
             best = min(best, time.perf_counter() - t0)
         assert len(out) == BATCH
         return best, ""
