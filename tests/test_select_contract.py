@@ -221,6 +221,16 @@ def test_overflow_prone_embeddings_are_refused_with_rows_named_not_sigabrt_or_a_
     assert all("L2 norm >= 1e+18 (rows [3, 8])" in line for line in lines), lines
 
 
+def test_a_labels_length_mismatch_blames_the_labels():
+    X, y, labels, P = pool()
+    with pytest.raises(ValueError, match=r"labels has 149 rows but embeddings and probs have 150"):
+        make_selector("badge").select(2, labels=labels[:-1], embeddings=X, probs=P)
+    with pytest.raises(ValueError, match=r"labels has 149 rows but embeddings has 150: both"):
+        Coverage().select(2, labels=labels[:-1], embeddings=X)
+    with pytest.raises(ValueError, match="embeddings has 149 rows but the pool has 150"):
+        make_selector("badge").select(2, labels=labels, embeddings=X[:-1], probs=P)
+
+
 def test_values_beyond_float32_are_named():
     E = np.ones((5, 2))
     E[2, 1] = 1e300

@@ -95,7 +95,7 @@ def test_bad_inputs_name_the_problem():
     X[7, 0] = np.inf
     with pytest.raises(ValueError, match=r"rows \[3, 7\]"):
         Coverage().select(2, labels=np.full(10, -1), embeddings=X)
-    with pytest.raises(ValueError, match="9 rows but the pool has 10"):
+    with pytest.raises(ValueError, match="labels has 10 rows but embeddings has 9: both need one row per pool item"):
         Coverage().select(2, labels=np.full(10, -1), embeddings=np.zeros((9, 3)))
     with pytest.raises(ValueError, match="max_clusters must be a positive integer"):
         Coverage(max_clusters=0).select(2, labels=np.full(9, -1), embeddings=np.zeros((9, 3)))
