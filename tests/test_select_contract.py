@@ -266,3 +266,19 @@ def test_selection_output_check_refuses_non_finite_scores():
 
     with pytest.raises(RuntimeError, match="non-finite scores"):
         Broken().select(2, labels=np.full(5, -1))
+
+
+def test_embeddings_are_validated_in_chunks_without_copying_float32(tmp_path):
+    from alwidgets._validation import check_embeddings
+
+    mm = np.memmap(tmp_path / "emb.f32", dtype=np.float32, mode="w+", shape=(70_000, 2))
+    mm[:] = 1.0
+    out = check_embeddings(mm)
+    assert np.shares_memory(out, mm)                       # a memory map stays one: no float32 copy in RAM
+    mm[69_999, 1] = np.nan                                 # rows in the second chunk are named too
+    mm[65_540, 0] = 2e18
+    with pytest.raises(ValueError, match=r"NaN or inf values in rows \[69999\]"):
+        check_embeddings(mm)
+    mm[69_999, 1] = 0.0
+    with pytest.raises(ValueError, match=r"L2 norm >= 1e\+18 \(rows \[65540\]\)"):
+        check_embeddings(mm)
