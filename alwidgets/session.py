@@ -160,6 +160,7 @@ class Session:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
+        self._fitted_at = None    # the store's change counter when it was made
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
@@ -348,10 +349,21 @@ class Session:
 
     # ------------------------------------------------------------------ items
     def thumbnail(self, item_id: str, size: int | None = None):
-        """``(bytes, mime, (w, h))`` of an item's thumbnail; ``ImageReadError`` if unreadable."""
+        """``(bytes, mime, (w, h))`` of an item's thumbnail.
+
+        An unreadable item raises :class:`~alwidgets.pool.ImageReadError` and is recorded in
+        ``pool.errors``, so it is never offered again.
+        """
         from PIL import Image
 
-        data = self.pool.thumbnail(self.pool.index_of(item_id), size=size or self.thumbnail_size)
+        from .pool import ImageReadError
+
+        i = self.pool.index_of(item_id)
+        try:
+            data = self.pool.thumbnail(i, size=size or self.thumbnail_size)
+        except ImageReadError as e:
+            self.pool.errors[self.pool.ids[i]] = e.reason
+            raise
         with Image.open(io.BytesIO(data)) as im:  # reads the header only
             fmt, wh = im.format, im.size
         return data, f"image/{(fmt or 'jpeg').lower()}", wh
@@ -382,7 +394,14 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
+        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
         return self.fitted_
+
+    def _fit_fresh(self, labels):
+        """The current fit if the store has not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+            return self.fitted_
+        return self._fit(labels)
 
     def evaluate(self) -> dict:
         """Quality of the current model: on the test set if given, else cross-validated (seeded
@@ -397,8 +416,7 @@ class Session:
     def _evaluate(self, labels) -> dict:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self.test is not None:
-            if self.fitted_ is None or self.fitted_.n_labels != n:
-                self._fit(labels)
+            self._fit_fresh(labels)
             y_true, source = self.test[1], "test"
             m = None if self.fitted_.eval_predictions is None else \
                 {**self.task.score(y_true, self.fitted_.eval_predictions), "score_std": 0.0}
@@ -443,7 +461,7 @@ class Session:
         t0 = time.perf_counter()
         fitted = None
         if n_done:
-            fitted = self.fitted_ if self.fitted_ is not None and self.fitted_.n_labels == n_done else self._fit(labels)
+            fitted = self._fit_fresh(labels)
         idx, info, n_refused = self._pick(k, labels, fitted, inputs) if k > 0 else (np.empty(0, np.int64), {}, 0)
         t1 = time.perf_counter()
         probs = None if fitted is None else self.task.selector_probs(fitted.predictions)
@@ -552,10 +570,11 @@ class Session:
         self._skipped.update(skipped)
         self._skipped.difference_update(saved)
         done = set(saved) | set(conflicts) | set(skipped)
-        self._leased = [k for k in self._leased if k not in set(saved)]
         if self.batch is not None:
-            keep = [j for j, k in enumerate(self.batch.ids) if k not in done]
-            self.batch = _subset(self.batch, keep)
+            self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
+        self._leased = [k for k in self._leased if k not in set(saved)]  # saving a label ended its lease
+        if not len(self.batch or ()):
+            self._release()  # the batch is done: skipped and untouched items go back to the others
         try:
             labels_now = self.labels()
             msg = self._after_change(len(saved), labels_now, round_done=not len(self.batch or ()))
@@ -578,7 +597,7 @@ class Session:
         shown = set(self.batch.ids) if self.batch is not None else set()
         outside = [k for k in [*labels, *skipped] if not isinstance(k, str) or k not in shown]
         if outside:
-            raise ValueError(f"not in the current batch: item ids {[_short(k) for k in outside[:5]]}"
+            raise ValueError(f"not in the current batch: item ids [{', '.join(_short(k) for k in outside[:5])}]"
                              + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
                              + "; only the batch from next_batch() can be submitted (session.import_labels "
                                "takes labels from elsewhere)")
@@ -587,7 +606,7 @@ class Session:
         for k, v in labels.items():
             enc = self.task.encode(v)  # ValueError naming an unknown class
             records.append({"item_id": k, **{f: x for f, x in enc.items() if x is not None}, "round": rid,
-                            "seconds": _seconds(seconds.get(k)), "annotator": self.annotator,
+                            "seconds": seconds.get(k), "annotator": self.annotator,
                             "source": "accepted" if sources.get(k) == "accepted" else
                             "simulated" if sources.get(k) == "simulated" else "human"})
         return records, [str(s) for s in skipped]
@@ -809,15 +828,6 @@ def _short(value) -> str:
 def _source_text(source, n_eval, n_labels) -> str:
     """How an accuracy was measured, in words (``metrics["source_text"]``)."""
     return f"test set, {n_eval} items" if source == "test" else f"cross-validated on {n_labels} labelled items"
-
-
-def _seconds(v):
-    """A non-negative finite number of seconds, or None."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return v if np.isfinite(v) and v >= 0 else None
 
 
 def _jsonable(params: dict) -> dict:
