@@ -265,6 +265,8 @@ def cold_start(selector: "Selector", labels, probs):
     :class:`~alwidgets.select.Random`, and ``reason`` says why. Selectors that
     fit their own models (committee, BALD, class-targeted, variance) handle
     too few labels themselves (see :func:`too_few_labels`).
+    ``labels`` is part of the signature so the loop's call does not change if
+    the rule comes to depend on them; today it does not.
 
     >>> import numpy as np
     >>> from alwidgets.select import Margin, Coverage
