@@ -294,6 +294,22 @@ def test_plots_follow_the_session():
     assert "50% ± 10" in title
 
 
+def test_each_display_gets_figure_widgets_with_no_update_history():
+    s = FakeSession()
+    app = SessionView(s).show(4)
+    submit(app.grid, _truth(s, s.ids[:4]))
+    before = dict(app.figures)
+    bundle = app._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert all(app.figures[k] is not before[k] for k in before)
+    assert list(app._row.children) == list(app.figures.values())
+    assert app.trace("session").x == (4,) and app.figures["accuracy"].layout.xaxis.range == (0, 10)
+    assert all(f.comm is None for f in before.values())            # the old ones are closed
+    s.next_batch(4)
+    submit(app.grid, _truth(s, s.ids[4:8]))
+    assert app.trace("session").x == (4, 8)
+
+
 def test_the_baseline_event_is_drawn():
     s = FakeSession()
     app = SessionView(s).show(2)

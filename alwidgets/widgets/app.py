@@ -37,14 +37,30 @@ class LabelApp(ipw.VBox):
         self.figures = {name: go.FigureWidget(fig) for name, fig in
                         plots.session_panels(self.classes, calibration=calibration).items()}
         self.panels = list(self.figures)
-        row = ipw.Box(list(self.figures.values()),
-                      layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
-        super().__init__([grid, row])
+        self._row = ipw.Box(list(self.figures.values()),
+                            layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        super().__init__([grid, self._row])
+
+    def _fresh_figures(self) -> None:
+        """Replace the figure widgets by copies built from their current state.
+
+        A plotly ``FigureWidget`` view created after the figure received updates draws
+        an empty default plot (plotly 6-7), and ``session.label()`` shows the same app
+        again after every round: each display gets figures with no update history.
+        """
+        import plotly.graph_objects as go
+
+        old = self.figures
+        self.figures = {name: go.FigureWidget(fig) for name, fig in old.items()}
+        self._row.children = list(self.figures.values())
+        for fig in old.values():
+            fig.close()
 
     def _repr_mimebundle_(self, **kwargs):
         # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
         from ..report import snapshot_html
 
+        self._fresh_figures()
         data = super()._repr_mimebundle_(**kwargs)
         if isinstance(data, dict):
             try:
