@@ -30,37 +30,19 @@ class LabelApp(ipw.VBox):
     """
 
     def __init__(self, grid, classes, *, calibration: bool = False):
-        import plotly.graph_objects as go
-
         self.grid = grid
         self.classes = list(classes)
-        self.figures = {name: go.FigureWidget(fig) for name, fig in
+        self.figures = {name: _live(fig) for name, fig in
                         plots.session_panels(self.classes, calibration=calibration).items()}
         self.panels = list(self.figures)
         self._row = ipw.Box(list(self.figures.values()),
                             layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
         super().__init__([grid, self._row])
 
-    def _fresh_figures(self) -> None:
-        """Replace the figure widgets by copies built from their current state.
-
-        A plotly ``FigureWidget`` view created after the figure received updates draws
-        an empty default plot (plotly 6-7), and ``session.label()`` shows the same app
-        again after every round: each display gets figures with no update history.
-        """
-        import plotly.graph_objects as go
-
-        old = self.figures
-        self.figures = {name: go.FigureWidget(fig) for name, fig in old.items()}
-        self._row.children = list(self.figures.values())
-        for fig in old.values():
-            fig.close()
-
     def _repr_mimebundle_(self, **kwargs):
         # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
         from ..report import snapshot_html
 
-        self._fresh_figures()
         data = super()._repr_mimebundle_(**kwargs)
         if isinstance(data, dict):
             try:
@@ -102,3 +84,20 @@ class LabelApp(ipw.VBox):
             else:
                 fig.update_layout(showlegend=True)
 
+
+
+def _live(fig):
+    """A ``FigureWidget`` showing ``fig``, filled by messages rather than by its initial state.
+
+    plotly's FigureWidget sends its traces and layout as a state update right after the
+    widget opens, and a view that renders before that update lands draws an empty
+    default plot for good (its view only follows the add-traces/relayout messages). An
+    empty widget that then gets ``add_traces`` and ``update_layout`` is drawn right
+    whichever comes first: the view renders what the model has and follows the rest.
+    """
+    import plotly.graph_objects as go
+
+    widget = go.FigureWidget()
+    widget.add_traces(list(fig.data))
+    widget.update_layout(fig.layout)
+    return widget
