@@ -149,9 +149,6 @@ def check_positive_int(value, name: str = "n") -> int:
     return int(value)
 
 
-check_batch_size = check_positive_int
-"""Deprecated alias of :func:`check_positive_int`, kept until session/simulate/cli stop using it."""
-
 
 def check_candidates(candidates, labels: np.ndarray, name: str = "candidates") -> np.ndarray:
     """Sorted pool indices that may be picked: unlabelled items, restricted to ``candidates`` if given.

@@ -181,8 +181,10 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         >>> import numpy as np
         >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]])
         >>> head = MLPHead(epochs=20, random_state=0).fit(X, [0, 0, 1, -1])
-        >>> [(start, z.shape) for start, z in head.sample_logits(X, n_samples=3, random_state=0, chunk=3)]
-        [(0, (3, 2, 3)), (3, (3, 2, 1))]
+        >>> for start, z in head.sample_logits(X, n_samples=3, random_state=0, chunk=3):
+        ...     print(start, z.shape)
+        0 (3, 2, 3)
+        3 (3, 2, 1)
         """
         X = check_embeddings(X, name="X")
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:

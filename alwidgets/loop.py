@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .select.base import Selection, Selector
+from .select.base import Selection, cold_start
 from .select.registry import make_selector
 
 
@@ -54,19 +54,6 @@ class Fitted:
     eval_predictions: object
     n_labels: int
     seconds: float
-
-
-def cold_start(selector: Selector, probs) -> tuple[Selector, str | None]:
-    """The selector to use this round, and why it is not ``selector`` (None when it is).
-
-    A strategy that ranks by the model's predictions has nothing to rank by before
-    the first fit: it takes a random batch instead. Written once, here.
-    """
-    if probs is None and "probs" in selector.requires:
-        from .select.random import Random
-
-        return Random(), f"{selector.name} needs a fitted model; random first batch"
-    return selector, None
 
 
 class Loop:
@@ -110,8 +97,9 @@ class Loop:
         """
         pred = None if fitted is None else fitted.predictions
         probs = None if pred is None else self.task.selector_probs(pred)
-        chooser, reason = cold_start(self.selector, probs)
-        sel = chooser.select(n, labels=self.task.selector_labels(labels), embeddings=X, probs=probs,
+        sel_labels = self.task.selector_labels(labels)
+        chooser, reason = cold_start(self.selector, sel_labels, probs)
+        sel = chooser.select(n, labels=sel_labels, embeddings=X, probs=probs,
                              model=self.model, candidates=candidates, random_state=random_state,
                              **self.task.selector_inputs(labels), **inputs)
         info = dict(sel.info)

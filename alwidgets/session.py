@@ -348,10 +348,21 @@ class Session:
 
     # ------------------------------------------------------------------ items
     def thumbnail(self, item_id: str, size: int | None = None):
-        """``(bytes, mime, (w, h))`` of an item's thumbnail; ``ImageReadError`` if unreadable."""
+        """``(bytes, mime, (w, h))`` of an item's thumbnail.
+
+        An unreadable item raises :class:`~alwidgets.pool.ImageReadError` and is recorded in
+        ``pool.errors``, so it is never offered again.
+        """
         from PIL import Image
 
-        data = self.pool.thumbnail(self.pool.index_of(item_id), size=size or self.thumbnail_size)
+        from .pool import ImageReadError
+
+        i = self.pool.index_of(item_id)
+        try:
+            data = self.pool.thumbnail(i, size=size or self.thumbnail_size)
+        except ImageReadError as e:
+            self.pool.errors[self.pool.ids[i]] = e.reason
+            raise
         with Image.open(io.BytesIO(data)) as im:  # reads the header only
             fmt, wh = im.format, im.size
         return data, f"image/{(fmt or 'jpeg').lower()}", wh
@@ -552,10 +563,11 @@ class Session:
         self._skipped.update(skipped)
         self._skipped.difference_update(saved)
         done = set(saved) | set(conflicts) | set(skipped)
-        self._leased = [k for k in self._leased if k not in set(saved)]
         if self.batch is not None:
-            keep = [j for j, k in enumerate(self.batch.ids) if k not in done]
-            self.batch = _subset(self.batch, keep)
+            self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
+        self._leased = [k for k in self._leased if k not in set(saved)]  # saving a label ended its lease
+        if not len(self.batch or ()):
+            self._release()  # the batch is done: skipped and untouched items go back to the others
         try:
             labels_now = self.labels()
             msg = self._after_change(len(saved), labels_now, round_done=not len(self.batch or ()))
@@ -578,7 +590,7 @@ class Session:
         shown = set(self.batch.ids) if self.batch is not None else set()
         outside = [k for k in [*labels, *skipped] if not isinstance(k, str) or k not in shown]
         if outside:
-            raise ValueError(f"not in the current batch: item ids {[_short(k) for k in outside[:5]]}"
+            raise ValueError(f"not in the current batch: item ids [{', '.join(_short(k) for k in outside[:5])}]"
                              + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
                              + "; only the batch from next_batch() can be submitted (session.import_labels "
                                "takes labels from elsewhere)")
@@ -587,7 +599,7 @@ class Session:
         for k, v in labels.items():
             enc = self.task.encode(v)  # ValueError naming an unknown class
             records.append({"item_id": k, **{f: x for f, x in enc.items() if x is not None}, "round": rid,
-                            "seconds": _seconds(seconds.get(k)), "annotator": self.annotator,
+                            "seconds": seconds.get(k), "annotator": self.annotator,
                             "source": "accepted" if sources.get(k) == "accepted" else
                             "simulated" if sources.get(k) == "simulated" else "human"})
         return records, [str(s) for s in skipped]
@@ -809,15 +821,6 @@ def _short(value) -> str:
 def _source_text(source, n_eval, n_labels) -> str:
     """How an accuracy was measured, in words (``metrics["source_text"]``)."""
     return f"test set, {n_eval} items" if source == "test" else f"cross-validated on {n_labels} labelled items"
-
-
-def _seconds(v):
-    """A non-negative finite number of seconds, or None."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return v if np.isfinite(v) and v >= 0 else None
 
 
 def _jsonable(params: dict) -> dict:

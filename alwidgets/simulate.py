@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ._validation import UNLABELED, check_batch_size, check_embeddings
+from ._validation import UNLABELED, check_positive_int, check_embeddings
 from .loop import Loop
 from .models import default_model
 from .select.base import Selector
@@ -254,9 +254,9 @@ def simulate(
     sels = _strategies(strategies)
     if target_acc is not None and not (0.0 < target_acc <= 1.0):
         raise ValueError(f"target_acc must be in (0, 1], got {target_acc}")
-    batch_size = check_batch_size(batch_size, "batch_size")
-    budget = check_batch_size(budget, "budget")
-    repeats = check_batch_size(repeats, "repeats")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    budget = check_positive_int(budget, "budget")
+    repeats = check_positive_int(repeats, "repeats")
     if isinstance(seed_per_class, bool) or not isinstance(seed_per_class, (int, np.integer)) or seed_per_class < 0:
         raise ValueError(f"seed_per_class must be an integer >= 0, got {seed_per_class!r}")
     if seed_per_class * n_classes >= budget:

@@ -96,7 +96,7 @@ class PostgresServer:
             raise RuntimeError(f"pg_ctl start failed: {r.stdout}{r.stderr}\n{self.log.read_text()[-3000:]}")
 
     def restart(self) -> None:
-        r = self._run("pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", self.data, check=False)
+        r = self._run("pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", self.data, "-l", self.log, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctl restart failed: {r.stdout}{r.stderr}")
 

@@ -36,7 +36,7 @@ def test_round_trip(pool, X):
     batch = s.next_batch(8)
     assert isinstance(batch, Batch) and len(batch) == 8 and events["batch"] == [batch]
     assert batch.suggestions == [None] * 8 and batch.strategy == "random (cold start)"
-    assert "needs a fitted model" in batch.info["cold_start"]
+    assert "needs probs" in batch.info["cold_start"]
     assert s.progress() == {"pool_labelled": 0, "pool_size": len(pool), "budget": None}
 
     ids = list(batch)
@@ -94,6 +94,8 @@ def test_submit_only_takes_the_current_batch(pool, X):
         s.submit([("a", "1")])
     with pytest.raises(TypeError, match="skipped must be a list"):
         s.submit({}, skipped="abc")
+    with pytest.raises(ValueError, match="seconds must be finite and >= 0"):    # one seconds rule: the store's
+        s.submit(truth(s, batch), seconds={batch.ids[0]: -1.0})
     assert s.store.current_labels() == {}
     s.submit(truth(s, batch))
     with pytest.raises(ValueError, match="not in the current batch"):   # the same batch twice

@@ -344,6 +344,43 @@ def test_undo_only_retracts_own_label(store):
     assert store.current_labels() == {}
 
 
+HOSTILE = ["x'); DROP TABLE labels; --", 'Robert"); DELETE FROM items; --', "%s %(x)s ? $1 :name",
+           "\\x00 not a NUL, a backslash", "名前 ☃ ‮rtl", "a" * 5000, " leading and trailing ", "\n\t"]
+
+
+def test_hostile_names_are_stored_and_read_back_verbatim(db):
+    """Client values are query parameters, never SQL text: hostile ids, classes, annotators, sessions and
+    payloads round-trip unchanged and the tables survive."""
+    ids = HOSTILE + ["plain"]
+    classes = [f"class {c}" for c in HOSTILE[:3]] + HOSTILE[3:5]
+    with LabelStore(db, annotator=HOSTILE[1]) as s:
+        s.attach_pool(ids, classes)
+        assert s.classes == classes and s.item_ids == sorted(ids)
+        payload = bytes(range(256)) + b"'; DROP TABLE labels; --"
+        recs = [lab(i, classes[k % len(classes)], annotator=HOSTILE[k % 3]) for k, i in enumerate(HOSTILE)]
+        recs[0].update(payload=payload, media_type="image/png; x='1'")
+        assert s.lease(ids, session=HOSTILE[2]) == ids
+        s.add_labels(recs, session=HOSTILE[2])
+        r = s.start_round(HOSTILE[0], {HOSTILE[1]: HOSTILE[2]}, HOSTILE[3])
+        s.finish_round(r, {"note": HOSTILE[4]}, {})
+    with LabelStore(db) as s:
+        assert s.current_labels() == {i: classes[k % len(classes)] for k, i in enumerate(HOSTILE)}
+        hist = s.labels_df(history=True)
+        assert hist["annotator"].tolist() == [HOSTILE[k % 3] for k in range(len(HOSTILE))]
+        assert set(hist["session"]) == {HOSTILE[2]}
+        assert s.payload(HOSTILE[0]) == (payload, "image/png; x='1'")
+        rounds = s.rounds_df()
+        assert rounds["strategy"].tolist() == [HOSTILE[0]] and rounds["params"][0] == {HOSTILE[1]: HOSTILE[2]}
+        assert rounds["model"].tolist() == [HOSTILE[3]] and rounds["metrics"][0] == {"note": HOSTILE[4]}
+        assert s.check() == []
+        for bad in ("a\x00b", "\udc80"):  # text no database can hold is refused up front, naming the problem
+            with pytest.raises(ValueError, match="NUL|surrogate"):
+                s.add_labels([lab("plain", bad)])
+            with pytest.raises(ValueError, match="NUL|surrogate"):
+                s.attach_pool(ids, classes + [bad])
+        assert len(s.labels_df(history=True)) == len(HOSTILE)
+
+
 def test_store_boundary_refuses_malformed_ids_and_writes_nothing(store):
     """Defect 6: unknown or malformed ids never reach the store, so later calls keep working."""
     store.lease(IDS[:2], session="k1")

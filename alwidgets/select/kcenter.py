@@ -69,6 +69,8 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
     N = len(X)
 
     def refresh(rows, t):
+        if not len(rows):
+            return
         lo = int(applied[rows].min())
         C = X[centers[lo:t]]
         for s in range(0, len(rows), 16384):

@@ -235,7 +235,7 @@ class PostgresBackend:
                                    application_name="alwidgets")
         except psycopg.Error as e:
             raise StoreConnectionError(
-                f"cannot connect to the label store {self.path}: {str(e).strip()}; {_NOTHING_LOST}. "
+                f"cannot connect to the label store {self.path}: {' '.join(str(e).split())}; {_NOTHING_LOST}. "
                 f"Is the server running and the connection string right?", self.path) from e
         try:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(self.timeout * 1000)}ms",))

@@ -91,9 +91,9 @@ def _default_annotator() -> str:
         return "anonymous"
 
 
-def _text_problem(value) -> str | None:
-    """Why ``value`` cannot be a name in the store (None when it can)."""
-    if not isinstance(value, str) or not value.strip():
+def _text_problem(value, *, blank_ok: bool = False) -> str | None:
+    """Why ``value`` cannot be a name in the store (None when it can); item ids may be blank (``blank_ok``)."""
+    if not isinstance(value, str) or not (value if blank_ok else value.strip()):
         return "must be a non-empty string"
     if "\x00" in value:
         return "contains a NUL character"
@@ -135,10 +135,10 @@ def _check_ids(ids, *, allow_empty: bool = False, what: str = "ids") -> list[str
         raise TypeError(f"{what} must be a list of item id strings, got {type(ids).__name__}") from None
     if not ids and not allow_empty:
         raise ValueError(f"{what} is empty: a pool needs at least one item")
-    bad = [k for k, i in enumerate(ids) if _text_problem(i)]
+    bad = [k for k, i in enumerate(ids) if _text_problem(i, blank_ok=True)]
     if bad:
         raise ValueError(f"item ids must be non-empty strings; positions {_listing(bad)} are not "
-                         f"(first: {_short(ids[bad[0]])}: {_text_problem(ids[bad[0]])})")
+                         f"(first: {_short(ids[bad[0]])}: {_text_problem(ids[bad[0]], blank_ok=True)})")
     return ids
 
 
@@ -151,7 +151,8 @@ def check_classes(classes) -> list[str]:
         raise ValueError("classes is empty: give at least one class name")
     bad = [c for c in classes if _text_problem(c)]
     if bad:
-        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)}")
+        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)} "
+                         f"({_short(bad[0], 40)} {_text_problem(bad[0])})")
     dups = sorted({c for c in classes if classes.count(c) > 1})
     if dups:
         raise ValueError(f"duplicate class names {_listing(dups)}")
@@ -211,6 +212,8 @@ class LabelStore:
         Open without ever writing (e.g. to export a store another kernel is
         using, or a backup in a read-only folder).
 
+    Notes
+    -----
     Sessions and leases: every :class:`~alwidgets.Session` passes its own id
     (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
     :meth:`undo`; items leased to one session are never handed to another
@@ -301,12 +304,17 @@ class LabelStore:
         """One write transaction holding the store's write lock: COMMIT, or roll back and raise."""
         with self._lock:
             db = self._backend()
-            try:
-                db.ensure()
-                db.begin()
-            except db.errors as e:
-                db.rollback()
-                raise db.translate(e, action) from e
+            for attempt in (0, 1):
+                try:
+                    db.ensure()
+                    db.begin()
+                    break
+                except db.errors as e:  # a connection that died while idle: nothing was sent, so reconnect
+                    if attempt == 0 and db.is_disconnect(e):
+                        db.translate(e, action)  # closes it; ensure() opens a new one
+                        continue
+                    db.rollback()
+                    raise db.translate(e, action) from e
             try:
                 yield db
                 db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
@@ -421,6 +429,10 @@ class LabelStore:
             raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
         classes = None if classes is None else check_classes(classes)
         fp = pool_fingerprint(ids)
+        if self.fingerprint == fp and (classes is None or classes == self.classes):
+            heads = self._query("SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
+                                "WHERE l.superseded_by IS NULL AND l.source <> 'undo'")
+            return self._attach_report(fp, ids, heads, [], "fingerprint")  # attached already: nothing to write
         with self._transaction("attaching the pool") as db:
             stored_fp = self._meta(db, "pool_fingerprint")
             if stored_fp is None:
@@ -450,14 +462,17 @@ class LabelStore:
             heads = db.execute(
                 "SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
                 "WHERE l.superseded_by IS NULL AND l.source <> 'undo'").fetchall()
+        return self._attach_report(fp, ids, heads, new_classes,
+                                   match if stored_fp not in (None, fp) else "fingerprint")
+
+    def _attach_report(self, fp, ids, heads, new_classes, matched_by) -> AttachReport:
         orphaned = sorted(i for i, in_pool in heads if not in_pool)
         report = AttachReport(fingerprint=fp, n_items=len(ids), n_labelled=len(heads) - len(orphaned),
-                              new_classes=new_classes, orphaned=orphaned,
-                              matched_by=match if stored_fp not in (None, fp) else "fingerprint")
+                              new_classes=new_classes, orphaned=orphaned, matched_by=matched_by)
         if orphaned:
             warnings.warn(f"{len(orphaned)} labelled items of {self.path} are not in this pool "
                           f"({_listing(orphaned, 5)}); their labels are kept in the store but not used.",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=3)
         return report
 
     def _extend_classes(self, db, classes) -> list[str]:
@@ -500,8 +515,8 @@ class LabelStore:
                                 f"(allowed: {sorted(_RECORD_KEYS)})")
             item_id, label = rec.get("item_id"), rec.get("label")
             payload, media_type = rec.get("payload"), rec.get("media_type")
-            if _text_problem(item_id):
-                problems.append(f"record {k}: item_id {_text_problem(item_id)}, got {_short(item_id)}")
+            if _text_problem(item_id, blank_ok=True):
+                problems.append(f"record {k}: item_id {_text_problem(item_id, blank_ok=True)}, got {_short(item_id)}")
             if payload is not None:
                 if not isinstance(payload, (bytes, bytearray, memoryview)):
                     problems.append(f"record {k}: payload must be bytes, got {type(payload).__name__}")
@@ -519,7 +534,8 @@ class LabelStore:
             if label is None and payload is None:
                 problems.append(f"record {k}: label must be a class name (or give a payload), got None")
             elif label is not None and _text_problem(label):
-                problems.append(f"record {k}: label must be a class name, got {_short(label)}")
+                problems.append(f"record {k}: label must be a class name, got {_short(label)} "
+                                f"(it {_text_problem(label).replace('must be', 'is not')})")
             source = rec.get("source") or "human"
             if source not in SOURCES:
                 problems.append(f"record {k}: source must be one of {SOURCES}, got {_short(source)}")

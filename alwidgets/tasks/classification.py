@@ -45,14 +45,13 @@ def check_class_names(classes) -> list[str]:
             raise ValueError(f"class name {name[:40]!r}... is {len(name)} characters long; the limit is 200")
         if not name.strip() or any(ch in _INVISIBLE for ch in name) or not name.isprintable():
             raise ValueError(f"class name {name!r} is empty or holds invisible or control characters")
-        name = unicodedata.normalize("NFC", name)
         key = unicodedata.normalize("NFKC", name).casefold().strip()
         if key in seen:
             other = seen[key]
             raise ValueError(f"class name {other!r} is given twice" if other == name else
                              f"class names {other!r} and {name!r} look the same; rename one")
         seen[key] = name
-        out.append(name)
+        out.append(unicodedata.normalize("NFC", name))
     if not out:
         raise ValueError("give at least one class name")
     return out
