@@ -78,7 +78,7 @@ class FakeSession:
         self._emit("batch", self.batch)
         return self.batch
 
-    def submit(self, labels, *, sources=None, seconds=None, skipped=()):
+    def submit(self, labels, *, sources=None, seconds=None, skipped=(), close=False):
         if not isinstance(labels, dict):
             raise TypeError("labels must be a dict")
         shown = set(self.batch.ids) if self.batch is not None else set()
@@ -105,10 +105,12 @@ class FakeSession:
         self.metrics_ = {"n_labels": n, "accuracy": 0.5 if n > 1 else None, "accuracy_std": 0.1 if n > 1 else None,
                          "source_text": f"cross-validated on {n} labelled items",
                          "per_class": {c: (0.0 if c == "cat" else None) for c in self.classes}}
-        if not len(self.batch):
+        if close or not len(self.batch):  # the round ends; the untouched rest goes back to the pool
             self.rounds.append({"round": len(self.rounds) + 1, "strategy": "random", "n_labels": n,
                                 "n_added": len(labels), "accuracy": self.metrics_["accuracy"],
                                 "accuracy_std": self.metrics_["accuracy_std"], "session_id": self.session_id})
+        if close:
+            self.batch = None
         msg = f"saved {len(labels)} labels · accuracy 50% ± 10"
         self._emit("change", msg)
         return msg
@@ -206,6 +208,23 @@ def test_enter_without_continuous_says_what_happened_and_what_to_run():
     assert [it["id"] for it in grid.items] == s.ids[4:8] and grid.notice == ""
 
 
+def test_enter_ends_the_batch_when_the_session_can():
+    s = FakeSession()
+    grid = SessionView(s).show(4).grid
+    submit(grid, _truth(s, s.ids[:2]))               # two tiles left untouched
+    assert s.batch is None and s.history["n_labels"].tolist() == [2]
+
+    class Older(FakeSession):                        # a session whose submit has no close=
+        def submit(self, labels, *, sources=None, seconds=None, skipped=()):
+            return super().submit(labels, sources=sources, seconds=seconds, skipped=skipped)
+
+    s = Older()
+    grid = SessionView(s).show(4).grid
+    submit(grid, _truth(s, s.ids[:2]))
+    assert grid.error == {} and grid.items == [] and NEXT_HINT in grid.notice
+    assert len(s.batch) == 2 and s.history.empty      # kept until the next batch
+
+
 def test_enter_with_continuous_shows_the_next_batch():
     s = FakeSession(n=6)
     grid = SessionView(s).show(4, continuous=True).grid
@@ -292,6 +311,25 @@ def test_plots_follow_the_session():
     assert app.trace("per_class_missing").y == (None, 1.0, 1.0)
     title = app.figures["accuracy"].layout.title.text
     assert "50% ± 10" in title
+
+
+def test_the_figure_widgets_start_empty_and_are_filled_by_messages():
+    """Their traces and layout reach the browser as add-traces/relayout messages, which every
+    view follows (an initial-state figure can render before its data arrives: an empty plot)."""
+    import plotly.graph_objects as go
+
+    s = FakeSession()
+    app = SessionView(s).show(4)
+    for name, fig in app.figures.items():
+        assert fig._widget_data == [] and "title" not in fig._widget_layout, name
+        assert fig.data and fig.layout.title.text.startswith(plots_title(name))
+    assert isinstance(app.figures["accuracy"], go.FigureWidget)
+
+
+def plots_title(name):
+    from alwidgets.plots import PANEL_TITLES
+
+    return PANEL_TITLES[name]
 
 
 def test_the_baseline_event_is_drawn():

@@ -30,16 +30,14 @@ class LabelApp(ipw.VBox):
     """
 
     def __init__(self, grid, classes, *, calibration: bool = False):
-        import plotly.graph_objects as go
-
         self.grid = grid
         self.classes = list(classes)
-        self.figures = {name: go.FigureWidget(fig) for name, fig in
+        self.figures = {name: _live(fig) for name, fig in
                         plots.session_panels(self.classes, calibration=calibration).items()}
         self.panels = list(self.figures)
-        row = ipw.Box(list(self.figures.values()),
-                      layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
-        super().__init__([grid, row])
+        self._row = ipw.Box(list(self.figures.values()),
+                            layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        super().__init__([grid, self._row])
 
     def _repr_mimebundle_(self, **kwargs):
         # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
@@ -86,3 +84,20 @@ class LabelApp(ipw.VBox):
             else:
                 fig.update_layout(showlegend=True)
 
+
+
+def _live(fig):
+    """A ``FigureWidget`` showing ``fig``, filled by messages rather than by its initial state.
+
+    plotly's FigureWidget sends its traces and layout as a state update right after the
+    widget opens, and a view that renders before that update lands draws an empty
+    default plot for good (its view only follows the add-traces/relayout messages). An
+    empty widget that then gets ``add_traces`` and ``update_layout`` is drawn right
+    whichever comes first: the view renders what the model has and follows the rest.
+    """
+    import plotly.graph_objects as go
+
+    widget = go.FigureWidget()
+    widget.add_traces(list(fig.data))
+    widget.update_layout(fig.layout)
+    return widget

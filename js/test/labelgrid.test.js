@@ -122,6 +122,16 @@ describe("rendering", () => {
     assert.equal(URL.revoked.length, 8);
   });
 
+  it("a state update whose progress arrives before its new items does not break the grid", () => {
+    const { model, tiles } = mount();
+    model.state.items = items(2);
+    model.state.progress = { pool_labelled: 9, pool_size: 100 };
+    assert.doesNotThrow(() => model.emit("change:progress"));
+    assert.equal(tiles().length, 2);
+    model.emit("change:items");
+    assert.equal(tiles().length, 2);
+  });
+
   it("shows accuracy ± std in the progress line", () => {
     assert.equal(progressText(0, 0, { pool_labelled: 14, pool_size: 1797, accuracy: 0.6249, accuracy_std: 0.081 }),
                  "pool 14/1797 labelled · accuracy 62% ± 8");

@@ -89,23 +89,24 @@ def test_label_batch_in_browser(ui, server, page, sync_api):
     expect(nine).to_have_text("9")                 # the key is the class name: one keycap, no "0 9"
     nine.click()
     # focus wrapped to the first open tile (2): 5 gives class "5"; then left to tile 3 and 7 relabels it "7"
-    _press(page, "5", "ArrowLeft", "7")
-    want = {ids[0]: "2", ids[2]: "5", ids[3]: "7", ids[5]: "9", ids[6]: "9", ids[7]: "9"}
+    # the cursor moved on to tile 4, the last open one: 8 labels it, and the batch is complete
+    _press(page, "5", "ArrowLeft", "7", "8")
+    want = {ids[0]: "2", ids[2]: "5", ids[3]: "7", ids[4]: "8", ids[5]: "9", ids[6]: "9", ids[7]: "9"}
     shown = {ids[i]: tiles.nth(i).locator(".alw-assigned").inner_text() for i in range(8)}
     assert shown == {**{i: "" for i in ids}, **want, ids[1]: "skipped"}
 
     page.keyboard.press("Enter")
-    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 6 labels", timeout=SLOW)
+    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 7 labels", timeout=SLOW)
     # no bare "0/0": what happened and what to run next
-    expect(page.locator(".alw-grid .alw-notice")).to_contain_text("saved 6 labels — run session.label() again")
+    expect(page.locator(".alw-grid .alw-notice")).to_contain_text("saved 7 labels — run session.label() again")
     expect(page.locator(".alw-grid .alw-progress")).not_to_contain_text("0/0")
     expect(points).to_have_count(1, timeout=STEP)  # the accuracy plot gained a point
 
     got = cell_json(page, 1)
     assert got["labels"] == want
     assert got["not_offered"] == [ids[1]]           # the skipped item is not offered again
-    assert got["plot_x"] == [6]
-    assert [(h["n_labels"], h["n_added"]) for h in got["history"]] == [(6, 6)]
+    assert got["plot_x"] == [7]
+    assert [(h["n_labels"], h["n_added"]) for h in got["history"]] == [(7, 7)]
     assert got["history"][0]["strategy"].startswith("random")  # cold start: no model to be uncertain with
 
     from alwidgets.store import LabelStore
@@ -151,10 +152,10 @@ def _check_export(page, path, sync_api, want):
     state = json.loads(re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>',
                                  html, re.S).group(1))["state"]
     grids = [m["state"] for m in state.values() if "LabelGrid" in str(m["state"].get("_anywidget_id", ""))]
-    assert len(grids) == 1 and "saved 6 labels" in grids[0]["status"]      # the last state of the grid
+    assert len(grids) == 1 and "saved 7 labels" in grids[0]["status"]      # the last state of the grid
     traces = [t for m in state.values() if "FigureWidget" in str(m["state"].get("_anywidget_id", ""))
               for t in m["state"]["_widget_data"]]
-    assert [t["x"] for t in traces if t.get("meta") == "session"] == [[6]]  # the last accuracy curve
+    assert [t["x"] for t in traces if t.get("meta") == "session"] == [[7]]  # the last accuracy curve
 
     nb = json.loads(path.read_text())
     del nb["metadata"]["widgets"]

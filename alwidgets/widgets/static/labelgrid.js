@@ -319,6 +319,8 @@ function render({ model, el, experimental }) {
 
   function paintTiles() {
     const its = items();
+    // a state update can bring new items before their change event (e.g. with progress): rebuild first
+    if (its.length !== tileEls.length || tileEls.some((t, i) => t.dataset.id !== its[i].id)) { buildTiles(); return; }
     tileEls.forEach((t, i) => {
       const id = its[i].id;
       const label = state.assign.get(id);
