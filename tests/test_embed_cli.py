@@ -79,6 +79,9 @@ def test_simulate_with_timm_embedder(capsys, folder, ckpt, tmp_path):
     (["--embedder", "timm:resnet10t", "--pretrained-cfg", "[1]"], "--pretrained-cfg: expected a JSON object"),
     (["--embedder", "timm:resnet10t", "--checkpoint", "/nope/w.safetensors"], "--checkpoint /nope/w.safetensors: no such file"),
     (["--embedder", "timm:"], "needs a model name"),
+    (["--embedder", "timm:resnet10t", "--model-kwargs", '{"pretrained": false}'],
+     "--model-kwargs: 'pretrained' is not a timm.create_model argument here; use --checkpoint"),
+    (["--embedder", "timm:resnet10t", "--model-kwargs", '{"cache_dir": "/tmp"}'], "use --cache-dir"),
     (["--embedder", "timm:resnet10x", "--cache-dir", "/tmp"], "unknown timm model 'resnet10x'"),
     (["--embedder", "clip"], "unknown --embedder 'clip'"),
 ])

@@ -5,7 +5,7 @@ import heapq
 
 import numpy as np
 
-from .._validation import UNLABELED, check_positive_int
+from .._validation import UNLABELED, Interval
 from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
@@ -71,6 +71,12 @@ class Coverage(Selector):
     """
 
     requires = ("embeddings",)
+    _parameter_constraints = {
+        **{key: [Interval(int, 1, None)] for key in (
+            "max_clusters", "min_cluster_size", "n_neighbors", "max_reference", "kmeans_iter",
+            "max_points_per_centroid", "min_train")},
+        "max_candidates": [Interval(int, 2, None)],
+    }
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
                  max_candidates: int = 128, max_reference: int = 512, kmeans_iter: int = 10,
@@ -84,15 +90,7 @@ class Coverage(Selector):
         self.max_points_per_centroid = max_points_per_centroid
         self.min_train = min_train
 
-    def _check_params(self):
-        for key in ("max_clusters", "min_cluster_size", "n_neighbors", "max_candidates", "max_reference",
-                    "kmeans_iter", "max_points_per_centroid", "min_train"):
-            check_positive_int(getattr(self, key), f"Coverage: {key}")
-        if self.max_candidates < 2:
-            raise ValueError(f"Coverage: max_candidates must be >= 2, got {self.max_candidates}")
-
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        self._check_params()
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         X = l2_normalize(embeddings)
         N = len(X)
         labelled = labels != UNLABELED
@@ -102,10 +100,11 @@ class Coverage(Selector):
         owner, d2 = nearest_center(X, C)
         sizes = np.bincount(owner, minlength=K)
         counts = np.bincount(owner[labelled], minlength=K)
-        open_ = np.bincount(owner[~labelled], minlength=K) > 0
+        taken = np.ones(N, dtype=bool)   # labelled, or not a candidate: never picked
+        taken[candidates] = False
+        open_ = np.bincount(owner[~taken], minlength=K) > 0
         order = np.argsort(owner, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
-        taken = labelled.copy()
 
         # heap key: (tier, labelled-or-picked count, -size, cluster); tier 0 = big enough,
         # 1 = tiny cluster, 2 = only duplicates of earlier picks left
