@@ -32,3 +32,22 @@ __all__ = [
 from .features import DenseEmbedder, DenseFeatures, mobilenet_v1  # noqa: E402
 
 __all__ += ["DenseEmbedder", "DenseFeatures", "mobilenet_v1"]
+from .model import DenseDecoder, DenseLinearProbe, PCAProjection, class_weights_from_counts  # noqa: E402
+
+__all__ += ["DenseDecoder", "DenseLinearProbe", "PCAProjection", "class_weights_from_counts"]
+from .select import (  # noqa: E402
+    AutoImages,
+    ClassTargeted,
+    ClassWeightedUncertainty,
+    CoverageImages,
+    PixelUncertainty,
+    RandomImages,
+    SegmentationSelector,
+    UncertaintyDiversityImages,
+    make_selector,
+)
+from .calibrate import classwise_ece, fit_pixel_temperature, pixel_calibration  # noqa: E402
+
+__all__ += ["AutoImages", "ClassTargeted", "ClassWeightedUncertainty", "CoverageImages", "PixelUncertainty",
+            "RandomImages", "SegmentationSelector", "UncertaintyDiversityImages", "make_selector",
+            "classwise_ece", "fit_pixel_temperature", "pixel_calibration"]

@@ -78,6 +78,27 @@ class DenseFeatures:
         """The maps of item ``i`` as float32 arrays ``(C_s, h_s, w_s)``."""
         return [np.asarray(m[i], dtype=np.float32) for m in self.maps]
 
+    @classmethod
+    def from_pixels(cls, pool, strides=(4, 8)) -> "DenseFeatures":
+        """Average-pooled RGB (and its square) at each stride: backbone-free features for tests and demos.
+
+        >>> from alwidgets.segmentation import make_shapes
+        >>> f = DenseFeatures.from_pixels(make_shapes(n_images=2, size=(16, 24)).pool, strides=(4, 8))
+        >>> [m.shape for m in f.maps], f.pooled.shape
+        ([(2, 6, 4, 6), (2, 6, 2, 3)], (2, 3))
+        """
+        imgs = np.stack([np.asarray(pool.image(i).convert("RGB"), np.float32) / 255.0 for i in range(len(pool))])
+        n, H, W, _ = imgs.shape
+        maps = []
+        for s in strides:
+            h, w = H // s, W // s
+            if h < 1 or w < 1:
+                raise ValueError(f"stride {s} is larger than the {W}x{H} images")
+            a = imgs[:, :h * s, :w * s].reshape(n, h, s, w, s, 3)
+            x = np.concatenate([a.mean(axis=(2, 4)), (a ** 2).mean(axis=(2, 4))], axis=-1)
+            maps.append(x.transpose(0, 3, 1, 2).astype(np.float16))
+        return cls(maps, tuple(int(s) for s in strides), imgs.mean(axis=(1, 2)), (H, W), list(pool.ids), {})
+
     def subset(self, indices) -> "DenseFeatures":
         """The rows at ``indices``, loaded into memory (float16)."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -312,7 +333,7 @@ class _DenseEntry:
         for s in range(n_maps):
             atomic_write(self.dir / f"map{s}.npy", lambda tmp, s=s: _join(tmp, [z[f"map{s}"] for z in chunks], self.n))
         pooled = np.concatenate([z["pooled"] for z in chunks])
-        atomic_write(self.dir / "pooled.npy", lambda tmp: np.save(tmp, pooled))
+        atomic_write(self.dir / "pooled.npy", lambda tmp: _save(tmp, pooled))
         meta = dict(self.meta, n=self.n, n_maps=n_maps, errors={str(k): v for k, v in sorted(errors.items())})
         atomic_write(self.dir / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, default=str)))
         for z in chunks:
@@ -332,6 +353,11 @@ def _join(path, parts, n):
         k += len(a)
     out.flush()
     del out
+
+
+def _save(path, array):
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+        np.save(f, array, allow_pickle=False)
 
 
 def _savez(path, **arrays):
