@@ -21,27 +21,35 @@ import numpy as np
 from ..calibrate import TemperatureScaling, expected_calibration_error, reliability_data
 
 
-def sample_pixel_logits(model, features, masks, rows, *, max_pixels: int = 200_000, random_state=None):
-    """``(logits (N, C) float64, classes (N,))`` at image resolution over labelled pixels of ``rows``.
+def sample_pixel_logits(model, features, masks, rows, *, size="image", max_pixels: int = 200_000,
+                        random_state=None):
+    """``(logits (N, C) float64, classes (N,))`` over labelled pixels of ``rows``.
 
-    Pixels with the ignore index are left out; at most ``max_pixels`` are drawn
-    uniformly from all the rows' labelled pixels.
+    ``size="image"`` reads logits at image resolution; ``size=None`` on the
+    model's feature grid with the masks sampled at the cells' centres (much
+    cheaper, the same temperature within a few per cent). Pixels with the
+    ignore index are left out; at most ``max_pixels`` are drawn uniformly.
     """
+    from .model import _mask_grid
+
     rng = np.random.default_rng(random_state)
     rows = [int(r) for r in rows if masks[int(r)] is not None]
     if not rows:
         raise ValueError("no row with a mask among the held-out rows")
-    n_lab = sum(int(_valid(masks[r], model).sum()) for r in rows)
-    keep_p = min(1.0, max_pixels / max(n_lab, 1))
     Z, Y = [], []
-    for batch, z in model.predict_logits(features, rows, size="image"):
+    for batch, z in model.predict_logits(features, rows, size=size):
         z = z.numpy()
         for r, zr in zip(batch, z):
-            ok = _valid(masks[r], model)
-            pick = np.flatnonzero(ok.ravel() & (rng.random(ok.size) < keep_p))
+            m = masks[r] if size is not None else _mask_grid(np.asarray(masks[r]), zr.shape[-2:], 255)
+            ok = _valid(m, model)
+            pick = np.flatnonzero(ok.ravel())
             Z.append(zr.reshape(zr.shape[0], -1)[:, pick].T.astype(np.float64))
-            Y.append(masks[r].ravel()[pick].astype(np.int64))
-    return np.concatenate(Z), np.concatenate(Y)
+            Y.append(m.ravel()[pick].astype(np.int64))
+    Z, Y = np.concatenate(Z), np.concatenate(Y)
+    if len(Y) > max_pixels:
+        keep = rng.choice(len(Y), max_pixels, replace=False)
+        Z, Y = Z[keep], Y[keep]
+    return Z, Y
 
 
 def _valid(mask, model):
@@ -51,13 +59,17 @@ def _valid(mask, model):
     return ok
 
 
-def fit_pixel_temperature(model, features, masks, rows, *, max_pixels: int = 200_000, random_state=None):
+def fit_pixel_temperature(model, features, masks, rows, *, size="image", max_pixels: int = 200_000,
+                          random_state=None):
     """Fit one temperature on the held-out labelled pixels of ``rows``; returns the fitted
     :class:`~alwidgets.calibrate.TemperatureScaling` (set ``model.temperature_`` from it to apply).
 
     ``rows`` must be masks the model was *not* trained on.
     """
-    Z, Y = sample_pixel_logits(model, features, masks, rows, max_pixels=max_pixels, random_state=random_state)
+    Z, Y = sample_pixel_logits(model, features, masks, rows, size=size, max_pixels=max_pixels,
+                               random_state=random_state)
+    if len(np.unique(Y)) < 2:
+        raise ValueError("the held-out pixels hold a single class; a temperature needs at least two")
     return TemperatureScaling(input="logits").fit(Z, Y)
 
 
@@ -83,7 +95,7 @@ def classwise_ece(probs, y, n_bins: int = 15) -> np.ndarray:
 
 
 def pixel_calibration(model, features, masks, rows, *, temperature: float | None = None, n_bins: int = 15,
-                      max_pixels: int = 200_000, random_state=None) -> dict:
+                      size="image", max_pixels: int = 200_000, random_state=None) -> dict:
     """Calibration of the model's pixel probabilities on the labelled pixels of ``rows``.
 
     Returns ``{"ece", "classwise_ece" (C,), "reliability" (DataFrame), "temperature", "n_pixels"}``
@@ -91,7 +103,8 @@ def pixel_calibration(model, features, masks, rows, *, temperature: float | None
     """
     from ..calibrate import TemperatureScaling as _TS
 
-    Z, Y = sample_pixel_logits(model, features, masks, rows, max_pixels=max_pixels, random_state=random_state)
+    Z, Y = sample_pixel_logits(model, features, masks, rows, size=size, max_pixels=max_pixels,
+                               random_state=random_state)
     T = float(getattr(model, "temperature_", 1.0) if temperature is None else temperature)
     P = _TS.softmax(Z / T)
     return {"ece": expected_calibration_error(P, Y, n_bins), "classwise_ece": classwise_ece(P, Y, n_bins),

@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 
@@ -451,8 +452,8 @@ class DenseDecoder(_DenseModel):
     at stride 16 and passed through a 3x3 convolution (context); the result is
     upsampled to stride 8 and joined with a 1x1 projection of the stride-8 map
     (``fine`` channels); a depthwise 3x3 convolution (with a skip) and a
-    two-layer 1x1 MLP give the class logits. Training: AdamW with a one-cycle
-    schedule, class weights from the labelled pixels (``class_weight``),
+    two-layer 1x1 MLP give the class logits. Training: AdamW with a warm-up +
+    cosine schedule, class weights from the labelled pixels (``class_weight``),
     cross-entropy on logits upsampled to ``loss_stride``, random horizontal
     flips and random crops of ``crop`` stride-8 cells. A refit starts from the
     previous weights (``warm_start``) and runs ``steps_per_mask * n_masks``
@@ -579,8 +580,9 @@ class DenseDecoder(_DenseModel):
                 for mu, sd in self.norm_]
         steps = self.n_steps_for(len(labelled), warm)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps,
-                                                    pct_start=0.1 if warm else 0.2)
+        ramp = max(1, int((0.1 if warm else 0.2) * steps))   # linear warm-up, then cosine decay to 0
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: min(1.0, (i + 1) / ramp) * 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
         weight = torch.tensor(cw, dtype=torch.float32)
         strides = [H / m.shape[-2] for m in maps]   # pixels per cell of each map
         bs = min(int(self.batch_size), len(labelled))
