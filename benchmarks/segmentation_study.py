@@ -18,6 +18,7 @@ what it measured.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -55,6 +56,11 @@ def main(argv=None):
     ap.add_argument("--score-scale", type=int, default=1, help="2 = score every second test pixel each way")
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    ap.add_argument("--reference", default=None,
+                    help="JSON {miou, n_masks} of a whole-pool fit (e.g. from --curve) to skip it; needs "
+                         "--pool-fraction 1")
+    ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
+                                                  "(e.g. 10,20,40,80,367), scored on every test pixel")
     args = ap.parse_args(argv)
     if args.threads:
         os.environ["ALWIDGETS_NUM_THREADS"] = str(args.threads)
@@ -63,10 +69,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     emb = mobilenet_v1(args.weights, progress=False)
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
-    ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
-    proj = PCAProjection(ftr, (48, 64, 64), random_state=0)
-    ptr, pte = proj.transform(ftr), proj.transform(fte)
+    ptr, pte = projected(emb, train, test)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
+    if args.curve:
+        return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"_{args.tag}" if args.tag else ""
     curves_csv = OUT / f"segmentation_curves{tag}.csv"
@@ -83,7 +89,8 @@ def main(argv=None):
             ptr, train.masks, pte, test.masks, n_classes=11, ignore_index=11,
             model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
             budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
-            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, on_record=write)
+            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, on_record=write,
+            reference=json.loads(args.reference) if args.reference else None)
         res.curves["split"] = split
         res.reference["split"] = split
         all_curves.append(res.curves)
@@ -94,6 +101,50 @@ def main(argv=None):
     refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv")
     report(curves, refs, OUT, tag, args)
     print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def projected(emb, train, test):
+    """Train/test features projected by a PCA fitted on the train pool, cached beside the dense cache
+    (the projection of 600 images takes minutes on a busy 2-core machine; every run reuses it)."""
+    from alwidgets.segmentation.features import DenseFeatures
+
+    ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
+    cache = Path.home() / ".cache" / "alwidgets" / "segmentation_study_pca48-64-64.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        n = len(ftr.maps)
+        ptr = DenseFeatures([z[f"tr{k}"] for k in range(n)], ftr.strides, ftr.pooled, ftr.image_size, ftr.ids, {})
+        pte = DenseFeatures([z[f"te{k}"] for k in range(n)], fte.strides, fte.pooled, fte.image_size, fte.ids, {})
+        return ptr, pte
+    proj = PCAProjection(ftr, (48, 64, 64), random_state=0)
+    ptr, pte = proj.transform(ftr), proj.transform(fte)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"tr{k}": m for k, m in enumerate(ptr.maps)}, **{f"te{k}": m for k, m in enumerate(pte.maps)})
+    tmp.replace(cache)
+    return ptr, pte
+
+
+def curve(ptr, pte, train, test, counts, args):
+    """mIoU of one warm-started DenseDecoder as random masks are added (the "keeps learning" target)."""
+    rare = [CAMVID_CLASSES.index(c) for c in CAMVID_RARE]
+    rows = []
+    for seed in range(args.first_split, args.first_split + args.splits):
+        order = np.random.default_rng(seed).permutation(len(train))
+        model = DenseDecoder(11, 11, n_components=None, random_state=seed)
+        for n in counts:
+            masks = [None] * len(train)
+            for i in order[:n]:
+                masks[i] = train.masks[i]
+            model.fit(ptr, masks)
+            s = model.score(pte, test.masks, scale=args.score_scale)
+            rows.append({"seed": seed, "n_masks": n, "miou": 100 * s.miou, "rare4": 100 * s.mean_iou_of(rare),
+                         "pixel_accuracy": 100 * s.pixel_accuracy, "fit_seconds": model.fit_seconds_,
+                         "steps": model.n_steps_, "warm": model.warm_started_,
+                         **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, s.iou)}})
+            print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
+                  flush=True)
+    tag = f"_{args.tag}" if args.tag else ""
+    pd.DataFrame(rows).to_csv(OUT / f"segmentation_curve{tag}.csv", index=False)
 
 
 def report(curves, refs, out, tag, args):

@@ -77,7 +77,7 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
                                                   "class_targeted", "auto"),
                           budgets=(5, 10, 20, 40, 80, 160), splits: int = 3, pool_fraction: float = 0.8,
                           calibrate: bool = True, score_scale: int = 1, classes=None, random_state=0,
-                          progress: bool = True, on_record=None) -> SegmentationSimulation:
+                          reference=None, progress: bool = True, on_record=None) -> SegmentationSimulation:
     """Simulate image-level mask selection on a pool with known masks.
 
     Parameters
@@ -92,13 +92,18 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
     budgets : increasing ints
         Total masks after each round (the first round is the cold start).
     splits : int
-        Random sub-pools of ``pool_fraction`` of the pool; each strategy runs on each.
+        Random sub-pools of ``pool_fraction`` of the pool; each strategy runs on each. With
+        ``pool_fraction=1`` the splits share the whole pool and differ only in their seeds
+        (first batch, model initialisation, selector randomness).
     calibrate : bool
         Before each refit, fit the model's temperature on the masks just
         revealed (pixels it has not trained on) so the selectors read
         calibrated probabilities.
     score_scale : int
         1 scores every test pixel; 2 every second pixel each way (4x cheaper).
+    reference : dict, optional
+        ``{"miou": ..., "n_masks": ...}`` (mIoU in %) of a model already fitted on the whole pool
+        with the same settings: skips the full-pool fit of every split (only with ``pool_fraction=1``).
     on_record : callable, optional
         Called with each curve row (a dict) as it is produced, e.g. to write partial results.
     """
@@ -125,14 +130,19 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
         pool_rows = np.sort(rng.choice(np.flatnonzero(known), m_pool, replace=False))
         sub = features.subset(pool_rows)
         sub_masks = [masks[i] for i in pool_rows]
-        ref_model = clone(base).set_params(random_state=split)
-        ref_model.fit(sub, sub_masks)
-        s = ref_model.score(test_features, test_masks, scale=score_scale)
-        refs.append({"split": split, "n_masks": m_pool, "miou": 100 * s.miou, "pixel_accuracy": 100 * s.pixel_accuracy,
-                     "fit_seconds": ref_model.fit_seconds_,
-                     **{f"iou_{c}": 100 * v for c, v in zip(classes, s.iou)}})
+        if reference is not None:
+            if m_pool != N:
+                raise ValueError("reference= is the whole pool's mIoU: use it with pool_fraction=1")
+            refs.append({"split": split, **reference})
+        else:
+            ref_model = clone(base).set_params(random_state=split)
+            ref_model.fit(sub, sub_masks)
+            s = ref_model.score(test_features, test_masks, scale=score_scale)
+            refs.append({"split": split, "n_masks": m_pool, "miou": 100 * s.miou,
+                         "pixel_accuracy": 100 * s.pixel_accuracy, "fit_seconds": ref_model.fit_seconds_,
+                         **{f"iou_{c}": 100 * v for c, v in zip(classes, s.iou)}})
         if progress:
-            print(f"split {split}: full pool of {m_pool} masks -> mIoU {100 * s.miou:.1f}", flush=True)
+            print(f"split {split}: full pool of {m_pool} masks -> mIoU {refs[-1]['miou']:.1f}", flush=True)
         first = np.random.default_rng([int(random_state), split, 1]).permutation(m_pool)[: budgets[0]]
         for name in strategies:
             selector = make_selector(name)
