@@ -154,9 +154,9 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
             prev = 0
             for b in budgets:
                 t0 = time.perf_counter()
-                if not fitted and "probs" in selector.requires:
-                    batch, info = first, {"reason": "cold start: the same random first batch for every "
-                                                    "model-based strategy"}
+                if not fitted and ("probs" in selector.requires or not selector.requires):
+                    batch, info = first, {"reason": "cold start: the same random first batch for random and "
+                                                    "every model-based strategy"}
                 else:
                     probs = mdl.predict_proba(sub) if fitted else None
                     sel = selector.select(b - prev, labels=labels, embeddings=sub.pooled, probs=probs,
