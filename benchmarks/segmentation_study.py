@@ -61,7 +61,17 @@ def main(argv=None):
                          "--pool-fraction 1")
     ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
                                                   "(e.g. 10,20,40,80,367), scored on every test pixel")
+    ap.add_argument("--report-from", default=None,
+                    help="no run: join the curves of these comma-separated tags (parallel runs) into one report")
     args = ap.parse_args(argv)
+    if args.report_from:
+        tags = args.report_from.split(",")
+        curves = pd.concat([pd.read_csv(OUT / f"segmentation_curves_{t}.csv") for t in tags], ignore_index=True)
+        refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags], ignore_index=True)
+        refs = refs.drop_duplicates("split")
+        curves.to_csv(OUT / "segmentation_curves.csv", index=False)
+        refs.to_csv(OUT / "segmentation_reference.csv", index=False)
+        return report(curves, refs, OUT, "", args)
     if args.threads:
         os.environ["ALWIDGETS_NUM_THREADS"] = str(args.threads)
         import torch
