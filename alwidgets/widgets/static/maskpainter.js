@@ -204,6 +204,9 @@ function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "alw-painter";
   root.tabIndex = 0;
+  root.setAttribute("data-lm-suppress-shortcuts", "true");   // JupyterLab: our keys are not notebook commands
+  root.setAttribute("role", "application");
+  root.setAttribute("aria-label", "mask painter: digits pick classes, b brush, e eraser, g polygon, Enter submits");
   const bar = document.createElement("div");
   bar.className = "alw-painter-bar";
   const stage = document.createElement("div");
@@ -306,6 +309,7 @@ function render({ model, el }) {
 
   root.addEventListener("keydown", (ev) => {
     if (!st) return;
+    ev.stopPropagation();                                    // Jupyter's command-mode keys must not fire
     let action = keymap()[ev.key];
     if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z") action = ev.shiftKey ? "redo" : "undo";
     if (!action) return;
