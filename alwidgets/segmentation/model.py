@@ -485,7 +485,8 @@ class DenseDecoder(_DenseModel):
 
     Attributes
     ----------
-    fit_seconds_ : float, n_steps_ : int, class_weight_ : array, loss_ : float (last 20 steps' mean)
+    fit_seconds_ : float (wall), fit_cpu_seconds_ : float (CPU time of this process), n_steps_ : int,
+    class_weight_ : array, loss_ : float (last 20 steps' mean)
     """
 
     def __init__(self, n_classes: int, ignore_index: int | None = None, n_components=(48, 64, 64),
@@ -536,7 +537,7 @@ class DenseDecoder(_DenseModel):
         import torch
         import torch.nn.functional as F
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         labelled = _check_masks(features, masks, self.n_classes, self.ignore_index)
         if not labelled:
             raise ValueError("no labelled mask to fit on (every entry of masks is None)")
@@ -611,6 +612,7 @@ class DenseDecoder(_DenseModel):
         self.loss_ = float(np.mean(losses[-20:])) if losses else float("nan")
         self.n_masks_ = len(labelled)
         self.fit_seconds_ = time.perf_counter() - t0
+        self.fit_cpu_seconds_ = time.process_time() - c0
         return self
 
     def _crop(self, xs, t, strides, ls, rng):

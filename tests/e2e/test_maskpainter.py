@@ -29,12 +29,15 @@ REPORT = """print("RESULT:" + json.dumps({"n": len(stored), "masks": [m.tolist()
                                    "error": painter.error}))"""
 
 
-def _expected(brush: bool) -> np.ndarray:
+def _expected(corners, dot=None) -> np.ndarray:
+    """The documented rules, computed here from where the browser says the clicks landed: pixels whose
+    centre lies in [x0, x1) x [y0, y1) of the rectangle polygon; centres within 8 px of the brush dot."""
     m = np.full((30, 40), 255, np.uint8)
-    m[5:15, 5:20] = 1                                  # polygon (5,5)-(20,15): centres x 5..19, y 5..14
-    if brush:
-        yy, xx = np.mgrid[0:30, 0:40]
-        m[(xx + 0.5 - 30) ** 2 + (yy + 0.5 - 20) ** 2 <= 8 ** 2] = 2
+    yy, xx = np.mgrid[0:30, 0:40] + 0.5
+    (x0, y0), (x1, y1) = corners[0], corners[2]
+    m[(xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)] = 1
+    if dot is not None:
+        m[(xx - dot[0]) ** 2 + (yy - dot[1]) ** 2 <= 8 ** 2] = 2
     return m
 
 
@@ -53,6 +56,11 @@ def test_paint_polygon_and_brush_then_undo(server, page, sync_api):
     def click(x, y):
         page.mouse.click(box["x"] + x, box["y"] + y)
 
+    # record where each press lands in canvas pixels, as the browser reports it (sub-pixel offsets of the
+    # page layout are rounded away by the input pipeline, so the exact centre is read, not assumed)
+    canvas.evaluate("""c => { window.__presses = []; c.addEventListener("mousedown", e => {
+        const r = c.getBoundingClientRect(); window.__presses.push([e.clientX - r.left, e.clientY - r.top]); }); }""")
+
     canvas.click(position={"x": 1, "y": 1})        # focus (a brush dot of class 1 at (1, 1) ...)
     page.keyboard.press("z")                        # ... undone
     page.keyboard.press("2")                        # class index 1 ("road")
@@ -66,14 +74,17 @@ def test_paint_polygon_and_brush_then_undo(server, page, sync_api):
     click(30, 20)
     page.keyboard.press("Enter")                    # submits
     expect(page.locator(".alw-painter-status")).to_have_text("saved 1", timeout=STEP)
+    presses = page.evaluate("window.__presses")
+    corners, dot = presses[1:5], presses[5]
+    assert all(abs(a - b) < 1 for p, q in zip(corners, [(5, 5), (20, 5), (20, 15), (5, 15)]) for a, b in zip(p, q))
     got = cell_json(page, 1)
     assert got["n"] == 1 and got["error"] == {}
-    np.testing.assert_array_equal(np.array(got["masks"][0], np.uint8), _expected(brush=True))
+    np.testing.assert_array_equal(np.array(got["masks"][0], np.uint8), _expected(corners, dot))
 
     page.locator(".alw-painter").focus()
     page.keyboard.press("z")                        # undo the brush dot after the submit
     page.keyboard.press("Enter")
     expect(page.locator(".alw-painter-status")).to_have_text("saved 2", timeout=STEP)
     got = cell_json(page, 2)
-    np.testing.assert_array_equal(np.array(got["masks"][1], np.uint8), _expected(brush=False))
+    np.testing.assert_array_equal(np.array(got["masks"][1], np.uint8), _expected(corners))
     assert our_errors(page) == []
