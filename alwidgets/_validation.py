@@ -84,19 +84,35 @@ def check_embeddings(embeddings, n_items: int | None = None, name: str = "embedd
         if big.any():
             raise ValueError(f"{name} has values too large for float32 in rows {_row_list(np.flatnonzero(big))}; "
                              "rescale the embeddings")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"{name} has NaN or inf values in rows {_row_list(np.flatnonzero(~finite))}")
-    # the largest |value| bounds the norm: check exactly only when it could matter
-    if arr.size and float(np.abs(arr).max()) * np.sqrt(arr.shape[1]) >= MAX_NORM:
-        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
-        big = np.flatnonzero(norms >= MAX_NORM)
-        if len(big):
-            raise ValueError(f"{name} has rows with an L2 norm >= {MAX_NORM:g} (rows {_row_list(big)}): their "
-                             "squared distances overflow float32; rescale the embeddings (e.g. divide by the "
-                             "largest norm)")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)   # no copy for C-ordered float32 (memory maps too)
+    bad, big = _scan_rows(arr)
+    if len(bad):
+        raise ValueError(f"{name} has NaN or inf values in rows {_row_list(bad)}")
+    if len(big):
+        raise ValueError(f"{name} has rows with an L2 norm >= {MAX_NORM:g} (rows {_row_list(big)}): their "
+                         "squared distances overflow float32; rescale the embeddings (e.g. divide by the "
+                         "largest norm)")
     return arr
+
+
+def _scan_rows(arr: np.ndarray, chunk: int = 65536):
+    """Rows with NaN/inf values and rows with an L2 norm >= MAX_NORM, in one chunked pass.
+
+    Squared norms are accumulated in float64 (no overflow for float32 values),
+    so a non-finite squared norm means a NaN or inf in the row. Temporary
+    memory is one chunk of rows, not a copy of the array.
+    """
+    bad, big = [], []
+    for s in range(0, len(arr), chunk):
+        sq = np.einsum("ij,ij->i", arr[s:s + chunk], arr[s:s + chunk], dtype=np.float64)
+        fin = np.isfinite(sq)
+        if not fin.all():
+            bad.append(s + np.flatnonzero(~fin))
+        over = fin & (sq >= MAX_NORM ** 2)
+        if over.any():
+            big.append(s + np.flatnonzero(over))
+    cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, np.int64)  # noqa: E731
+    return cat(bad), cat(big)
 
 
 def check_probs(probs, n_items: int | None = None, name: str = "probs", stack: str | None = None) -> np.ndarray:

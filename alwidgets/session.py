@@ -160,6 +160,7 @@ class Session:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
+        self._fitted_at = None    # the store's change counter when it was made
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
@@ -393,7 +394,14 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
+        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
         return self.fitted_
+
+    def _fit_fresh(self, labels):
+        """The current fit if the store has not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+            return self.fitted_
+        return self._fit(labels)
 
     def evaluate(self) -> dict:
         """Quality of the current model: on the test set if given, else cross-validated (seeded
@@ -408,8 +416,7 @@ class Session:
     def _evaluate(self, labels) -> dict:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self.test is not None:
-            if self.fitted_ is None or self.fitted_.n_labels != n:
-                self._fit(labels)
+            self._fit_fresh(labels)
             y_true, source = self.test[1], "test"
             m = None if self.fitted_.eval_predictions is None else \
                 {**self.task.score(y_true, self.fitted_.eval_predictions), "score_std": 0.0}
@@ -454,7 +461,7 @@ class Session:
         t0 = time.perf_counter()
         fitted = None
         if n_done:
-            fitted = self.fitted_ if self.fitted_ is not None and self.fitted_.n_labels == n_done else self._fit(labels)
+            fitted = self._fit_fresh(labels)
         idx, info, n_refused = self._pick(k, labels, fitted, inputs) if k > 0 else (np.empty(0, np.int64), {}, 0)
         t1 = time.perf_counter()
         probs = None if fitted is None else self.task.selector_probs(fitted.predictions)
@@ -537,11 +544,12 @@ class Session:
                 warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
                               f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
-    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=()) -> str:
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False) -> str:
         """Record ``{item_id: class_name}`` for items of the current batch; refit; returns a status line.
 
         Returns once the store has committed the labels. ``skipped`` ids (of the batch)
-        are not offered again in this session. Bad input raises ``ValueError``/``TypeError``
+        are not offered again in this session. The batch stays open for its other items
+        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. Bad input raises ``ValueError``/``TypeError``
         naming it, and nothing is saved; a store failure raises
         :class:`~alwidgets.store.StoreError` and nothing is saved either. Items another
         session took over meanwhile are not saved and the status says so. Emits ``"change"``.
@@ -564,7 +572,8 @@ class Session:
         self._skipped.difference_update(saved)
         done = set(saved) | set(conflicts) | set(skipped)
         if self.batch is not None:
-            self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
+            self.batch = _subset(self.batch, [] if close else
+                                 [j for j, k in enumerate(self.batch.ids) if k not in done])
         self._leased = [k for k in self._leased if k not in set(saved)]  # saving a label ended its lease
         if not len(self.batch or ()):
             self._release()  # the batch is done: skipped and untouched items go back to the others
@@ -647,10 +656,14 @@ class Session:
         if item_id not in self.store.current_labels():  # already retracted
             self._undo.pop()
             return f"{item_id} has no label to retract"
-        retracted = self.store.undo(item_id, session=self.session_id)  # popped only once committed
-        self._undo.pop()
-        if not retracted:
+        from .store import LeaseConflictError
+
+        try:
+            self.store.undo(item_id, session=self.session_id)  # popped only once committed
+        except LeaseConflictError:
+            self._undo.pop()
             return f"{item_id} was relabelled by another session; its label stays"
+        self._undo.pop()
         self._fit(self.labels())
         self.metrics_ = self._evaluate(self.labels())
         msg = f"retracted the label of {item_id}"

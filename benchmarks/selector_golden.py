@@ -18,9 +18,10 @@ package has. Run it before and after a change and compare::
     python benchmarks/selector_golden.py --compare /tmp/golden_before.json /tmp/golden_after.json
 
 ``--compare`` prints every case whose indices differ or whose scores are not
-allclose (rtol 1e-6) and exits 1 if any does. ``--coverage-n-init 1`` (v2 only)
-runs coverage with a single k-means initialisation, the v1 behaviour, so the
-port itself can be checked apart from the deliberate coverage change.
+allclose (rtol 1e-6) and exits 1 if any does. ``--coverage-v1`` (v2 only) runs
+coverage (also inside auto and cost_aware) with one plain k-means++ seeding,
+``Coverage(n_init=1, n_local_trials=1)``, the v1 behaviour, so the port itself
+can be checked apart from the deliberate coverage change (issue 13, defect 13).
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ def cases(extra):
         ("bald[mc_probs,stochastic]", "bald", {"stochastic": True, "temperature": 0.5},
          {"mc_probs": extra["mc_probs"]}, None),
         ("class_targeted[cv]", "class_targeted", {"cv": 3}, {}, lp),
+        ("class_targeted[lp]", "class_targeted", {}, {}, lp),
         ("class_targeted[scores]", "class_targeted", {}, {"class_scores": extra["class_scores"]}, None),
         ("cost_aware[margin]", "cost_aware", {"selector": "margin", "budget": 25.0}, {"costs": extra["costs"]}, None),
         ("cost_aware[coverage]", "cost_aware", {"selector": "coverage", "n_candidates": 40},
@@ -151,14 +153,16 @@ def run(args):
         for key, name, params, inputs, model in cases(extra):
             for seed in SEEDS:
                 sel, kw = build(name, params, inputs, model)
-                if V2 and name == "coverage" and args.coverage_n_init is not None:
-                    sel.set_params(n_init=args.coverage_n_init)
-                if V2 and name == "auto" and args.coverage_n_init is not None:
+                if V2 and args.coverage_v1:
                     from alwidgets.select import Coverage
-                    sel.set_params(cold=Coverage(n_init=args.coverage_n_init))
-                if V2 and name == "cost_aware" and args.coverage_n_init is not None and params.get("selector") == "coverage":
-                    from alwidgets.select import Coverage
-                    sel.set_params(selector=Coverage(n_init=args.coverage_n_init))
+
+                    v1 = Coverage(n_init=1, n_local_trials=1)
+                    if name == "coverage":
+                        sel = v1
+                    elif name == "auto":
+                        sel.set_params(cold=v1)
+                    elif name == "cost_aware" and params.get("selector") == "coverage":
+                        sel.set_params(selector=v1)
                 if P is None and "probs" in sel.requires:
                     continue                      # the loop runs Random here (cold-start rule)
                 k = f"{start}/{key}/seed{seed}"
@@ -203,8 +207,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="/tmp/selector_golden.json")
     ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
-    ap.add_argument("--coverage-n-init", type=int, default=None,
-                    help="v2 only: k-means initialisations for coverage (1 = the v1 behaviour)")
+    ap.add_argument("--coverage-v1", action="store_true",
+                    help="v2 only: coverage with one plain k-means++ seeding (the v1 behaviour)")
     args = ap.parse_args(argv)
     if args.compare:
         return compare(*args.compare)

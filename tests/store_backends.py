@@ -62,7 +62,7 @@ class PostgresServer:
 
     def __init__(self, bindir: Path):
         self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="alw-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="alwidgets-store-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self.port = _free_port()

@@ -221,6 +221,16 @@ def test_overflow_prone_embeddings_are_refused_with_rows_named_not_sigabrt_or_a_
     assert all("L2 norm >= 1e+18 (rows [3, 8])" in line for line in lines), lines
 
 
+def test_a_labels_length_mismatch_blames_the_labels():
+    X, y, labels, P = pool()
+    with pytest.raises(ValueError, match=r"labels has 149 rows but embeddings and probs have 150"):
+        make_selector("badge").select(2, labels=labels[:-1], embeddings=X, probs=P)
+    with pytest.raises(ValueError, match=r"labels has 149 rows but embeddings has 150: both"):
+        Coverage().select(2, labels=labels[:-1], embeddings=X)
+    with pytest.raises(ValueError, match="embeddings has 149 rows but the pool has 150"):
+        make_selector("badge").select(2, labels=labels, embeddings=X[:-1], probs=P)
+
+
 def test_values_beyond_float32_are_named():
     E = np.ones((5, 2))
     E[2, 1] = 1e300
@@ -256,3 +266,19 @@ def test_selection_output_check_refuses_non_finite_scores():
 
     with pytest.raises(RuntimeError, match="non-finite scores"):
         Broken().select(2, labels=np.full(5, -1))
+
+
+def test_embeddings_are_validated_in_chunks_without_copying_float32(tmp_path):
+    from alwidgets._validation import check_embeddings
+
+    mm = np.memmap(tmp_path / "emb.f32", dtype=np.float32, mode="w+", shape=(70_000, 2))
+    mm[:] = 1.0
+    out = check_embeddings(mm)
+    assert np.shares_memory(out, mm)                       # a memory map stays one: no float32 copy in RAM
+    mm[69_999, 1] = np.nan                                 # rows in the second chunk are named too
+    mm[65_540, 0] = 2e18
+    with pytest.raises(ValueError, match=r"NaN or inf values in rows \[69999\]"):
+        check_embeddings(mm)
+    mm[69_999, 1] = 0.0
+    with pytest.raises(ValueError, match=r"L2 norm >= 1e\+18 \(rows \[65540\]\)"):
+        check_embeddings(mm)

@@ -59,12 +59,18 @@ def test_round_trip(pool, X):
 
     batch = s.next_batch(8)                                 # now the model suggests
     assert batch.strategy == "margin"
+    s.submit(truth(s, batch.ids[:2]), close=True)           # Enter: the other 6 go back, the round ends
+    assert len(s.batch) == 0 and len(s.history) == 2 and s.history["n_added"].tolist()[-1] == 2
+    assert s.store.lease(batch.ids[2:], session="another") == batch.ids[2:]
+    s.store.release(batch.ids[2:], session="another")
+    batch = s.next_batch(8)
+    assert batch.strategy == "margin"
     assert all(c in s.classes for c in batch.suggestions) and all(0 < c <= 1 for c in batch.confidences)
     assert ids[6] not in batch                              # skipped in this session
     s.submit(truth(s, batch))
     last = batch.ids[-1]
     assert s.undo() == f"retracted the label of {last}"
-    assert last not in s.store.current_labels() and s.progress()["pool_labelled"] == 14
+    assert last not in s.store.current_labels() and s.progress()["pool_labelled"] == 16
     s.close()
 
 

@@ -381,6 +381,22 @@ def test_hostile_names_are_stored_and_read_back_verbatim(db):
         assert len(s.labels_df(history=True)) == len(HOSTILE)
 
 
+def test_huge_values_are_not_echoed_whole(store):
+    """Defect 11 (store side): a 5 MB class name or id is named in the error, not copied into it."""
+    huge = "x" * 5_000_000
+    for call in (lambda: store.add_labels([lab(IDS[0], huge)]), lambda: store.add_labels([lab(huge, "cat")]),
+                 lambda: store.lease([huge], session="k1"), lambda: store.undo(huge),
+                 lambda: store.attach_pool(IDS, CLASSES + [huge, huge])):
+        with pytest.raises((ValueError, StoreError)) as e:
+            call()
+        assert len(str(e.value)) < 2000 and "characters)" in str(e.value)
+    store.lease([IDS[0]], session="k2")
+    with pytest.raises(LeaseConflictError) as e:
+        store.add_labels([lab(IDS[0], "cat")], session="k1" * 1_000_000)
+    assert len(str(e.value)) < 2000
+    assert store.labels_df(history=True).empty
+
+
 def test_store_boundary_refuses_malformed_ids_and_writes_nothing(store):
     """Defect 6: unknown or malformed ids never reach the store, so later calls keep working."""
     store.lease(IDS[:2], session="k1")

@@ -36,7 +36,8 @@ def _kernel(target, name, start, queue, seed):
             start.wait()
             n_batch = 0
             while True:
-                todo = [i for i in IDS if i not in store.current_labels()]
+                done = store.current_labels()
+                todo = [i for i in IDS if i not in done]
                 if not todo:
                     break
                 rng.shuffle(todo)

@@ -35,12 +35,14 @@ from .cache import DEFAULT_CHUNK, CacheEntry, cache_key, default_cache_dir
 class Executor(abc.ABC):
     """Where an embedding run computes its rows.
 
-    One method: ``run(embedder, pool, chunks)`` yields ``(rows, X, errors)`` until every row of
+    ``run(embedder, pool, chunks)`` yields ``(rows, X, errors)`` until every row of
     ``chunks`` (``{chunk index: range of pool rows}``) has come back exactly once: ``rows`` a
     sequence of pool rows, ``X`` a ``(len(rows), d)`` array, ``errors`` ``{row: reason}`` for rows
     that could not be read (their ``X`` rows are ignored and set to zero). Batches may arrive in
     any order and a chunk may arrive in several batches. The run loop
     (:meth:`Embedder.embed`) does caching, error reporting and progress; an executor only computes.
+    ``prepare(embedder)`` (optional) returns the embedder to run, with settings resolved for where
+    it runs, before the cache key is taken.
 
     Examples
     --------
@@ -59,6 +61,11 @@ class Executor(abc.ABC):
 
     name: str = ""
 
+    def prepare(self, embedder: "Embedder") -> "Embedder":
+        """The embedder this executor will run, settings resolved where it runs (before the cache
+        key is taken). The default is ``embedder`` itself; a cluster executor may pin ``device``."""
+        return embedder
+
     @abc.abstractmethod
     def run(self, embedder: "Embedder", pool, chunks: dict[int, range]):
         """Yield ``(rows, X, errors)`` covering every row of ``chunks`` once."""
@@ -76,7 +83,7 @@ class LocalExecutor(Executor):
         yield from embedder._embed_batches(pool, chunks)
 
 
-EXECUTORS: dict[str, str] = {"local": "alwidgets.embed.base:LocalExecutor"}
+EXECUTORS: dict[str, str] = {"local": "alwidgets.embed.base:LocalExecutor", "ray": "alwidgets.embed.ray:RayExecutor"}
 """Executor names accepted by ``embed(pool, executor=NAME)``, as ``"module:class"`` (imported on use)."""
 
 
@@ -157,7 +164,8 @@ class Embedder(abc.ABC):
         if len(pool) == 0:
             raise ValueError("the pool is empty")
         runner = get_executor(executor)
-        entry = self._cache_entry(pool)
+        emb = runner.prepare(self)
+        entry = emb._cache_entry(pool)
         if entry is not None:
             hit = entry.load()
             if hit is not None:
@@ -170,8 +178,8 @@ class Embedder(abc.ABC):
         save = entry.save_chunk if entry is not None else (lambda c, X, errors: kept.__setitem__(c, X))
         done = len(pool) - sum(len(r) for r in chunks.values())
         chunker = _Chunks(chunks, size, runner)
-        with _progress(self.progress, len(pool), done, self._label()) as bar:
-            batches = runner.run(self, pool, chunks)
+        with _progress(emb.progress, len(pool), done, emb._label()) as bar:
+            batches = runner.run(emb, pool, chunks)
             try:
                 for rows, X, errors in batches:
                     rows = np.asarray(rows, dtype=np.int64).reshape(-1)

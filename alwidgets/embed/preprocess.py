@@ -91,7 +91,7 @@ def read_image(pool, i: int, tf=None):
                     im.draft(im.mode, target)  # keeps every side >= target (PIL picks the scale)
             im.load()
             return _normalise_mode(im).convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(pool.ids[i], path, _reason(e)) from None
 
 

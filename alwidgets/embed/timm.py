@@ -49,9 +49,9 @@ class TimmEmbedder(Embedder):
         Images per forward pass; default 256 on CUDA, 32 on CPU. Halved
         automatically when CUDA runs out of memory.
     num_workers : int, optional
-        DataLoader worker processes that decode and resize images; default
-        ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores
-        run the model).
+        DataLoader worker processes that decode and resize images (``decode="pil"``,
+        ``"pil-full"``), or the threads that read files (``decode="device"``); default
+        ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores run the model).
     precision : str
         ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` or
         ``"fp16"`` (autocast). fp16 keeps embeddings within a cosine of 0.999 of fp32;
@@ -106,13 +106,14 @@ class TimmEmbedder(Embedder):
         self._model = None
 
     # ------------------------------------------------------------------ settings
-    def _device(self):
+    def _device(self, check: bool = True):
+        """The torch device; ``check=False`` names it without requiring it here (a cluster's GPUs)."""
         import torch
 
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dev = torch.device(self.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
+        if check and dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'")
         return dev
 
@@ -228,61 +229,89 @@ class TimmEmbedder(Embedder):
         return self.model_name
 
     def _identity(self) -> dict:
-        device = self._device()
+        device = self._device(check=False)
         return dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
                     overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
                     weights=self._weights_id(), data=self.data_config(), precision=self._precision(device),
                     decode=self._decode(device))
+
+    def _runtime(self) -> "_Runtime":
+        """The model on its device and the constants of a run (built once per run, or per Ray actor)."""
+        import torch
+
+        rt = _Runtime()
+        rt.device = device = self._device()
+        rt.precision = self._precision(device)
+        rt.decode = self._decode(device)
+        rt.batch_size = self._max_batch = self._batch_size(device)
+        cfg = self.data_config()
+        model = self.model_.to(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
+        if device.type == "cuda" or _channels_last_helps(model):
+            model = model.to(memory_format=torch.channels_last)
+        rt.model = model
+        rt.tf, mean, std = split_transform(cfg)
+        rt.scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+        rt.shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+        rt.size = tuple(cfg["input_size"][1:])
+        return rt
 
     def _embed_batches(self, pool, chunks):
         """Embed the rows of ``chunks`` ({chunk: rows}) in batches that never straddle two chunks;
         yield ``(rows, X, {row: reason})`` per batch (see :class:`~alwidgets.embed.base.Embedder`)."""
         import torch
 
-        device = self._device()
-        precision = self._precision(device)
-        bs = self._batch_size(device)
-        cfg = self.data_config()
-        model = self.model_
-        self._max_batch = bs
-        model = model.to(device)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
-        if device.type == "cuda" or _channels_last_helps(model):
-            model = model.to(memory_format=torch.channels_last)
-        decode = self._decode(device)
-        tf, mean, std = split_transform(cfg)
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
-        h, w = cfg["input_size"][1:]
+        rt = self._runtime()
+        device, bs = rt.device, rt.batch_size
         batches = [list(rows[k:k + bs]) for rows in chunks.values() for k in range(0, len(rows), bs)]
         skip = {pool.index_of(i) for i in pool.errors}
         workers = self._num_workers(device)
-        if decode == "device":  # I/O threads + batched decoding and resizing on the device
+        if rt.decode == "device":  # I/O threads + batched decoding and resizing on the device
             from .device import DeviceBatches
 
-            loader = DeviceBatches(pool, tf, (h, w), batches, device, io_workers=max(1, workers), skip=skip)
+            loader = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, workers), skip=skip)
         else:  # PIL in DataLoader worker processes
             from torch.utils.data import DataLoader
 
             if self.num_workers is None and len(batches) <= 1:
                 workers = 0  # one batch: starting a worker process costs more than it saves
-            loader = DataLoader(_Images(pool, tf, (h, w), skip, draft=decode == "pil"), batch_sampler=batches,
+            loader = DataLoader(_Images(pool, rt.tf, rt.size, skip, draft=rt.decode == "pil"), batch_sampler=batches,
                                 num_workers=workers, pin_memory=device.type == "cuda",
                                 prefetch_factor=4 if workers else None, persistent_workers=False)
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                    if precision != "fp32" else contextlib.nullcontext())
         threads = torch.get_num_threads()
         if device.type == "cpu":
             torch.set_num_threads(_cores())
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), rt.autocast():
                 for x, idx, msgs in loader:
-                    feats = self._forward_batches(model, x, device, scale, shift)
+                    feats = self._forward_batches(rt.model, x, device, rt.scale, rt.shift)
                     idx = idx.tolist() if hasattr(idx, "tolist") else list(idx)
                     yield idx, feats, {idx[k]: msg for k, msg in enumerate(msgs) if msg}
         finally:
             torch.set_num_threads(threads)
+
+    # ------------------------------------- two stages, for executors that split them (Ray)
+    def _row_loader(self) -> "_RowLoader":
+        """Stage 1 as a small picklable object (no model): ``loader(pool, rows) -> (uint8 (n, h, w, 3),
+        {row: reason})``, decoding with PIL (reduced-scale JPEGs for ``decode="pil"``).
+
+        The batched device decoder belongs to one machine's pipeline, so ``decode="device"`` is refused.
+        """
+        decode = self._decode(self._device(check=False))
+        if decode == "device":
+            raise ValueError("decode='device' runs inside one machine's pipeline; with another executor "
+                             "pass decode='pil' (or 'pil-full')")
+        cfg = self.data_config()
+        return _RowLoader(cfg, tuple(cfg["input_size"][1:]), draft=decode == "pil")
+
+    def _forward_rows(self, rt, x: np.ndarray) -> np.ndarray:
+        """Stage 2 (the model): embeddings of uint8 ``(n, h, w, 3)`` images from :meth:`_load_rows`."""
+        import torch
+
+        with torch.inference_mode(), rt.autocast():
+            return self._forward_batches(rt.model, torch.from_numpy(np.ascontiguousarray(x)), rt.device,
+                                         rt.scale, rt.shift)
 
     def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
         """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
@@ -314,6 +343,42 @@ class TimmEmbedder(Embedder):
         x = x.float().mul_(scale).sub_(shift)  # (x/255 - mean)/std
         f = model(x)
         return f.float().cpu().numpy()
+
+
+class _Runtime:
+    """What one run (or one Ray actor) keeps: model on device, transform, normalisation constants."""
+
+    def autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+
+class _RowLoader:
+    """Decode and resize/crop given rows of a pool with PIL: stage 1 of a two-stage executor."""
+
+    def __init__(self, cfg: dict, size: tuple, draft: bool):
+        self.cfg, self.size, self.draft = cfg, size, draft
+        self._tf = None
+
+    def __getstate__(self):
+        return dict(cfg=self.cfg, size=self.size, draft=self.draft, _tf=None)
+
+    def __call__(self, pool, rows):
+        if self._tf is None:
+            self._tf = split_transform(self.cfg)[0]
+        ds = _Images(pool, self._tf, self.size, {pool.index_of(i) for i in pool.errors}, draft=self.draft)
+        X = np.zeros((len(rows), *self.size, 3), np.uint8)
+        errors = {}
+        for k, r in enumerate(rows):
+            x, _, msg = ds[int(r)]
+            if msg:
+                errors[int(r)] = msg
+            else:
+                X[k] = x.numpy()
+        return X, errors
 
 
 class _Images:

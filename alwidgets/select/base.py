@@ -118,6 +118,7 @@ class Selector(BaseEstimator, metaclass=ABCMeta):
                     f"{type(self).__name__} needs `{key}=`"
                     + (" (predicted probabilities of a fitted model)" if key == "probs" else "")
                 )
+        _check_lengths(labels, embeddings=embeddings, probs=probs)
         if embeddings is not None:
             embeddings = check_embeddings(embeddings, n_items=len(labels))
         if probs is not None:
@@ -180,6 +181,19 @@ class Selector(BaseEstimator, metaclass=ABCMeta):
             raise RuntimeError(f"{name} returned non-finite scores for items {idx[~np.isfinite(scores)][:10].tolist()}")
         info = {"strategy": self.name, **sel.info}
         return Selection(idx, scores, info)
+
+
+def _check_lengths(labels: np.ndarray, **arrays) -> None:
+    """Name the culprit of a row-count mismatch: ``labels`` when every given array agrees on the count."""
+    rows = {k: np.shape(v)[0] for k, v in arrays.items() if v is not None and np.ndim(v) >= 1}
+    if not rows or len(set(rows.values())) > 1 or len(labels) in rows.values():
+        return
+    m = next(iter(rows.values()))
+    if len(rows) == 1:
+        raise ValueError(f"labels has {len(labels)} rows but {next(iter(rows))} has {m}: both need one row "
+                         "per pool item")
+    raise ValueError(f"labels has {len(labels)} rows but {' and '.join(rows)} have {m}: give one label "
+                     "(-1 = unlabelled) per pool item")
 
 
 def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Generator):
@@ -251,6 +265,8 @@ def cold_start(selector: "Selector", labels, probs):
     :class:`~alwidgets.select.Random`, and ``reason`` says why. Selectors that
     fit their own models (committee, BALD, class-targeted, variance) handle
     too few labels themselves (see :func:`too_few_labels`).
+    ``labels`` is part of the signature so the loop's call does not change if
+    the rule comes to depend on them; today it does not.
 
     >>> import numpy as np
     >>> from alwidgets.select import Margin, Coverage

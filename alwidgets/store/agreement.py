@@ -68,8 +68,8 @@ def agreement(store):
     ...     _ = s.attach_pool(["a", "b", "c"], ["x", "y"])
     ...     _ = s.add_labels([{"item_id": i, "label": c, "annotator": "ana"} for i, c in zip("abc", "xyy")])
     ...     _ = s.add_labels([{"item_id": i, "label": c, "annotator": "bo"} for i, c in zip("abc", "xyx")])
-    ...     agreement(s)[["annotator_a", "annotator_b", "n_items", "kappa"]].round(4).values.tolist()
-    [['ana', 'bo', 3, 0.4]]
+    ...     agreement(s).round(3)[["annotator_a", "annotator_b", "n_items", "agreement", "kappa"]].values.tolist()
+    [['ana', 'bo', 3, 0.667, 0.4]]
     """
     history = store.labels_df(history=True)
     return _pairs(history, _latest(history))

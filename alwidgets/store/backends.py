@@ -13,6 +13,7 @@ milliseconds).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -33,6 +34,7 @@ from .errors import (
 
 _NOTHING_LOST = "nothing from this call was written and earlier labels are intact"
 _LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes
+_CHECK_AFTER_IDLE_S = 1.0  # a write after this long idle first checks that the connection is alive
 
 
 def is_postgres_url(path) -> bool:
@@ -120,6 +122,10 @@ class SQLiteBackend:
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+
+    def pipeline(self):
+        """Statements run one by one in-process: nothing to batch."""
+        return contextlib.nullcontext()
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -226,6 +232,9 @@ class PostgresBackend:
         self.errors = (psycopg.Error,)
         self.conn = None
         self._closed = False
+        self._now = self._lock_cur = None
+        self._pending = False
+        self._last_used = time.monotonic()
         self._connect()
 
     def _connect(self) -> None:
@@ -245,6 +254,7 @@ class PostgresBackend:
             conn.close()
             raise self.translate(e, "opening") from e
         self.conn = conn
+        self._last_used = time.monotonic()
 
     # -- statements
     def ensure(self) -> None:
@@ -255,21 +265,47 @@ class PostgresBackend:
             self._connect()
 
     def execute(self, sql, params=()):
+        self._start()
         sql = _PLACEHOLDER.sub("%s", sql)
         return self.conn.execute(sql, list(params) if params else None, prepare=None)
 
     def executemany(self, sql, seq) -> None:
+        self._start()
         with self.conn.cursor() as cur:
             cur.executemany(_PLACEHOLDER.sub("%s", sql), [list(p) for p in seq])
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN")
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        """Start a write transaction: BEGIN, the write lock and the server's clock are sent with the
+        transaction's first statements (one round trip with its first reads).
+
+        A connection idle for a while is checked first (one ``SELECT 1``), so a connection the server
+        dropped meanwhile (a restart) is found before anything is sent and the caller reconnects.
+        """
+        if time.monotonic() - self._last_used > _CHECK_AFTER_IDLE_S:
+            self.conn.execute("SELECT 1")
+        self._pending, self._lock_cur, self._now = True, None, None
+
+    def _start(self) -> None:
+        self._last_used = time.monotonic()
+        if self._pending:
+            self._pending = False
+            self.conn.execute("BEGIN")
+            self._lock_cur = self.conn.execute(
+                "SELECT pg_advisory_xact_lock(%s), EXTRACT(EPOCH FROM clock_timestamp())::float8", (_LOCK_KEY,))
 
     def commit(self) -> None:
+        self._start()
+        self._now = self._lock_cur = None
         self.conn.execute("COMMIT")
 
+    def pipeline(self):
+        """Send the statements inside together and read their results after one round trip."""
+        self._last_used = time.monotonic()
+        return self.conn.pipeline()
+
     def rollback(self) -> None:
+        self._now = self._lock_cur = None
+        self._pending = False
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
             return
@@ -282,8 +318,15 @@ class PostgresBackend:
                 pass
 
     def now(self) -> float:
-        """The server's clock: leases expire by one clock for every machine of a team."""
-        return float(self.conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])
+        """The server's clock (read when the write lock was taken, inside a transaction): leases expire
+        by one clock for every machine of a team."""
+        if self._pending:
+            self._start()
+        if self._lock_cur is not None:
+            self._now, self._lock_cur = float(self._lock_cur.fetchone()[1]), None
+        if self._now is not None:
+            return self._now
+        return float(self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])
 
     def is_disconnect(self, exc) -> bool:
         conn = self.conn
@@ -333,6 +376,7 @@ class PostgresBackend:
 
     def begin_migration(self) -> None:
         self.begin()
+        self.now()  # take the lock now: the version is read again under it
 
     def end_migration(self) -> None:
         self.commit()

@@ -196,6 +196,13 @@ def _json(obj, what: str) -> str:
 class LabelStore:
     """Append-only label history of one pool, in an SQLite file or a PostgreSQL database.
 
+    Sessions and leases: every :class:`~alwidgets.Session` passes its own id
+    (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
+    :meth:`undo`; items leased to one session are never handed to another
+    while the lease lives, and a session's write is refused with
+    :class:`LeaseConflictError` for items another session holds or relabelled
+    since this one was shown them.
+
     Parameters
     ----------
     path : str or Path
@@ -211,15 +218,6 @@ class LabelStore:
     read_only : bool
         Open without ever writing (e.g. to export a store another kernel is
         using, or a backup in a read-only folder).
-
-    Notes
-    -----
-    Sessions and leases: every :class:`~alwidgets.Session` passes its own id
-    (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
-    :meth:`undo`; items leased to one session are never handed to another
-    while the lease lives, and a session's write is refused with
-    :class:`LeaseConflictError` for items another session holds or relabelled
-    since this one was shown them.
 
     Examples
     --------
@@ -315,10 +313,14 @@ class LabelStore:
                         continue
                     db.rollback()
                     raise db.translate(e, action) from e
+            db.deferred = []
             try:
                 yield db
-                db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
-                db.commit()
+                with db.pipeline():  # the writes, the change counter and COMMIT: one round trip on PostgreSQL
+                    for sql, params, many in db.deferred:
+                        (db.executemany if many else db.execute)(sql, params)
+                    db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
+                    db.commit()
             except BaseException as e:
                 db.rollback()
                 if isinstance(e, db.errors):
@@ -352,8 +354,9 @@ class LabelStore:
                 f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
         return found
 
-    def _require_known(self, db, ids, doing: str) -> None:
-        unknown = [i for i in dict.fromkeys(ids) if i not in self._known_ids(db, ids)]
+    @staticmethod
+    def _require_known(ids, snap, doing: str) -> None:
+        unknown = [i for i in dict.fromkeys(ids) if i not in snap["known"]]
         if unknown:
             raise ValueError(f"{doing}: item ids not in the pool: {_listing(unknown)}; nothing was written")
 
@@ -372,14 +375,44 @@ class LabelStore:
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, str(value)))
 
     @staticmethod
-    def _heads(db, ids) -> dict:
-        """``item_id -> (label_id, class_id, session, payload, media_type, source)`` of the current rows."""
-        out = {}
-        for chunk, marks in _chunks(list(dict.fromkeys(ids))):
-            for row in db.execute("SELECT item_id, label_id, class_id, session, payload, media_type, source "
-                                  f"FROM labels WHERE superseded_by IS NULL AND item_id IN ({marks})", chunk):
-                out[row[0]] = (row[1], row[2], row[3], None if row[4] is None else bytes(row[4]), row[5], row[6])
-        return out
+    def _snapshot(db, items, *, leases=False, rounds=()) -> dict:
+        """Everything a write needs to decide, read in one pipeline (one round trip on PostgreSQL):
+        ``known`` ids of ``items`` in the pool, ``class_ids``, the ``rounds`` that exist, the items'
+        current rows (``heads``: label_id, class_id, session, payload, media_type, source), with
+        ``leases=True`` every lease row of the items, live or not (item, session, annotator,
+        expires_at, after_label), and ``last``, the newest label row id."""
+        items = list(dict.fromkeys(items))
+        queries = [("SELECT class_id, name FROM classes ORDER BY class_id", ()),
+                   ("SELECT COALESCE(MAX(label_id), 0) FROM labels", ())]
+        rounds = sorted(set(rounds))
+        if rounds:
+            queries.append((f"SELECT round_id FROM rounds WHERE round_id IN ({','.join('?' * len(rounds))})",
+                            rounds))
+        chunks = list(_chunks(items))
+        for chunk, marks in chunks:
+            queries.append((f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
+            queries.append(("SELECT item_id, label_id, class_id, session, payload, media_type, source FROM labels "
+                            f"WHERE superseded_by IS NULL AND item_id IN ({marks})", chunk))
+            if leases:
+                queries.append(("SELECT item_id, session, annotator, expires_at, after_label FROM leases "
+                                f"WHERE item_id IN ({marks})", chunk))
+        with db.pipeline():
+            cursors = [db.execute(sql, params) for sql, params in queries]
+            results = [c.fetchall() for c in cursors]
+        snap = {"class_ids": {name: cid for cid, name in results[0]}, "last": int(results[1][0][0]),
+                "rounds": {r[0] for r in results[2]} if rounds else set(), "known": set(), "heads": {},
+                "leases": []}
+        k = 3 if rounds else 2
+        per = 3 if leases else 2
+        for c in range(len(chunks)):
+            block = results[k + per * c: k + per * (c + 1)]
+            snap["known"].update(r[0] for r in block[0])
+            for row in block[1]:
+                snap["heads"][row[0]] = (row[1], row[2], row[3], None if row[4] is None else bytes(row[4]),
+                                         row[5], row[6])
+            if leases:
+                snap["leases"] += [tuple(r) for r in block[2]]
+        return snap
 
     # ------------------------------------------------------------------ pool and classes
     @property
@@ -429,10 +462,6 @@ class LabelStore:
             raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
         classes = None if classes is None else check_classes(classes)
         fp = pool_fingerprint(ids)
-        if self.fingerprint == fp and (classes is None or classes == self.classes):
-            heads = self._query("SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
-                                "WHERE l.superseded_by IS NULL AND l.source <> 'undo'")
-            return self._attach_report(fp, ids, heads, [], "fingerprint")  # attached already: nothing to write
         with self._transaction("attaching the pool") as db:
             stored_fp = self._meta(db, "pool_fingerprint")
             if stored_fp is None:
@@ -462,17 +491,14 @@ class LabelStore:
             heads = db.execute(
                 "SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
                 "WHERE l.superseded_by IS NULL AND l.source <> 'undo'").fetchall()
-        return self._attach_report(fp, ids, heads, new_classes,
-                                   match if stored_fp not in (None, fp) else "fingerprint")
-
-    def _attach_report(self, fp, ids, heads, new_classes, matched_by) -> AttachReport:
         orphaned = sorted(i for i, in_pool in heads if not in_pool)
         report = AttachReport(fingerprint=fp, n_items=len(ids), n_labelled=len(heads) - len(orphaned),
-                              new_classes=new_classes, orphaned=orphaned, matched_by=matched_by)
+                              new_classes=new_classes, orphaned=orphaned,
+                              matched_by=match if stored_fp not in (None, fp) else "fingerprint")
         if orphaned:
             warnings.warn(f"{len(orphaned)} labelled items of {self.path} are not in this pool "
                           f"({_listing(orphaned, 5)}); their labels are kept in the store but not used.",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=2)
         return report
 
     def _extend_classes(self, db, classes) -> list[str]:
@@ -587,12 +613,14 @@ class LabelStore:
         if not rows:
             return []
         with self._transaction("saving labels") as db:
-            class_ids = self._validate(db, rows)
-            now = db.now()
             items = [r[0] for r in rows]
-            heads = self._heads(db, items)
+            snap = self._snapshot(db, items, leases=session is not None,
+                                  rounds=[r[3] for r in rows if r[3] is not None])
+            now = db.now()  # read with the write lock, in the snapshot's round trip
+            class_ids = self._validate(rows, snap)
+            heads = dict(snap["heads"])
             if session is not None:
-                conflicts = self._conflicts(db, items, session, heads, now)
+                conflicts = self._conflicts(items, session, snap, now)
                 if conflicts:
                     raise LeaseConflictError(
                         f"not saved: {len(conflicts)} of {len(set(items))} items belong to another session "
@@ -612,51 +640,44 @@ class LabelStore:
                     out.append(("new", len(write)))
                     write.append((item_id, cid, seconds, rnd, source, annotator, session, payload, media_type))
                     heads[item_id] = (out[-1], cid, session, payload, media_type, source)  # a repeat in this call
-            new_ids = self._insert(db, write, now) if write else []
+            new_ids = self._insert(db, write, now, snap) if write else []
         return [new_ids[v] if kind == "new" else v for kind, v in out]
 
-    def _validate(self, db, rows) -> dict[str, int]:
+    @staticmethod
+    def _validate(rows, snap) -> dict[str, int]:
         """Raise ValueError naming unknown ids, classes or rounds of ``rows``; returns the class ids by name."""
         problems = []
-        ids = [r[0] for r in rows]
-        known = self._known_ids(db, ids)
-        unknown = [i for i in dict.fromkeys(ids) if i not in known]
+        unknown = [i for i in dict.fromkeys(r[0] for r in rows) if i not in snap["known"]]
         if unknown:
             problems.append(f"item ids not in the pool: {_listing(unknown)}")
-        class_ids = self._class_ids(db)
+        class_ids = snap["class_ids"]
         bad = [c for c in dict.fromkeys(r[1] for r in rows) if c is not None and c not in class_ids]
         if bad:
             problems.append(f"unknown classes {_listing(bad)} (known: {list(class_ids)})")
-        rounds = sorted({r[3] for r in rows if r[3] is not None})
-        if rounds:
-            marks = ",".join("?" * len(rounds))
-            have = {r[0] for r in db.execute(f"SELECT round_id FROM rounds WHERE round_id IN ({marks})", rounds)}
-            if set(rounds) - have:
-                problems.append(f"unknown rounds {sorted(set(rounds) - have)} (start them with start_round())")
+        missing = sorted({r[3] for r in rows if r[3] is not None} - snap["rounds"])
+        if missing:
+            problems.append(f"unknown rounds {missing} (start them with start_round())")
         if problems:
             raise ValueError("cannot save labels, nothing was written: " + "; ".join(problems))
         return class_ids
 
-    def _conflicts(self, db, items, session, heads, now) -> dict[str, str]:
+    @staticmethod
+    def _conflicts(items, session, snap, now) -> dict[str, str]:
         """Why ``session`` may not write each of ``items`` (absent = it may)."""
-        items = list(dict.fromkeys(items))
         held, mine = {}, {}
-        for chunk, marks in _chunks(items):
-            for item_id, holder, annotator, expires_at, after in db.execute(
-                    "SELECT item_id, session, annotator, expires_at, after_label FROM leases "
-                    f"WHERE item_id IN ({marks}) AND (session = ? OR expires_at > ?)", [*chunk, session, now]):
-                if holder == session:
-                    mine[item_id] = after
-                else:
-                    held[item_id] = (annotator, expires_at)
+        for item_id, holder, annotator, expires_at, after in snap["leases"]:
+            if holder == session:
+                mine[item_id] = after
+            elif expires_at > now:
+                held[item_id] = (annotator, expires_at)
         out = {}
-        for item_id in items:
+        for item_id in dict.fromkeys(items):
             if item_id in held:
                 annotator, expires_at = held[item_id]
                 out[item_id] = (f"leased to another session (annotator {annotator!r}) for "
                                 f"{max(0.0, expires_at - now):.0f} more s")
                 continue
-            head = heads.get(item_id)
+            head = snap["heads"].get(item_id)
             if head is not None and item_id in mine and head[2] != session and head[0] > mine[item_id]:
                 out[item_id] = ("relabelled by another session since this session was shown it"
                                 if head[5] != "undo" else "its label was retracted by another session since "
@@ -664,27 +685,38 @@ class LabelStore:
         return out
 
     @staticmethod
-    def _insert(db, rows, now: float) -> list[int]:
+    def _insert(db, rows, now: float, snap: dict) -> list[int]:
         """Append rows ``(item_id, class_id, seconds, round, source, annotator, session, payload, media_type)``
-        (``class_id`` and ``payload`` None = an undo); ends the leases on labelled items. Caller holds the lock."""
-        next_id = db.execute("SELECT COALESCE(MAX(label_id), 0) + 1 FROM labels").fetchone()[0]
-        created, out = _iso(now), []
-        for item_id, class_id, seconds, rnd, source, annotator, session, payload, media_type in rows:
-            undo = class_id is None and payload is None
-            db.execute("UPDATE labels SET superseded_by = ? WHERE item_id = ? AND superseded_by IS NULL",
-                       (next_id, item_id))
-            db.execute(
-                "INSERT INTO labels(label_id, item_id, class_id, annotator, session, created_at, seconds, round_id, "
-                "source, payload, media_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (next_id, item_id, class_id, annotator, session, created, seconds, rnd,
-                 "undo" if undo else source, payload, media_type))
-            out.append(next_id)
-            next_id += 1
+        (``class_id`` and ``payload`` None = an undo) after ``snap`` (:meth:`_snapshot` of their items);
+        ends the leases on labelled items. Returns the new row ids; the writes run at COMMIT.
+
+        Two batched statements whatever the number of rows: the items' current rows are pointed at
+        their first new row, then the new rows are inserted with ``superseded_by`` already set where a
+        later row of this call replaces them.
+        """
+        ids = list(range(snap["last"] + 1, snap["last"] + 1 + len(rows)))
+        first, after, last_row = {}, [None] * len(rows), {}
+        for k, r in enumerate(rows):
+            first.setdefault(r[0], ids[k])
+            if r[0] in last_row:
+                after[last_row[r[0]]] = ids[k]
+            last_row[r[0]] = k
+        supersede = [(first[i], snap["heads"][i][0]) for i in first if i in snap["heads"]]
+        if supersede:
+            db.deferred.append(("UPDATE labels SET superseded_by = ? WHERE label_id = ?", supersede, True))
+        created = _iso(now)
+        db.deferred.append((
+            "INSERT INTO labels(label_id, item_id, class_id, annotator, session, created_at, seconds, round_id, "
+            "source, payload, media_type, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(ids[k], item_id, class_id, annotator, session, created, seconds, rnd,
+              "undo" if class_id is None and payload is None else source, payload, media_type, after[k])
+             for k, (item_id, class_id, seconds, rnd, source, annotator, session, payload, media_type)
+             in enumerate(rows)], True))
         labelled = list(dict.fromkeys(r[0] for r in rows if r[1] is not None or r[7] is not None))
         for chunk, marks in _chunks(labelled):  # labelling ends every live lease; the rows stay as evidence
-            db.execute(f"UPDATE leases SET expires_at = ? WHERE expires_at > ? AND item_id IN ({marks})",
-                       [now, now, *chunk])
-        return out
+            db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE expires_at > ? AND item_id IN ({marks})",
+                                [now, now, *chunk], False))
+        return ids
 
     def undo(self, item_id: str, *, session: str | None = None, annotator: str | None = None) -> int:
         """Retract the current label of ``item_id`` by appending an undo row; returns its row id.
@@ -700,9 +732,11 @@ class LabelStore:
         if session is not None:
             session = _check_name(session, "session")
         with self._transaction("undoing a label") as db:
-            if not self._known_ids(db, [item_id]):
+            snap = self._snapshot(db, [item_id])
+            now = db.now()
+            if item_id not in snap["known"]:
                 raise ValueError(f"item id {_short(item_id)} is not in the pool")
-            head = self._heads(db, [item_id]).get(item_id)
+            head = snap["heads"].get(item_id)
             if head is None or head[5] == "undo":
                 raise ValueError(f"item {_short(item_id)} has no label to undo")
             if session is not None and head[2] != session:
@@ -711,7 +745,7 @@ class LabelStore:
                 raise LeaseConflictError(f"cannot undo {_short(item_id)}: {why}; this session can only retract "
                                          f"its own labels. Nothing was written.", self.path, {item_id: why})
             return self._insert(db, [(item_id, None, None, None, "undo", annotator, session, None, None)],
-                                db.now())[0]
+                                now, snap)[0]
 
     def current_labels(self) -> dict:
         """``item_id -> class name``: the latest label of every labelled item of the attached pool.
@@ -843,28 +877,22 @@ class LabelStore:
         if not ids:
             return []
         with self._transaction("leasing items") as db:
-            self._require_known(db, ids, "leasing")
+            snap = self._snapshot(db, ids, leases=True)
             now = db.now()
-            last = db.execute("SELECT COALESCE(MAX(label_id), 0) FROM labels").fetchone()[0]
-            busy, live_mine = set(), set()
-            for chunk, marks in _chunks(ids):
-                busy.update(r[0] for r in db.execute(
-                    f"SELECT item_id FROM labels WHERE superseded_by IS NULL AND source <> 'undo' "
-                    f"AND item_id IN ({marks})", chunk))
-                for item_id, holder in db.execute(
-                        f"SELECT item_id, session FROM leases WHERE expires_at > ? AND item_id IN ({marks})",
-                        [now, *chunk]):
-                    (live_mine if holder == session else busy).add(item_id)
+            self._require_known(ids, snap, "leasing")
+            busy = {i for i, h in snap["heads"].items() if h[5] != "undo"}  # labelled
+            busy |= {i for i, holder, _, expires_at, _ in snap["leases"] if holder != session and expires_at > now}
+            live_mine = {i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now}
             got = [i for i in ids if i not in busy]
             renew = [(now + float(ttl), i, session) for i in got if i in live_mine]
-            grant = [(i, session, annotator, now + float(ttl), last) for i in got if i not in live_mine]
+            grant = [(i, session, annotator, now + float(ttl), snap["last"]) for i in got if i not in live_mine]
             if renew:
-                db.executemany("UPDATE leases SET expires_at = ? WHERE item_id = ? AND session = ?", renew)
+                db.deferred.append(("UPDATE leases SET expires_at = ? WHERE item_id = ? AND session = ?", renew, True))
             if grant:
-                db.executemany("INSERT INTO leases(item_id, session, annotator, expires_at, after_label) "
-                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, session) DO UPDATE SET "
-                               "annotator = excluded.annotator, expires_at = excluded.expires_at, "
-                               "after_label = excluded.after_label", grant)
+                db.deferred.append(("INSERT INTO leases(item_id, session, annotator, expires_at, after_label) "
+                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, session) DO UPDATE SET "
+                                    "annotator = excluded.annotator, expires_at = excluded.expires_at, "
+                                    "after_label = excluded.after_label", grant, True))
             return got
 
     def release(self, item_ids, *, session: str) -> int:
@@ -878,12 +906,14 @@ class LabelStore:
         if not ids:
             return 0
         with self._transaction("releasing items") as db:
-            self._require_known(db, ids, "releasing")
-            now, n = db.now(), 0
-            for chunk, marks in _chunks(ids):
-                n += db.execute(f"UPDATE leases SET expires_at = ? WHERE session = ? AND expires_at > ? "
-                                f"AND item_id IN ({marks})", [now, session, now, *chunk]).rowcount
-            return n
+            snap = self._snapshot(db, ids, leases=True)
+            now = db.now()
+            self._require_known(ids, snap, "releasing")
+            mine = [i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now]
+            for chunk, marks in _chunks(mine):
+                db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE session = ? AND item_id IN ({marks})",
+                                    [now, session, *chunk], False))
+            return len(mine)
 
     def leases_df(self):
         """Live leases: ``item_id, session, annotator, expires_at`` (UTC), soonest to expire first."""

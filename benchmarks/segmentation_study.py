@@ -1,0 +1,188 @@
+"""Which images to mask first? Image-level selection strategies on CamVid, scored on its test set.
+
+MobileNet V1 (Coral, ImageNet; ``../shared/weights``) dense features at strides
+8/16/32 are computed once and cached (float16); a whitened PCA fitted on the
+train pool projects them once for every model; a :class:`DenseDecoder` is
+refitted (warm start) after each round. Each split is a random 80 % of the 367
+train images; each strategy starts from the same 5-image random batch
+(model-based strategies) or picks its own first batch (coverage, auto).
+
+    nice -n 10 python benchmarks/segmentation_study.py                       # the full study
+    nice -n 10 python benchmarks/segmentation_study.py --splits 1 --budgets 5,10,20,40,80 --score-scale 2
+
+Writes ``benchmarks/results/segmentation_{curves,reference,summary}.csv`` and
+``segmentation_study.md`` (tables, ratios against random of the same run), and
+appends each curve row to the CSV as it is produced, so a stopped run keeps
+what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alwidgets.segmentation import (  # noqa: E402
+    CAMVID_CLASSES,
+    CAMVID_RARE,
+    DenseDecoder,
+    PCAProjection,
+    camvid,
+    mobilenet_v1,
+)
+from alwidgets.segmentation.simulate import simulate_segmentation, summarize  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+OUT = REPO / "benchmarks" / "results"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(SHARED / "data" / "camvid"))
+    ap.add_argument("--weights", default=str(SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors"))
+    ap.add_argument("--strategies", default="random,coverage,entropy,class_weighted,class_targeted,auto")
+    ap.add_argument("--budgets", default="5,10,20,40,80,160")
+    ap.add_argument("--splits", type=int, default=3)
+    ap.add_argument("--first-split", type=int, default=0, help="run splits first-split .. first-split+splits-1")
+    ap.add_argument("--pool-fraction", type=float, default=0.8)
+    ap.add_argument("--score-scale", type=int, default=1, help="2 = score every second test pixel each way")
+    ap.add_argument("--tag", default="", help="suffix of the output files")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    ap.add_argument("--reference", default=None,
+                    help="JSON {miou, n_masks} of a whole-pool fit (e.g. from --curve) to skip it; needs "
+                         "--pool-fraction 1")
+    ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
+                                                  "(e.g. 10,20,40,80,367), scored on every test pixel")
+    ap.add_argument("--report-from", default=None,
+                    help="no run: join the curves of these comma-separated tags (parallel runs) into one report")
+    args = ap.parse_args(argv)
+    if args.report_from:
+        tags = args.report_from.split(",")
+        curves = pd.concat([pd.read_csv(OUT / f"segmentation_curves_{t}.csv") for t in tags], ignore_index=True)
+        refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags], ignore_index=True)
+        refs = refs.drop_duplicates("split")
+        curves.to_csv(OUT / "segmentation_curves.csv", index=False)
+        refs.to_csv(OUT / "segmentation_reference.csv", index=False)
+        return report(curves, refs, OUT, "", args)
+    if args.threads:
+        os.environ["ALWIDGETS_NUM_THREADS"] = str(args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    emb = mobilenet_v1(args.weights, progress=False)
+    train, test = camvid(args.data, "train"), camvid(args.data, "test")
+    ptr, pte = projected(emb, train, test)
+    print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
+    if args.curve:
+        return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    tag = f"_{args.tag}" if args.tag else ""
+    curves_csv = OUT / f"segmentation_curves{tag}.csv"
+    header = not curves_csv.exists()
+
+    def write(rec):
+        nonlocal header
+        pd.DataFrame([rec]).to_csv(curves_csv, mode="a", header=header, index=False)
+        header = False
+
+    all_curves, all_refs = [], []
+    for split in range(args.first_split, args.first_split + args.splits):
+        res = simulate_segmentation(
+            ptr, train.masks, pte, test.masks, n_classes=11, ignore_index=11,
+            model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
+            budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
+            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, on_record=write,
+            reference=json.loads(args.reference) if args.reference else None)
+        res.curves["split"] = split
+        res.reference["split"] = split
+        all_curves.append(res.curves)
+        all_refs.append(res.reference)
+        ref_csv = OUT / f"segmentation_reference{tag}.csv"
+        res.reference.to_csv(ref_csv, mode="a", header=not ref_csv.exists(), index=False)
+    curves = pd.read_csv(curves_csv)
+    refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv")
+    report(curves, refs, OUT, tag, args)
+    print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def projected(emb, train, test):
+    """Train/test features projected by a PCA fitted on the train pool, cached beside the dense cache
+    (the projection of 600 images takes minutes on a busy 2-core machine; every run reuses it)."""
+    from alwidgets.segmentation.features import DenseFeatures
+
+    ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
+    cache = Path.home() / ".cache" / "alwidgets" / "segmentation_study_pca48-64-64.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        n = len(ftr.maps)
+        ptr = DenseFeatures([z[f"tr{k}"] for k in range(n)], ftr.strides, ftr.pooled, ftr.image_size, ftr.ids, {})
+        pte = DenseFeatures([z[f"te{k}"] for k in range(n)], fte.strides, fte.pooled, fte.image_size, fte.ids, {})
+        return ptr, pte
+    proj = PCAProjection(ftr, (48, 64, 64), random_state=0)
+    ptr, pte = proj.transform(ftr), proj.transform(fte)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"tr{k}": m for k, m in enumerate(ptr.maps)}, **{f"te{k}": m for k, m in enumerate(pte.maps)})
+    tmp.replace(cache)
+    return ptr, pte
+
+
+def curve(ptr, pte, train, test, counts, args):
+    """mIoU of one warm-started DenseDecoder as random masks are added (the "keeps learning" target)."""
+    rare = [CAMVID_CLASSES.index(c) for c in CAMVID_RARE]
+    rows = []
+    for seed in range(args.first_split, args.first_split + args.splits):
+        order = np.random.default_rng(seed).permutation(len(train))
+        model = DenseDecoder(11, 11, n_components=None, random_state=seed)
+        for n in counts:
+            masks = [None] * len(train)
+            for i in order[:n]:
+                masks[i] = train.masks[i]
+            model.fit(ptr, masks)
+            s = model.score(pte, test.masks, scale=args.score_scale)
+            rows.append({"seed": seed, "n_masks": n, "miou": 100 * s.miou, "rare4": 100 * s.mean_iou_of(rare),
+                         "pixel_accuracy": 100 * s.pixel_accuracy, "fit_seconds": model.fit_seconds_,
+                         "steps": model.n_steps_, "warm": model.warm_started_,
+                         **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, s.iou)}})
+            print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
+                  flush=True)
+    tag = f"_{args.tag}" if args.tag else ""
+    pd.DataFrame(rows).to_csv(OUT / f"segmentation_curve{tag}.csv", index=False)
+
+
+def report(curves, refs, out, tag, args):
+    """Summary table, ratios against random of the same run, and the targets of issue 15."""
+    rare = CAMVID_RARE
+    at = 20 if 20 in set(curves["n_masks"]) else int(sorted(set(curves["n_masks"]))[0])
+    table = summarize(curves, refs, rare=rare, at=at)
+    table.to_csv(out / f"segmentation_summary{tag}.csv", index=False)
+    mean = curves.groupby(["strategy", "n_masks"])["miou"].mean().unstack()
+    rnd = mean.loc["random"] if "random" in mean.index else None
+    lines = [f"# Segmentation study (CamVid test, MobileNet V1 dense features, DenseDecoder){' ' + tag if tag else ''}",
+             "", f"splits: {sorted(set(curves['split']))}; full-pool mIoU per split: "
+             + ", ".join(f"{r.miou:.1f} ({int(r.n_masks)} masks)" for r in refs.itertuples()),
+             f"score scale: {args.score_scale} (1 = every test pixel)", "",
+             "## mIoU (mean over splits) by masks", "", mean.round(1).to_markdown(), ""]
+    if rnd is not None:
+        lines += ["## Difference to random (same run), mIoU points", "", (mean - rnd).round(1).to_markdown(), ""]
+    lines += ["## Summary", "", table.round(2).to_markdown(index=False), ""]
+    if rnd is not None and "masks_to_95%" in table:
+        r95 = table.set_index("strategy")["masks_to_95%"]
+        lines += ["## Masks to 95 % of full-pool mIoU, ratio to random", ""]
+        for s, v in r95.items():
+            lines.append(f"- {s}: {v:.1f} masks, {v / r95['random']:.2f}x random" if np.isfinite(v) and np.isfinite(r95["random"])
+                         else f"- {s}: {v} masks (not reached by it or by random within the budgets)")
+        lines.append("")
+    (out / f"segmentation_study{tag}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

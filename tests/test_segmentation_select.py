@@ -1,0 +1,154 @@
+"""Image-level segmentation selectors: score directions on hand-made maps, class weights, the contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alwidgets.segmentation.select import (
+    AutoImages,
+    ClassTargeted,
+    ClassWeightedUncertainty,
+    CoverageImages,
+    PixelUncertainty,
+    RandomImages,
+    UncertaintyDiversityImages,
+    class_weakness,
+    labelled_class_iou,
+    make_selector,
+    pixel_uncertainty,
+    reduce_image,
+)
+
+C, h, w = 3, 8, 8
+
+
+def _sure(c, n=1):
+    p = np.full((n, C, h, w), 0.01)
+    p[:, c] = 0.98
+    return p
+
+
+def _maps():
+    """Image 0 sure of class 0, image 1 unsure everywhere, image 2 unsure on a small patch only."""
+    p = np.concatenate([_sure(0), np.full((1, C, h, w), 1 / C), _sure(0)])
+    p[2, :, :2, :2] = 1 / C
+    return p
+
+
+@pytest.mark.parametrize("measure", ["entropy", "margin", "least_confidence"])
+def test_uncertainty_prefers_the_unsure_image(measure):
+    sel = PixelUncertainty(measure).select(2, labels=[None] * 3, probs=_maps(), random_state=0)
+    assert sel.indices.tolist() == [1, 2]
+    assert sel.scores[0] > sel.scores[1] and sel.info["measure"] == measure
+
+
+def test_topk_and_regions_rank_a_local_uncertain_object_above_diffuse_doubt():
+    p = np.concatenate([_sure(0), _sure(0)])
+    p[0, :, :2, :2] = 1 / C                          # image 0: one fully uncertain object
+    p[1, 0], p[1, 1] = 0.7, 0.29                        # image 1: mild doubt everywhere
+    assert PixelUncertainty("entropy", "mean").select(1, labels=[None] * 2, probs=p).indices.tolist() == [1]
+    for red in ("topk", "regions"):
+        got = PixelUncertainty("entropy", red, top_fraction=1 / 16, region=2).select(1, labels=[None] * 2, probs=p)
+        assert got.indices.tolist() == [0], red
+
+
+def test_pixel_uncertainty_bounds():
+    p = np.random.default_rng(0).dirichlet(np.ones(C), size=(h, w)).transpose(2, 0, 1)
+    for m in ("entropy", "margin", "least_confidence"):
+        u = pixel_uncertainty(p, m)
+        assert u.shape == (h, w) and (u >= -1e-6).all() and (u <= 1 + 1e-6).all()
+    with pytest.raises(ValueError, match="unknown measure"):
+        pixel_uncertainty(p, "variance")
+    with pytest.raises(ValueError, match="unknown reduction"):
+        reduce_image(np.zeros((2, 2)), "max")
+
+
+def test_class_weights_follow_per_class_iou():
+    w = class_weakness([0.9, 0.5, 0.1])
+    assert w[0] < w[1] < w[2] and w.mean() == pytest.approx(1.0)
+    # IoU measured against labelled masks: class 2 always predicted as class 1 -> IoU 0 -> heaviest
+    probs = np.concatenate([_sure(0), _sure(1)])
+    masks = [np.zeros((16, 16), np.uint8), np.full((16, 16), 2, np.uint8)]
+    masks[1][:8] = 1
+    iou = labelled_class_iou(probs, masks, [0, 1], C)
+    assert iou[0] == 1.0 and iou[1] == pytest.approx(0.5) and iou[2] == 0.0
+    sel = ClassWeightedUncertainty().select(1, labels=masks + [None], probs=np.concatenate([probs, _maps()[1:2]]))
+    cw = sel.info["class_weights"]
+    assert cw[2] > cw[1] > cw[0] and sel.info["iou_source"].startswith("model vs its 2 labelled")
+
+
+def test_class_weighted_prefers_uncertainty_on_weak_classes():
+    # two images equally uncertain: image 2 between the weak classes 1/2, image 3 between strong 0 and weak 1
+    p = np.zeros((4, C, h, w))
+    p[0, 0] = p[1, 0] = 1.0
+    p[2, 1] = p[2, 2] = 0.5
+    p[3, 0] = p[3, 1] = 0.5
+    labels = [np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8), None, None]
+    plain = PixelUncertainty("entropy").image_scores(p, [2, 3])
+    assert plain[0] == pytest.approx(plain[1])
+    sel = ClassWeightedUncertainty().select(1, labels=labels, probs=p, class_iou=[0.9, 0.2, 0.1])
+    assert sel.indices.tolist() == [2] and sel.info["iou_source"] == "given"
+
+
+def test_class_targeted_picks_the_most_weak_class_area():
+    p = np.concatenate([_sure(0), _sure(0), _sure(0)])
+    p[1, :, :4] = 0.0
+    p[1, 2, :4] = 1.0                                 # half of image 1 predicted as weak class 2
+    p[2, :, :1] = 0.0
+    p[2, 2, :1] = 1.0                                 # an eighth of image 2
+    sel = ClassTargeted(n_weak=1).select(2, labels=[None] * 3, probs=p, class_iou=[0.9, 0.8, 0.1])
+    assert sel.indices.tolist() == [1, 2] and sel.info["weak_classes"] == [2]
+
+
+def test_candidates_limit_the_pick_and_are_checked():
+    sel = PixelUncertainty().select(2, labels=[None] * 3, probs=_maps(), candidates=[0, 2])
+    assert sorted(sel.indices.tolist()) == [0, 2]
+    with pytest.raises(ValueError, match="already labelled"):
+        RandomImages().select(1, labels=[np.zeros((2, 2)), None], candidates=[0])
+    with pytest.raises(ValueError, match="outside the pool"):
+        RandomImages().select(1, labels=[None, None], candidates=[5])
+    assert len(RandomImages().select(3, labels=np.array([-1, 0, -1]))) == 2
+
+
+def test_missing_inputs_are_named():
+    with pytest.raises(ValueError, match="needs `probs=`"):
+        PixelUncertainty().select(1, labels=[None])
+    with pytest.raises(ValueError, match="needs the labelled masks"):
+        ClassWeightedUncertainty().select(1, labels=np.array([-1, 0]), probs=_maps()[:2])
+    with pytest.raises(ValueError, match="needs `embeddings=`"):
+        CoverageImages().select(1, labels=[None])
+    with pytest.raises(ValueError, match="probs has 3 items but labels has 2"):
+        PixelUncertainty().select(1, labels=[None, None], probs=_maps())
+    with pytest.raises(ValueError, match="unknown segmentation strategy"):
+        make_selector("bald")
+
+
+def _blobs(n_per=10, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(k, 8) * 5
+    return np.repeat(centres, n_per, axis=0) + 0.1 * rng.standard_normal((n_per * k, 8))
+
+
+def test_coverage_spreads_over_clusters_and_respects_labelled():
+    X = _blobs()
+    sel = CoverageImages().select(3, labels=[None] * 30, embeddings=X, random_state=0)
+    assert sorted(int(i) // 10 for i in sel.indices) == [0, 1, 2]
+    labels = [np.zeros((2, 2))] + [None] * 29                      # cluster 0 already has a mask
+    sel = CoverageImages().select(2, labels=labels, embeddings=X, random_state=0)
+    assert sorted(int(i) // 10 for i in sel.indices) == [1, 2]
+
+
+def test_diversity_and_auto_explain_themselves():
+    X = _blobs()
+    p = np.repeat(_maps()[1:2], 30, axis=0)
+    p[:10] = _sure(0)[0]
+    labels = [np.zeros((h, w), np.uint8)] + [None] * 29
+    sel = UncertaintyDiversityImages(PixelUncertainty(), factor=4).select(2, labels=labels, embeddings=X, probs=p,
+                                                                        random_state=0)
+    assert sorted(int(i) // 10 for i in sel.indices) == [1, 2]        # unsure clusters, one pick each
+    auto = AutoImages(switch_at=2)
+    first = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
+    assert first.info["phase"] == "coverage" and "1 masks < switch_at=2" in first.info["reason"]
+    labels[10] = np.zeros((h, w), np.uint8)
+    later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
+    assert later.info["phase"] == "class_weighted+diversity" and "class_weights" in later.info
