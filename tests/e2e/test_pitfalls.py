@@ -106,7 +106,7 @@ def test_hostile_names_broken_image_and_typing(server, page, sync_api):
     page.set_viewport_size({"width": 700, "height": 1000})
     page.wait_for_timeout(500)
     area = page.locator(".jp-OutputArea-output").filter(has=page.locator(".alw-grid")).first.bounding_box()
-    boxes = [p.bounding_box() for p in page.locator(".js-plotly-plot").all()]
+    boxes = [p.bounding_box() for p in page.locator(".alw-panel").all()]
     assert len(boxes) == 3 and all(b["x"] + b["width"] <= area["x"] + area["width"] + 1 for b in boxes), (area, boxes)
     assert len({round(b["y"]) for b in boxes}) >= 2          # more than one row
     assert not page.dialogs, page.dialogs
