@@ -324,6 +324,11 @@ def test_the_figure_widgets_start_empty_and_are_filled_by_messages():
         assert fig._widget_data == [] and "title" not in fig._widget_layout, name
         assert fig.data and fig.layout.title.text.startswith(plots_title(name))
     assert isinstance(app.figures["accuracy"], go.FigureWidget)
+    # fixed-size panel boxes in a wrapping row: a narrow notebook puts them on more rows
+    assert app._row.layout.flex_flow == "row wrap"
+    boxes = list(app._row.children)
+    assert [b.children[0] for b in boxes] == list(app.figures.values())
+    assert all("alw-panel" in b._dom_classes and b.layout.width == "338px" for b in boxes)
 
 
 def plots_title(name):

@@ -35,8 +35,15 @@ class LabelApp(ipw.VBox):
         self.figures = {name: _live(fig) for name, fig in
                         plots.session_panels(self.classes, calibration=calibration).items()}
         self.panels = list(self.figures)
-        self._row = ipw.Box(list(self.figures.values()),
-                            layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        # each panel sits in a box of its own fixed size: the row wraps by these boxes, and a
+        # plot that lost its layout to plotly's render race is autosized to its box, not to the page
+        panels = []
+        for fig in self.figures.values():
+            box = ipw.Box([fig], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
+                                                   height=f"{fig.layout.height + 8}px", overflow="hidden"))
+            box.add_class("alw-panel")
+            panels.append(box)
+        self._row = ipw.Box(panels, layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
         super().__init__([grid, self._row])
 
     def _repr_mimebundle_(self, **kwargs):

@@ -42,6 +42,7 @@ class SessionView:
         self.n = 16
         self._app = None
         self._shown = None       # the Batch on the grid (None: no tiles)
+        self._announced = None   # the last Batch a "batch" event brought (empty ones too)
         self._items: list[dict] = []
         self._batch_no = 0
         self._status = ""
@@ -88,12 +89,13 @@ class SessionView:
         app = self.app
         batch = self.session.next_batch(n)  # validates n; its "batch" event shows it
         self.n, self.continuous = n, bool(continuous)
-        if batch is not self._shown:        # a session that did not announce it
+        if batch is not self._announced:    # a session that did not announce it
             self._on_batch(batch)
         return app
 
     # ------------------------------------------------------------------ session events
     def _on_batch(self, batch) -> None:
+        self._announced = batch
         self._shown = batch if len(batch) else None
         self._items = self._tiles(batch)
         self._batch_no += 1
@@ -103,7 +105,7 @@ class SessionView:
             "kind": "unreadable",
             "message": f"{len(bad)} image(s) could not be read and show a placeholder: "
                        + "; ".join(f"{clip(it['id'], 60)} ({clip(it['error'], 80)})" for it in bad[:3])
-                       + (" …" if len(bad) > 3 else "") + "; skip them (Space) or label them by name"}
+                       + (" …" if len(bad) > 3 else "") + "; skip them (Space)"}
         self._push()
 
     def _on_change(self, status: str) -> None:
@@ -126,8 +128,7 @@ class SessionView:
         """Show ``batch``, a part of the shown one, reusing its tiles (no thumbnail is read again)."""
         tiles = {it["id"]: it for it in self._items}
         self._shown = batch
-        self._items = [tiles[i] for i in batch.ids if i in tiles] if all(i in tiles for i in batch.ids) \
-            else self._tiles(batch)
+        self._items = [tiles[i] for i in batch.ids] if set(batch.ids) <= tiles.keys() else self._tiles(batch)
         self._batch_no += 1
 
     def _finished(self, n_saved: int | None = None) -> None:
@@ -181,7 +182,7 @@ class SessionView:
                                    "message": clip(f"saved {len(labels)} labels, but picking the next batch "
                                                    f"failed: {e}", 500)}
                 else:
-                    if batch is not self._shown:
+                    if batch is not self._announced:
                         self._on_batch(batch)
         finally:
             self._held -= 1

@@ -99,5 +99,15 @@ def test_hostile_names_broken_image_and_typing(server, page, sync_api):
     assert got["labels"] == {ids[0]: XSS, ids[1]: "bee"}
     assert list(got["errors"]) == ["a/broken.jpg"]
     assert page.locator("img[src='x']").count() == 0
+
+    # plots: class names are text in the tick labels too; at 700 px the panels wrap instead of being cut
+    ticks = page.locator(".js-plotly-plot .xtick text").evaluate_all("els => els.map(e => e.textContent)")
+    assert XSS in ticks and "bee" in ticks
+    page.set_viewport_size({"width": 700, "height": 1000})
+    page.wait_for_timeout(500)
+    area = page.locator(".jp-OutputArea-output").filter(has=page.locator(".alw-grid")).first.bounding_box()
+    boxes = [p.bounding_box() for p in page.locator(".alw-panel").all()]
+    assert len(boxes) == 3 and all(b["x"] + b["width"] <= area["x"] + area["width"] + 1 for b in boxes), (area, boxes)
+    assert len({round(b["y"]) for b in boxes}) >= 2          # more than one row
     assert not page.dialogs, page.dialogs
     assert not our_errors(page), our_errors(page)
