@@ -68,7 +68,10 @@ def main(argv=None):
 
     s = Session(pool, embeddings=X, selector=args.selector, store=store, random_state=0)
     s.fit()
-    s.app  # build the widget (plotly import) outside the timings: it happens once per session
+    from alwidgets.widgets import SessionView
+
+    s._view = SessionView(s)
+    s._view.app  # build the widget (plotly import) outside the timings: it happens once per session
 
     def truth(ids):
         return {i: pool.classes[y[pool.index_of(i)]] for i in ids}
@@ -78,7 +81,7 @@ def main(argv=None):
     t_sel, t_fit = [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        s.selector.select(args.batch, labels=labels, embeddings=X, probs=s.probs_, random_state=r)
+        s.selector.select(args.batch, labels=labels, embeddings=X, probs=s.probs_, model=s.model, random_state=r)
         t_sel.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         fit_predict_proba(s.model, X, labels, len(s.classes))
@@ -88,20 +91,19 @@ def main(argv=None):
     t_label, n_bytes, meta_bytes = [], [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        s.label(args.batch)
+        grid = s.label(args.batch).grid
         t_label.append(time.perf_counter() - t0)
-        grid = s.app.grid
-        n_bytes.append(sum(len(t) for t in grid.thumbs))
-        meta_bytes.append(len(json.dumps(grid.items)))
-        s.submit(truth(s.batch))
+        n_bytes.append(sum(len(it["thumb"]) for it in grid.items))
+        meta_bytes.append(len(json.dumps([{k: v for k, v in it.items() if k != "thumb"} for it in grid.items])))
+        s.submit(truth(s.batch), close=True)
     # submit -> refit -> next batch in the grid (continuous mode), through the widget's message
-    s.label(args.batch, continuous=True)
+    grid = s.label(args.batch, continuous=True).grid
     t_submit = []
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        grid._handle_custom_msg({"type": "submit", "labels": truth(s.batch)}, [])  # as the browser sends it
+        grid._handle_custom_msg({"type": "submit", "batch": grid.batch, "labels": truth(s.batch)}, [])  # as the browser
         t_submit.append(time.perf_counter() - t0)
-        assert grid.status.startswith("saved"), grid.status
+        assert grid.status.startswith("saved"), (grid.status, grid.error)
         assert len(s.batch) == args.batch and len(grid.items) == args.batch
     med = statistics.median
     out = {

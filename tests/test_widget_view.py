@@ -208,21 +208,12 @@ def test_enter_without_continuous_says_what_happened_and_what_to_run():
     assert [it["id"] for it in grid.items] == s.ids[4:8] and grid.notice == ""
 
 
-def test_enter_ends_the_batch_when_the_session_can():
+def test_enter_ends_the_batch():
     s = FakeSession()
     grid = SessionView(s).show(4).grid
     submit(grid, _truth(s, s.ids[:2]))               # two tiles left untouched
     assert s.batch is None and s.history["n_labels"].tolist() == [2]
-
-    class Older(FakeSession):                        # a session whose submit has no close=
-        def submit(self, labels, *, sources=None, seconds=None, skipped=()):
-            return super().submit(labels, sources=sources, seconds=seconds, skipped=skipped)
-
-    s = Older()
-    grid = SessionView(s).show(4).grid
-    submit(grid, _truth(s, s.ids[:2]))
     assert grid.error == {} and grid.items == [] and NEXT_HINT in grid.notice
-    assert len(s.batch) == 2 and s.history.empty      # kept until the next batch
 
 
 def test_enter_with_continuous_shows_the_next_batch():

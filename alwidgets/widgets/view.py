@@ -10,7 +10,6 @@ code in another cell).
 """
 from __future__ import annotations
 
-import inspect
 import logging
 
 from .labelgrid import clip
@@ -163,11 +162,8 @@ class SessionView:
         s = self.session
         self._held += 1
         try:
-            # Enter ends the batch: with close=True the session finishes the round and frees the
-            # untouched rest of it (a session without it keeps them until the next batch)
-            close = {"close": True} if _takes_close(s) else {}
-            try:
-                self._status = clip(s.submit(labels, sources=sources, seconds=seconds, skipped=skipped, **close)
+            try:  # Enter ends the batch: the session finishes the round and frees the untouched rest
+                self._status = clip(s.submit(labels, sources=sources, seconds=seconds, skipped=skipped, close=True)
                                     or "", 300)
             except Exception as e:  # the session refused it (it saves nothing then): keep the batch for a retry
                 self._error = {"kind": "submit", "message": clip(str(e) or type(e).__name__, 500)}
@@ -228,11 +224,3 @@ class SessionView:
                 "error": None if error is None else clip(str(error), 300),
             })
         return items
-
-
-def _takes_close(session) -> bool:
-    """Whether ``session.submit`` accepts ``close=`` (end the batch with this submit)."""
-    try:
-        return "close" in inspect.signature(session.submit).parameters
-    except (TypeError, ValueError):
-        return False
