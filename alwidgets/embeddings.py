@@ -7,8 +7,8 @@ the embeddings on disk as one or more ``.npy`` files and open them with
 ``(n, d)`` float32 array for what the selectors need (``len``, ``shape``,
 row gathers ``X[rows]``, slices) and never materialises the whole array:
 full passes go through :meth:`ShardedEmbeddings.iter_chunks`, which reads
-``CHUNK_ROWS`` rows at a time with ordinary file reads (so the pages do not
-stay mapped and count towards the process's memory).
+``CHUNK_ROWS`` rows at a time and releases each chunk's pages afterwards (so a
+pass does not leave the file resident in the process's memory).
 
 ``Session``, ``simulate`` and the selectors accept it wherever they accept
 an embedding array; :func:`~alwidgets._validation.check_embeddings` checks it
@@ -26,6 +26,7 @@ ShardedEmbeddings(n=6, d=4, shards=2, dtype=float16)
 """
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -50,8 +51,8 @@ class ShardedEmbeddings:
         float16 or float32 arrays of the same width, usually ``np.memmap``
         from :func:`open_embeddings`; rows are their concatenation, in order.
     paths : list of str, optional
-        The ``.npy`` file of each shard, or None (set by :func:`open_embeddings`); full
-        passes then read the files in chunks instead of touching the maps.
+        The ``.npy`` file of each shard, or None (set by :func:`open_embeddings`): a
+        file cut short after it was opened is then reported instead of crashing the map.
 
     Reading rows (``X[i]``, ``X[a:b]``, ``X[index_array]``, ``X[bool_mask]``)
     returns float32 copies of just those rows.
@@ -156,33 +157,60 @@ class ShardedEmbeddings:
         return out
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as float32, read from the files when known (no pages left mapped)."""
+        """Rows ``start:stop`` as float32."""
         out = np.empty((stop - start, self.shape[1]), np.float32)
         k = int(np.searchsorted(self.offsets, start, side="right") - 1)
         pos = start
         while pos < stop:
             lo = pos - int(self.offsets[k])
             hi = min(stop, int(self.offsets[k + 1])) - int(self.offsets[k])
-            s = self.shards[k]
-            if self.paths is not None and self.paths[k] is not None and isinstance(s, np.memmap):
-                count = (hi - lo) * s.shape[1]
-                with open(self.paths[k], "rb") as f:
-                    f.seek(int(s.offset) + lo * s.shape[1] * s.dtype.itemsize)
-                    block = np.fromfile(f, dtype=s.dtype, count=count)
-                if block.size != count:
-                    raise ValueError(f"embeddings shard {self.paths[k]} is truncated: rows {lo}..{hi} could not be "
-                                     "read in full")
-                out[pos - start:pos - start + hi - lo] = block.reshape(hi - lo, s.shape[1])
-            else:
-                out[pos - start:pos - start + hi - lo] = s[lo:hi]
+            self._check_size(k)
+            out[pos - start:pos - start + hi - lo] = self.shards[k][lo:hi]
+            _release(self.shards[k], lo, hi)
             pos += hi - lo
             k += 1
         return out
+
+    def _check_size(self, k: int) -> None:
+        """A shard file cut short after it was opened: a clear error, not a crash (SIGBUS) on the map."""
+        p, sh = (None if self.paths is None else self.paths[k]), self.shards[k]
+        if p is not None and isinstance(sh, np.memmap) and os.path.getsize(p) < sh.offset + sh.nbytes:
+            raise ValueError(f"embeddings shard {p} is truncated: it was {sh.offset + sh.nbytes} bytes when opened, "
+                             f"now {os.path.getsize(p)}")
+
+    def iter_raw_chunks(self, rows: int = CHUNK_ROWS):
+        """Yield ``(start, block)`` in each shard's own dtype (float16 stays float16), never across shards.
+
+        Blocks are views of the memory maps, valid until the next block: their pages are released
+        (``madvise(MADV_DONTNEED)``) once the caller moves on, so a pass does not grow the
+        process's memory by the size of the file.
+        """
+        for k, sh in enumerate(self.shards):
+            self._check_size(k)
+            base = int(self.offsets[k])
+            for s in range(0, len(sh), rows):
+                e = min(s + rows, len(sh))
+                yield base + s, sh[s:e]
+                _release(sh, s, e)
 
     def iter_chunks(self, rows: int = CHUNK_ROWS):
         """Yield ``(start, block)``: consecutive float32 blocks of at most ``rows`` rows."""
         for s in range(0, len(self), rows):
             yield s, self._read(s, min(s + rows, len(self)))
+
+
+def _release(arr, lo: int, hi: int) -> None:
+    """Drop the resident pages of rows ``lo:hi`` of a memory map (they are re-read from the file if needed)."""
+    m = getattr(arr, "_mmap", None)
+    if m is None or not hasattr(m, "madvise"):
+        return
+    row = arr.shape[1] * arr.dtype.itemsize
+    delta = arr.offset % mmap.ALLOCATIONGRANULARITY     # where the array starts inside the map
+    a = delta + lo * row
+    a -= a % mmap.PAGESIZE
+    b = min(delta + hi * row, len(m))
+    if b > a:
+        m.madvise(mmap.MADV_DONTNEED, a, b - a)
 
 
 def open_embeddings(paths) -> ShardedEmbeddings:
