@@ -204,20 +204,27 @@ def _check_probs_chunked(raw: np.ndarray, n_items, name: str, chunk: int = 26214
         raise ValueError(f"{name} has {n} rows but the pool has {n_items} items")
     if raw.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {raw.dtype}")
-    out = np.empty(raw.shape, np.float32)
     nonfinite, neg, off = [], [], []
+    clip = False
     for s in range(0, n, chunk):
         block = np.asarray(raw[s:s + chunk], dtype=np.float32)
-        fin = np.isfinite(block).all(axis=1)
+        total = block.sum(axis=1, dtype=np.float64)          # NaN/inf in a row make its sum non-finite
+        fin = np.isfinite(total)
+        lo = block.min(axis=1)
         nonfinite.append(s + np.flatnonzero(~fin))
-        neg.append(s + np.flatnonzero((block < -1e-6).any(axis=1)))
-        off.append(s + np.flatnonzero(fin & (np.abs(block.sum(axis=1, dtype=np.float64) - 1.0) > 1e-3)))
-        np.clip(block, 0.0, 1.0, out=out[s:s + chunk])
+        neg.append(s + np.flatnonzero(lo < -1e-6))
+        off.append(s + np.flatnonzero(fin & (np.abs(total - 1.0) > 1e-3)))
+        clip = clip or bool((lo < 0).any()) or bool((block.max(axis=1) > 1).any())
     for rows, what in ((nonfinite, "has NaN or inf values in rows"), (neg, "has negative probabilities in rows"),
                        (off, "rows must sum to 1; rows")):
         rows = np.concatenate(rows)
         if len(rows):
             raise ValueError(f"{name} {what} {_row_list(rows)}" + (" do not" if what.endswith("; rows") else ""))
+    if raw.dtype == np.float32 and raw.flags.c_contiguous and not clip:
+        return raw     # already valid float32 in [0, 1]: no 400 MB copy
+    out = np.empty(raw.shape, np.float32)
+    for s in range(0, n, chunk):
+        np.clip(np.asarray(raw[s:s + chunk], dtype=np.float32), 0.0, 1.0, out=out[s:s + chunk])
     return out
 
 

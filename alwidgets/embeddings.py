@@ -154,6 +154,8 @@ class ShardedEmbeddings:
             local = rows[sel] - self.offsets[k]
             order = np.argsort(local, kind="stable")   # sorted reads: page-friendly on a memory map
             out[sel[order]] = self.shards[k][local[order]]
+            # scattered rows fault in whole neighbourhoods of pages (fault-around): drop them again
+            _release(self.shards[k], 0, len(self.shards[k]))
         return out
 
     def _read(self, start: int, stop: int) -> np.ndarray:
