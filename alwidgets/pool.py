@@ -375,7 +375,8 @@ class Pool:
         few GB of Python strings at most), images never are. ``path_col``
         holds file paths (relative ones are resolved against ``root``,
         default the manifest's folder) or URIs (``s3://``, ``gs://``,
-        ``https://`` ..., read through fsspec when shown). Files are not
+        ``https://`` ..., read through fsspec when shown); ids default to the
+        paths as written in the manifest. Files are not
         opened when the pool is built: a missing or broken file is reported
         (``on_error``) when its image is first decoded. ``label_col`` and
         ``id_col`` work as in :meth:`from_dataframe`.
@@ -421,6 +422,9 @@ class Pool:
             raise ValueError(f"{path.name}: the manifest lists no items")
         df = table.to_pandas()
         base = Path(root) if root is not None else path.parent
+        if id_col is None:   # ids: the paths as the manifest writes them (stable when the folder moves)
+            id_col = "\0id"
+            df[id_col] = df[path_col]
         df[path_col] = [p if not isinstance(p, str) or "://" in p or os.path.isabs(p) else str(base / p)
                         for p in df[path_col].tolist()]
         pool = cls.from_dataframe(df, path_col, label_col=label_col, id_col=id_col, classes=classes,

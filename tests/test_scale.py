@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,7 @@ def test_margin_in_chunks_picks_what_the_one_pass_picks(monkeypatch):
     labels[:50] = 1
     ref = Margin().select(64, labels=labels, probs=P, random_state=0)
     monkeypatch.setattr("alwidgets._validation.LARGE_PROBS_ROWS", 1000)
-    monkeypatch.setattr("alwidgets.select.uncertainty.UNCERTAINTY_CHUNK_ROWS", 700)
+    monkeypatch.setattr(sys.modules["alwidgets.select.uncertainty"], "UNCERTAINTY_CHUNK_ROWS", 700)
     assert check_probs(P).dtype == np.float32
     got = Margin().select(64, labels=labels, probs=P, random_state=0)
     assert got.indices.tolist() == ref.indices.tolist()
@@ -194,7 +195,8 @@ def test_session_and_simulate_take_sharded_embeddings(tmp_path):
     y = pool.targets
     a = simulate(X, y, ["margin"], budget=40, repeats=1, target_acc=None, progress=False)
     b = simulate(E, y, ["margin"], budget=40, repeats=1, target_acc=None, progress=False)
-    pd.testing.assert_frame_equal(a.curves, b.curves)
+    drop = [c for c in a.curves.columns if "second" in c]
+    pd.testing.assert_frame_equal(a.curves.drop(columns=drop), b.curves.drop(columns=drop))
 
 
 # ------------------------------------------------------------------ manifest pools
