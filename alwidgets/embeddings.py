@@ -36,8 +36,8 @@ CHUNK_ROWS = 65536
 """Rows per chunk in full passes over sharded embeddings (65536 x 256 float32 = 64 MiB)."""
 
 MATERIALIZE_LIMIT = 1 << 30
-"""``np.asarray(sharded)`` builds a float32 copy only up to this many bytes (1 GiB); above it,
-it raises ``MemoryError`` naming the size, so no code path silently loads 10 GB."""
+"""Reading rows (``X[rows]``, ``X[a:b]``, ``np.asarray(X)``) builds a float32 copy only up to this
+many bytes (1 GiB); above it, ``MemoryError`` names the size, so no code path silently loads 10 GB."""
 
 DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
@@ -110,10 +110,6 @@ class ShardedEmbeddings:
         return f"ShardedEmbeddings(n={self.shape[0]}, d={self.shape[1]}, shards={len(self.shards)}, dtype={self.dtype})"
 
     def __array__(self, dtype=None, copy=None):
-        size = self.shape[0] * self.shape[1] * 4
-        if size > MATERIALIZE_LIMIT:
-            raise MemoryError(f"refusing to load {self!r} into memory as one float32 array ({size / 2**30:.1f} GiB "
-                              f"> MATERIALIZE_LIMIT); use it through the selectors, or X[rows] for a subset")
         out = self[0:len(self)]
         return out if dtype is None else out.astype(dtype, copy=False)
 
@@ -147,6 +143,7 @@ class ShardedEmbeddings:
         return self._gather(np.where(rows < 0, rows + n, rows))
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
+        self._check_size_of(len(rows))
         out = np.empty((len(rows), self.shape[1]), np.float32)
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
         for k in np.unique(shard):
@@ -158,8 +155,15 @@ class ShardedEmbeddings:
             _release(self.shards[k], 0, len(self.shards[k]))
         return out
 
+    def _check_size_of(self, n_rows: int) -> None:
+        size = n_rows * self.shape[1] * 4
+        if size > MATERIALIZE_LIMIT:
+            raise MemoryError(f"refusing to load {n_rows} rows of {self!r} into memory as float32 "
+                              f"({size / 2**30:.1f} GiB > MATERIALIZE_LIMIT); read them in chunks (iter_chunks)")
+
     def _read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as float32."""
+        self._check_size_of(stop - start)
         out = np.empty((stop - start, self.shape[1]), np.float32)
         k = int(np.searchsorted(self.offsets, start, side="right") - 1)
         pos = start

@@ -163,8 +163,9 @@ def _ray_node(args, log):
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                RAY_USAGE_STATS_ENABLED="0", RAY_agent_register_timeout_ms="180000",
                RAY_raylet_start_wait_time_s="180")
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    return subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)   # the driver's packages (Ray included)
+    ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
+    return subprocess.Popen([*ray_cli, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
                              "--num-cpus", "1", "--object-store-memory", str(200 * 2**20), *args], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

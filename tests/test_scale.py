@@ -98,8 +98,11 @@ def test_check_embeddings_keeps_maps_on_disk_and_names_bad_rows(tmp_path, monkey
     m32 = np.load(tmp_path / "f.npy", mmap_mode="r")
     assert np.shares_memory(check_embeddings(m32), m32)
     monkeypatch.setattr("alwidgets.embeddings.MATERIALIZE_LIMIT", 100)
-    with pytest.raises(MemoryError, match="refusing to load ShardedEmbeddings"):
+    with pytest.raises(MemoryError, match=r"refusing to load 40 rows of ShardedEmbeddings\(n=40"):
         np.asarray(good)
+    with pytest.raises(MemoryError, match="refusing to load 7 rows"):
+        good[np.arange(7)]
+    assert good[np.arange(6)].shape == (6, 4)   # 96 bytes: under the limit
 
 
 # ------------------------------------------------------------------ selectors

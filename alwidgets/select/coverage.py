@@ -54,12 +54,6 @@ class Coverage(Selector):
         start: 10 clusters x 40 = 400 items) a small sample gives poor
         centroids; on digits raising it from 400 to every item lifted
         accuracy at 1 label per class from 60.6% to 65.6% (5 splits).
-    approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
-        algorithm runs on every labelled item plus ``approx_sample`` random
-        candidates (see :mod:`alwidgets.select._approx`). ``True``/``False`` force it.
-    approx_sample : int
-        Candidates sampled on the approximate path (default 200,000).
     n_init, n_local_trials : int
         While the batch is at least as large as the labelled set
         (``n >= #labelled``: the cold start, where most clusters hold no
@@ -76,6 +70,12 @@ class Coverage(Selector):
         (noise level). Restarting in every round, as TypiClust's KMeans does,
         had cost 0.6-1.6 points at 5 per class. ``n_init=1,
         n_local_trials=1`` gives the earlier behaviour.
+    approximate : "auto" or bool
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        algorithm runs on every labelled item plus ``approx_sample`` random
+        candidates (see docs/scaling.md). ``True``/``False`` force it.
+    approx_sample : int
+        Candidates sampled on the approximate path (default 200,000).
 
     Notes
     -----

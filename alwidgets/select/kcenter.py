@@ -138,7 +138,7 @@ class KCenterGreedy(Selector):
     approximate : "auto" or bool
         ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
         algorithm runs on every labelled item plus ``approx_sample`` random
-        candidates (see :mod:`alwidgets.select._approx`). ``True``/``False`` force it.
+        candidates (see docs/scaling.md). ``True``/``False`` force it.
     approx_sample : int
         Candidates sampled on the approximate path (default 200,000).
 
