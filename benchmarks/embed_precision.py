@@ -49,12 +49,14 @@ def parse_setting(text: str) -> dict:
     return out
 
 
-def pools(folder: Path, per_class: int):
+def pools(folder: Path, per_class: int, test_per_class: int = 0):
     from alwidgets import Pool
 
-    train = Pool.from_folder(folder / "train")
-    keep = np.concatenate([np.flatnonzero(train.targets == c)[:per_class] for c in range(len(train.classes))])
-    return train.subset(keep), Pool.from_folder(folder / "test")
+    def first(pool, k):
+        return pool.subset(np.concatenate([np.flatnonzero(pool.targets == c)[:k] for c in range(len(pool.classes))]))
+
+    test = Pool.from_folder(folder / "test")
+    return first(Pool.from_folder(folder / "train"), per_class), first(test, test_per_class) if test_per_class else test
 
 
 def embedder(model: str, setting: dict):
@@ -90,7 +92,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cifar", default=str(CIFAR))
     ap.add_argument("--model", default="mobilenetv1_100")
-    ap.add_argument("--per-class", type=int, default=200)
+    ap.add_argument("--per-class", type=int, default=200, help="train images per class")
+    ap.add_argument("--test-per-class", type=int, default=0, help="test images per class (0 = all 100)")
     ap.add_argument("--upscale", default=None, help="WxH: use photo-sized JPEGs made from the subset")
     ap.add_argument("--jpeg-dir", default=None, help="default /tmp/alwidgets-cifar-WxH")
     ap.add_argument("--reference", default="device=cpu,precision=fp32,decode=pil-full")
@@ -108,12 +111,12 @@ def main(argv=None):
         w, h = (int(v) for v in args.upscale.lower().split("x"))
         out = Path(args.jpeg_dir or f"/tmp/alwidgets-cifar-{w}x{h}")
         t = time.perf_counter()
-        train, test = pools(folder, args.per_class)
+        train, test = pools(folder, args.per_class, args.test_per_class)
         make_jpegs(train, (w, h), out / "train")
         make_jpegs(test, (w, h), out / "test")
         folder = out
         print(f"JPEGs {w}x{h} (quality 90) in {out} ({time.perf_counter() - t:.0f} s)", flush=True)
-    train, test = pools(folder, args.per_class)
+    train, test = pools(folder, args.per_class, args.test_per_class)
     settings = [parse_setting(args.reference)] + [parse_setting(v) for v in args.variant]
     results = []
     model = None

@@ -65,6 +65,8 @@ def _kernel(target, name, start, queue, seed):
                     store.undo(item, session=session)
                 except LeaseConflictError:
                     undo_refused += 1
+                except ValueError:  # no label right now (the other kernel is between its undo and relabel):
+                    undo_refused += 1  # refused all the same, nothing retracted
             if acks:
                 _, item, _ = acks[-1]
                 store.undo(item, session=session)

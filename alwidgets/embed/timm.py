@@ -1,10 +1,12 @@
 """Pooled features of a pretrained timm backbone: the embeddings that make selection work.
 
-Fast on both devices: images are decoded and resized in DataLoader workers,
-sent as uint8 (4x less to copy than float) and normalised on the device; CUDA
-runs channels_last under bf16/fp16 autocast from pinned memory and halves the
-batch on out-of-memory; the CPU uses every core. Results are cached on disk
-(see :mod:`alwidgets.embed.cache`) so a pool is embedded once.
+Fast on both devices. On the CPU, JPEGs are decoded at reduced DCT scale and resized
+in DataLoader workers, sent as uint8 (4x less to copy than float) and normalised
+after the copy, with every core busy. On CUDA, files are read by I/O threads and
+decoded, resized and normalised on the GPU one batch ahead of the forward
+(:mod:`alwidgets.embed.device`); the model runs channels_last under fp16 autocast
+and halves the batch on out-of-memory. The cached, chunked, resumable run loop is
+:class:`~alwidgets.embed.base.Embedder`'s, so a pool is embedded once.
 """
 from __future__ import annotations
 
@@ -118,8 +120,6 @@ class TimmEmbedder(Embedder):
         return dev
 
     def _precision(self, device) -> str:
-        import torch
-
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision != "auto":

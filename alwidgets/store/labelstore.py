@@ -462,6 +462,10 @@ class LabelStore:
             raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
         classes = None if classes is None else check_classes(classes)
         fp = pool_fingerprint(ids)
+        if self.fingerprint == fp and (classes is None or classes == self.classes):
+            heads = self._query("SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
+                                "WHERE l.superseded_by IS NULL AND l.source <> 'undo'")
+            return self._attach_report(fp, ids, heads, [], "fingerprint")  # attached already: nothing to write
         with self._transaction("attaching the pool") as db:
             stored_fp = self._meta(db, "pool_fingerprint")
             if stored_fp is None:
@@ -491,14 +495,17 @@ class LabelStore:
             heads = db.execute(
                 "SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
                 "WHERE l.superseded_by IS NULL AND l.source <> 'undo'").fetchall()
+        return self._attach_report(fp, ids, heads, new_classes,
+                                   match if stored_fp not in (None, fp) else "fingerprint")
+
+    def _attach_report(self, fp, ids, heads, new_classes, matched_by) -> AttachReport:
         orphaned = sorted(i for i, in_pool in heads if not in_pool)
         report = AttachReport(fingerprint=fp, n_items=len(ids), n_labelled=len(heads) - len(orphaned),
-                              new_classes=new_classes, orphaned=orphaned,
-                              matched_by=match if stored_fp not in (None, fp) else "fingerprint")
+                              new_classes=new_classes, orphaned=orphaned, matched_by=matched_by)
         if orphaned:
             warnings.warn(f"{len(orphaned)} labelled items of {self.path} are not in this pool "
                           f"({_listing(orphaned, 5)}); their labels are kept in the store but not used.",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=3)
         return report
 
     def _extend_classes(self, db, classes) -> list[str]:
