@@ -188,12 +188,12 @@ def run_ray(args) -> None:
     pool = Pool.from_folder(folder)
     pool = pool.subset(np.random.default_rng(0).permutation(len(pool))[: args.limit])
     ckpt = Path(args.checkpoint)
-    kw = dict(checkpoint=str(ckpt)) if ckpt.is_file() else dict(pretrained=False)
-    make = lambda: TimmEmbedder(args.model, progress=False, device="cpu", cache_dir=False,  # noqa: E731
-                                model_kwargs={"pad_type": "same"} if ckpt.is_file() else None, **kw)
+    kw = dict(checkpoint=str(ckpt), pad_type="same") if ckpt.is_file() else dict(pretrained=False)
+    make = lambda: TimmEmbedder(args.model, progress=False, device="cpu", cache_dir=False, **kw)  # noqa: E731
     t = time.perf_counter()
     ref = make().embed(pool)
     local_s = time.perf_counter() - t
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # Ray >= 2.5x: token auth, pointless on a loopback test cluster
     port = _free_port()
     address = f"127.0.0.1:{port}"
     log = open(Path(tempfile.gettempdir()) / f"alwidgets-scale-ray-{port}.log", "w")
