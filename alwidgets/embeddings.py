@@ -54,6 +54,8 @@ class ShardedEmbeddings:
         The ``.npy`` file of each shard, or None (set by :func:`open_embeddings`): a
         file cut short after it was opened is then reported instead of crashing the map.
 
+    Notes
+    -----
     Reading rows (``X[i]``, ``X[a:b]``, ``X[index_array]``, ``X[bool_mask]``)
     returns float32 copies of just those rows.
 
