@@ -237,3 +237,19 @@ def test_manifest_pool_checks_files_when_shown_and_names_problems(manifest_dir):
     (manifest_dir / "m.json").write_text("{}")
     with pytest.raises(ValueError, match="a manifest must be .parquet, .csv or .tsv"):
         Pool.from_manifest(manifest_dir / "m.json", "file")
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_on_a_small_pool(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    out = subprocess.run([sys.executable, str(script), "--n", "3000", "--d", "8", "--shard-rows", "1100",
+                          "--batch", "16", "--dir", str(tmp_path / "pool"), "--skip-ray"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout.split("strategy")[-1]
+    for name in ("coverage", "kcenter", "margin", "uncertainty_diversity"):
+        assert name in table and "failed" not in table
+    assert len(list((tmp_path / "pool").glob("emb-*.npy"))) == 3
