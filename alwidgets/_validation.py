@@ -53,6 +53,11 @@ are refused by :func:`check_embeddings`, naming them.
 def check_embeddings(embeddings, n_items: int | None = None, name: str = "embeddings") -> np.ndarray:
     """Return ``embeddings`` as a finite 2-d float32 array of shape (n, d), d >= 1.
 
+    Embeddings larger than memory stay on disk: a
+    :class:`~alwidgets.embeddings.ShardedEmbeddings` (or a float16 ``np.memmap``,
+    wrapped in one) is checked in one chunked pass and returned as is, and a
+    C-ordered float32 memory map is returned without a copy.
+
     The one validation path for feature matrices (selectors, models, the
     session). Refused, with the rows named: NaN or inf values, values too
     large for float32, and rows whose L2 norm is ``>= MAX_NORM`` (their
@@ -66,6 +71,12 @@ def check_embeddings(embeddings, n_items: int | None = None, name: str = "embedd
     ...
     ValueError: embeddings has zero width (shape (3, 0)): each item needs at least one feature
     """
+    from .embeddings import ShardedEmbeddings
+
+    if isinstance(embeddings, np.memmap) and embeddings.ndim == 2 and embeddings.dtype == np.float16:
+        embeddings = ShardedEmbeddings([embeddings])   # read in float32 chunks, never copied whole
+    if isinstance(embeddings, ShardedEmbeddings):
+        return _check_sharded(embeddings, n_items, name)
     arr = np.asarray(embeddings)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-d array (n_items, n_features), got shape {arr.shape}")
@@ -95,6 +106,34 @@ def check_embeddings(embeddings, n_items: int | None = None, name: str = "embedd
     return arr
 
 
+def _check_sharded(X, n_items, name):
+    """:func:`check_embeddings` for :class:`~alwidgets.embeddings.ShardedEmbeddings`: one chunked pass, once."""
+    if n_items is not None and len(X) != n_items:
+        raise ValueError(f"{name} has {len(X)} rows but the pool has {n_items} items")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has zero width (shape {X.shape}): each item needs at least one feature")
+    if not X.checked:
+        bad, big = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for s, block in X.iter_raw_chunks(262144):
+            if block.dtype == np.float16:
+                # all-ones exponent = inf or NaN; finite float16 rows have norms far below MAX_NORM
+                bits = block.view(np.uint16) & np.uint16(0x7C00)
+                if bits.max() == 0x7C00:   # fast test first; rows only when something is wrong
+                    bad.append(s + np.flatnonzero((bits == 0x7C00).any(axis=1)))
+            else:
+                b, g = _scan_rows(block)
+                bad.append(s + b)
+                big.append(s + g)
+        bad, big = np.concatenate(bad), np.concatenate(big)
+        if len(bad):
+            raise ValueError(f"{name} has NaN or inf values in rows {_row_list(bad)}")
+        if len(big):
+            raise ValueError(f"{name} has rows with an L2 norm >= {MAX_NORM:g} (rows {_row_list(big)}): their "
+                             "squared distances overflow float32; rescale the embeddings")
+        X.checked = True
+    return X
+
+
 def _scan_rows(arr: np.ndarray, chunk: int = 65536):
     """Rows with NaN/inf values and rows with an L2 norm >= MAX_NORM, in one chunked pass.
 
@@ -118,12 +157,18 @@ def _scan_rows(arr: np.ndarray, chunk: int = 65536):
 def check_probs(probs, n_items: int | None = None, name: str = "probs", stack: str | None = None) -> np.ndarray:
     """Return ``probs`` as a float64 array of probability rows that sum to one.
 
+    From ``LARGE_PROBS_ROWS`` rows on (2-d only) the check runs in row chunks
+    and the result is float32.
+
     ``probs`` is ``(n_items, n_classes)``; with ``stack`` (the name of a leading
     axis, e.g. ``"n_members"`` for a committee or ``"n_samples"`` for MC
     dropout) it is ``(stack, n_items, n_classes)`` and bad items are named once
     whichever member or sample is at fault.
     """
-    arr = np.asarray(probs, dtype=np.float64)
+    raw = np.asarray(probs)
+    if stack is None and raw.ndim == 2 and len(raw) >= LARGE_PROBS_ROWS:
+        return _check_probs_chunked(raw, n_items, name)
+    arr = np.asarray(raw, dtype=np.float64)
     if stack is None and arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-d array (n_items, n_classes), got shape {arr.shape}")
     if stack is not None and arr.ndim != 3:
@@ -146,6 +191,45 @@ def check_probs(probs, n_items: int | None = None, name: str = "probs", stack: s
         raise ValueError(f"{name} rows must sum to 1{'' if stack is None else ' for every ' + stack[2:].rstrip('s')}; "
                          f"{'rows' if stack is None else 'items'} {_row_list(np.flatnonzero(off))} do not")
     return np.clip(arr, 0.0, 1.0)
+
+
+LARGE_PROBS_ROWS = 1_000_000
+"""From this many rows on, :func:`check_probs` checks ``(n_items, n_classes)`` probabilities in row
+chunks and returns float32 (not float64): 10 million x 10 classes stay 400 MB, not 800 MB plus temporaries."""
+
+
+def _check_probs_chunked(raw: np.ndarray, n_items, name: str, chunk: int = 262144) -> np.ndarray:
+    n = raw.shape[0]
+    if n_items is not None and n != n_items:
+        raise ValueError(f"{name} has {n} rows but the pool has {n_items} items")
+    if raw.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be numeric, got dtype {raw.dtype}")
+    nonfinite, neg, off = ([np.empty(0, np.int64)] for _ in range(3))
+    clip = False
+    for s in range(0, n, chunk):
+        block = np.asarray(raw[s:s + chunk], dtype=np.float32)
+        total = block.sum(axis=1, dtype=np.float64)          # NaN/inf in a row make its sum non-finite
+        fin = np.isfinite(total)
+        nonfinite.append(s + np.flatnonzero(~fin))
+        off.append(s + np.flatnonzero(fin & (np.abs(total - 1.0) > 1e-3)))
+        if fin.all():   # flat reductions are fast; per-row ones (along 10 columns) are not
+            lo, hi = float(block.min()), float(block.max())
+        else:
+            lo, hi = float(np.nanmin(block[fin])) if fin.any() else 0.0, 1.0
+        if lo < -1e-6:
+            neg.append(s + np.flatnonzero((block < -1e-6).any(axis=1)))
+        clip = clip or lo < 0 or hi > 1
+    for rows, what in ((nonfinite, "has NaN or inf values in rows"), (neg, "has negative probabilities in rows"),
+                       (off, "rows must sum to 1; rows")):
+        rows = np.concatenate(rows)
+        if len(rows):
+            raise ValueError(f"{name} {what} {_row_list(rows)}" + (" do not" if what.endswith("; rows") else ""))
+    if raw.dtype == np.float32 and raw.flags.c_contiguous and not clip:
+        return raw     # already valid float32 in [0, 1]: no 400 MB copy
+    out = np.empty(raw.shape, np.float32)
+    for s in range(0, n, chunk):
+        np.clip(np.asarray(raw[s:s + chunk], dtype=np.float32), 0.0, 1.0, out=out[s:s + chunk])
+    return out
 
 
 def duplicates(values) -> list:

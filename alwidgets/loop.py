@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .embeddings import ShardedEmbeddings
 from .select.base import Selection, cold_start
 from .select.registry import make_selector
 
@@ -83,7 +84,13 @@ class Loop:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if n == 0:
             return Fitted(None, None, None, 0, time.perf_counter() - t0)
-        rows = X if X_eval is None else np.concatenate([X, X_eval])
+        if X_eval is None:
+            rows = X
+        elif isinstance(X, ShardedEmbeddings):   # memory-mapped pool: append the eval rows as a shard, no copy
+            rows = ShardedEmbeddings(X.shards + [np.ascontiguousarray(X_eval, dtype=np.float32)],
+                                     paths=None if X.paths is None else X.paths + [None])
+        else:
+            rows = np.concatenate([X, X_eval])
         model, pred = self.task.fit_predict(self.model, X, labels, X_eval=rows)
         return Fitted(model, pred[: len(X)], None if X_eval is None else pred[len(X):], n,
                       time.perf_counter() - t0)

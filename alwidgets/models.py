@@ -246,7 +246,13 @@ def fit_predict_proba(model, X, labels, n_classes: int, X_eval=None):
             probs[:, present[0]] = 1.0
             return fitted, probs
         cols = np.asarray(fitted.classes_, dtype=np.int64)
-        probs[:, cols] = fitted.predict_proba(X_eval)
+        from .embeddings import ShardedEmbeddings
+
+        if isinstance(X_eval, ShardedEmbeddings):   # larger than memory: predict chunk by chunk
+            for s, block in X_eval.iter_chunks():
+                probs[s:s + len(block), cols] = fitted.predict_proba(block)
+        else:
+            probs[:, cols] = fitted.predict_proba(X_eval)
         return fitted, probs
 
 

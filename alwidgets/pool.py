@@ -47,7 +47,7 @@ class Pool:
     """
 
     def __init__(self, ids, *, paths=None, arrays=None, targets=None, classes=None, name="pool",
-                 on_error: str = "raise"):
+                 on_error: str = "raise", check_files: bool = True):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         ids = [str(i) for i in ids]
@@ -78,7 +78,7 @@ class Pool:
         self.root: str | None = None  # folder that paths are shown relative to
         self.errors: dict[str, str] = {}
         self._thumbs: OrderedDict = OrderedDict()
-        if self.paths is not None:
+        if self.paths is not None and check_files:   # off for big manifests: files are checked when decoded
             self._check_files()
 
     def __len__(self) -> int:
@@ -118,7 +118,7 @@ class Pool:
             return Image.fromarray(_to_uint8_hwc(self.arrays[i], getattr(self, "_pixel_scale", 1.0)))
         path = self.paths[i]
         try:
-            with Image.open(path) as im:
+            with (Image.open(path) if "://" not in path else Image.open(io.BytesIO(_read_uri(path)))) as im:
                 im.load()
                 return _normalise_mode(im)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -313,7 +313,7 @@ class Pool:
 
     @classmethod
     def from_dataframe(cls, df, path_col: str, label_col: str | None = None, id_col: str | None = None,
-                       *, root=None, classes=None, name="dataframe", on_error="raise"):
+                       *, root=None, classes=None, name="dataframe", on_error="raise", check_files: bool = True):
         """Images listed in a DataFrame: one row per item.
 
         ``label_col`` may hold class names or integer indices; missing values
@@ -360,8 +360,76 @@ class Pool:
                 if unknown:
                     raise ValueError(f"{name}: labels {unknown[:5]} are not among classes {list(classes)[:10]}")
                 targets[known] = [index[c] for c in names]
-        pool = cls(ids, paths=paths, targets=targets, classes=classes, name=name, on_error=on_error)
+        pool = cls(ids, paths=paths, targets=targets, classes=classes, name=name, on_error=on_error,
+                   check_files=check_files)
         pool.root = None if root is None else str(root)
+        return pool
+
+    @classmethod
+    def from_manifest(cls, path, path_col: str = "path", id_col: str | None = None, label_col: str | None = None,
+                      *, root=None, classes=None, batch_rows: int = 1_000_000, on_error: str = "raise"):
+        """A pool listed in a Parquet or CSV manifest (one row per item), read in chunks.
+
+        Only the named columns are read, ``batch_rows`` rows at a time: ids,
+        paths and targets are held in memory (10 million short ids are a
+        few GB of Python strings at most), images never are. ``path_col``
+        holds file paths (relative ones are resolved against ``root``,
+        default the manifest's folder) or URIs (``s3://``, ``gs://``,
+        ``https://`` ..., read through fsspec when shown); ids default to the
+        paths as written in the manifest. Files are not
+        opened when the pool is built: a missing or broken file is reported
+        (``on_error``) when its image is first decoded. ``label_col`` and
+        ``id_col`` work as in :meth:`from_dataframe`.
+
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with open(os.path.join(d, "items.csv"), "w") as f:
+        ...     _ = f.write("id,file,label\\na,a.png,cat\\nb,b.png,\\n")
+        >>> pool = Pool.from_manifest(os.path.join(d, "items.csv"), "file", id_col="id", label_col="label")
+        >>> len(pool), pool.ids, pool.targets.tolist(), pool.paths[0] == os.path.join(d, "a.png")
+        (2, ['a', 'b'], [0, -1], True)
+        """
+        import pyarrow as pa
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such manifest: {path}")
+        cols = [c for c in dict.fromkeys((path_col, id_col, label_col)) if c is not None]
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            f = pq.ParquetFile(path)
+            names = f.schema_arrow.names
+            batches = lambda: f.iter_batches(batch_size=batch_rows, columns=cols)  # noqa: E731
+        elif suffix in (".csv", ".tsv") or path.name.lower().endswith((".csv.gz", ".tsv.gz")):
+            import pyarrow.csv as pcsv
+
+            parse = pcsv.ParseOptions(delimiter="\t" if ".tsv" in path.name.lower() else ",")
+            with pcsv.open_csv(path, parse_options=parse) as reader:
+                names = reader.schema.names
+            batches = lambda: pcsv.open_csv(  # noqa: E731
+                path, parse_options=parse, read_options=pcsv.ReadOptions(block_size=1 << 24),
+                convert_options=pcsv.ConvertOptions(include_columns=cols, strings_can_be_null=True,
+                                                    column_types={c: pa.string() for c in (path_col, id_col) if c}))
+        else:
+            raise ValueError(f"{path}: a manifest must be .parquet, .csv or .tsv (optionally .gz)")
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise ValueError(f"{path.name}: no column {missing[0]!r} (columns: {', '.join(names)})")
+        table = pa.Table.from_batches(list(batches()))
+        if table.num_rows == 0:
+            raise ValueError(f"{path.name}: the manifest lists no items")
+        df = table.to_pandas()
+        base = Path(root) if root is not None else path.parent
+        if id_col is None:   # ids: the paths as the manifest writes them (stable when the folder moves)
+            id_col = "\0id"
+            df[id_col] = df[path_col]
+        df[path_col] = [p if not isinstance(p, str) or "://" in p or os.path.isabs(p) else str(base / p)
+                        for p in df[path_col].tolist()]
+        pool = cls.from_dataframe(df, path_col, label_col=label_col, id_col=id_col, classes=classes,
+                                  name=path.stem, on_error=on_error, check_files=False)
+        pool.root = str(base)
         return pool
 
     @classmethod
@@ -397,6 +465,16 @@ THUMBNAIL_CACHE_SIZE = 4096
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _read_uri(uri: str) -> bytes:
+    """The bytes at a URI (``s3://``, ``gs://``, ``https://`` ...) through fsspec."""
+    try:
+        import fsspec
+    except ImportError:
+        raise OSError(f"reading {uri} needs fsspec (pip install fsspec, plus s3fs/gcsfs for cloud storage)") from None
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
 
 
 def _images_under(directory: Path) -> list[Path]:

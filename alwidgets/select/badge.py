@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import Interval, Options
+from ..embeddings import as_dense
+from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
 from ._faiss import sequential_blas, sq_norms
 from .base import Selection, Selector
 from .registry import register
@@ -110,6 +113,15 @@ class Badge(Selector):
     ``Selection.scores`` are each pick's distance in gradient space to the
     nearest earlier pick (the first pick: its gradient norm).
 
+    Parameters
+    ----------
+    approximate : "auto" or bool
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        algorithm runs on every labelled item plus ``approx_sample`` random
+        candidates (see docs/scaling.md). ``True``/``False`` force it.
+    approx_sample : int
+        Candidates sampled on the approximate path (default 200,000).
+
     Examples
     --------
     >>> import numpy as np
@@ -122,8 +134,23 @@ class Badge(Selector):
     """
 
     requires = ("embeddings", "probs")
+    _parameter_constraints = {
+        "approximate": ["boolean", Options(("auto",), "approximate")],
+        "approx_sample": [Interval(int, 1, None)],
+    }
+
+    def __init__(self, approximate="auto", approx_sample: int = APPROX_SAMPLE):
+        self.approximate = approximate
+        self.approx_sample = approx_sample
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        if use_approximate(self.approximate, embeddings):
+            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=probs,
+                                candidates=candidates, rng=rng, sample=self.approx_sample)
+        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
+                           candidates=candidates, rng=rng)
+
+    def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         unl = candidates
         all_free = len(unl) == len(labels)
         H = embeddings if all_free else embeddings[unl]

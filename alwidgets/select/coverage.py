@@ -5,7 +5,9 @@ import heapq
 
 import numpy as np
 
-from .._validation import UNLABELED, Interval
+from .._validation import UNLABELED, Interval, Options
+from ..embeddings import as_dense
+from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
 from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
@@ -68,6 +70,12 @@ class Coverage(Selector):
         (noise level). Restarting in every round, as TypiClust's KMeans does,
         had cost 0.6-1.6 points at 5 per class. ``n_init=1,
         n_local_trials=1`` gives the earlier behaviour.
+    approximate : "auto" or bool
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        algorithm runs on every labelled item plus ``approx_sample`` random
+        candidates (see docs/scaling.md). ``True``/``False`` force it.
+    approx_sample : int
+        Candidates sampled on the approximate path (default 200,000).
 
     Notes
     -----
@@ -99,7 +107,7 @@ class Coverage(Selector):
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
                  max_candidates: int = 128, max_reference: int = 512, kmeans_iter: int = 10,
                  max_points_per_centroid: int = 40, min_train: int = 4096, n_init: int = 3,
-                 n_local_trials: int | None = None):
+                 n_local_trials: int | None = None, approximate="auto", approx_sample: int = APPROX_SAMPLE):
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors
@@ -108,10 +116,19 @@ class Coverage(Selector):
         self.kmeans_iter = kmeans_iter
         self.max_points_per_centroid = max_points_per_centroid
         self.min_train = min_train
+        self.approximate = approximate
+        self.approx_sample = approx_sample
         self.n_init = n_init
         self.n_local_trials = n_local_trials
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        if use_approximate(self.approximate, embeddings):
+            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=None,
+                                candidates=candidates, rng=rng, sample=self.approx_sample)
+        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
+                           candidates=candidates, rng=rng)
+
+    def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         X = l2_normalize(embeddings)
         N = len(X)
         labelled = labels != UNLABELED

@@ -38,6 +38,11 @@ class UncertaintyDiversity(Selector):
     -----
     ``Selection.scores`` are the uncertainty of each pick.
 
+    Exact at any pool size: the uncertainty pass is chunked and only the
+    ``factor x n`` candidates (and the labelled items, for ``"kcenter"``) are
+    read from the embeddings, so memory-mapped
+    :class:`~alwidgets.embeddings.ShardedEmbeddings` are never loaded whole.
+
     Examples
     --------
     >>> import numpy as np
@@ -63,7 +68,7 @@ class UncertaintyDiversity(Selector):
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         unl = candidates
-        u = uncertainty(probs[unl], self.measure)
+        u = uncertainty(probs if len(unl) == len(probs) else probs[unl], self.measure)
         m = min(self.factor * n, len(unl))
         cand, cu = top_k(u, unl, m, rng)
         info = {"measure": self.measure, "method": self.method, "n_candidates": int(m)}

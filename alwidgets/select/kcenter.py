@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED
+from .._validation import UNLABELED, Interval, Options
+from ..embeddings import as_dense
+from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
 from ._faiss import nearest_center, sequential_blas, sq_norms, vector_sqdist
 from .base import Selection, Selector
 from .registry import register
@@ -131,6 +133,15 @@ class KCenterGreedy(Selector):
     ``Selection.scores`` are each pick's distance to the nearest labelled or
     earlier-picked item (non-increasing after the first pick).
 
+    Parameters
+    ----------
+    approximate : "auto" or bool
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        algorithm runs on every labelled item plus ``approx_sample`` random
+        candidates (see docs/scaling.md). ``True``/``False`` force it.
+    approx_sample : int
+        Candidates sampled on the approximate path (default 200,000).
+
     Examples
     --------
     >>> import numpy as np
@@ -142,8 +153,23 @@ class KCenterGreedy(Selector):
     """
 
     requires = ("embeddings",)
+    _parameter_constraints = {
+        "approximate": ["boolean", Options(("auto",), "approximate")],
+        "approx_sample": [Interval(int, 1, None)],
+    }
+
+    def __init__(self, approximate="auto", approx_sample: int = APPROX_SAMPLE):
+        self.approximate = approximate
+        self.approx_sample = approx_sample
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        if use_approximate(self.approximate, embeddings):
+            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=None,
+                                candidates=candidates, rng=rng, sample=self.approx_sample)
+        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
+                           candidates=candidates, rng=rng)
+
+    def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         start = np.flatnonzero(labels != UNLABELED)
         idx, scores = farthest_first(embeddings, n, start=start,
                                      candidates=None if len(candidates) + len(start) == len(labels) else candidates)

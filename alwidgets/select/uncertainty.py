@@ -7,15 +7,26 @@ from .base import Selection, Selector, top_k
 from .registry import register
 
 MEASURES = ("least_confidence", "margin", "entropy")
+UNCERTAINTY_CHUNK_ROWS = 262144
+"""Rows per chunk when scoring big pools (temporaries stay ~ chunk x n_classes)."""
 
 
 def uncertainty(probs: np.ndarray, measure: str = "margin") -> np.ndarray:
     """Per-row uncertainty of class probabilities; higher = less sure.
 
     ``least_confidence``: 1 - max p. ``margin``: 1 - (p1 - p2), the gap between
-    the two most likely classes. ``entropy``: -sum p log p (nats).
+    the two most likely classes. ``entropy``: -sum p log p (nats). Pools
+    longer than ``UNCERTAINTY_CHUNK_ROWS`` are scored in row chunks; float32
+    probabilities are scored in float32 (the result is float64).
     """
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = np.asarray(probs)
+    if len(probs) > UNCERTAINTY_CHUNK_ROWS:   # big pools: bounded temporaries, float32 kept
+        out = np.empty(len(probs))
+        for s in range(0, len(probs), UNCERTAINTY_CHUNK_ROWS):
+            out[s:s + UNCERTAINTY_CHUNK_ROWS] = uncertainty(probs[s:s + UNCERTAINTY_CHUNK_ROWS], measure)
+        return out
+    if probs.dtype != np.float32:
+        probs = probs.astype(np.float64, copy=False)
     if measure == "least_confidence":
         return 1.0 - probs.max(axis=1)
     if measure == "margin":
@@ -35,7 +46,8 @@ class _Uncertainty(Selector):
     measure: str
 
     def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
-        idx, scores = top_k(uncertainty(probs[candidates], self.measure), candidates, n, rng)
+        every = len(candidates) == len(probs)   # no 10-million-row gather when every item is a candidate
+        idx, scores = top_k(uncertainty(probs if every else probs[candidates], self.measure), candidates, n, rng)
         return Selection(idx, scores)
 
 
