@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 def _start(args, log):
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               RAY_USAGE_STATS_ENABLED="0",
+               RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",  # Ray >= 2.5x: token auth, not on loopback
                # a loaded 2-core machine starts the node's agents slowly; the default wait is 15 s
                RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
     ray_bin = str(Path(sys.executable).parent / "ray")
