@@ -54,6 +54,12 @@ def test_warm_start_continues_with_fewer_steps(shapes):
     assert not cold.warm_started_ and cold.n_steps_ == 40
 
 
+def test_max_seconds_caps_a_refit(shapes):
+    train, _, ftr, _ = shapes
+    m = _decoder(min_steps=10_000, max_steps=10_000, max_seconds=0.5).fit(ftr, train.masks)
+    assert 1 <= m.n_steps_ < 10_000 and m.fit_seconds_ < 30
+
+
 def test_ignored_pixels_never_train(shapes):
     train, _, ftr, _ = shapes
     hidden = [np.where(m == 3, 4, m).astype(np.uint8) for m in train.masks]    # triangles -> ignore
