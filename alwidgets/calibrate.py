@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
 
-from ._validation import UNLABELED, check_labels, check_positive_int
+from ._validation import UNLABELED, Options, check_labels, check_positive_int, validate_params
 
 INPUTS = ("auto", "probs", "logits")
 _EPS = 1e-12
@@ -73,6 +73,8 @@ class TemperatureScaling(BaseEstimator):
         Mean negative log-likelihood on the fitting data at ``T = 1`` and at ``temperature_``.
     """
 
+    _parameter_constraints = {"input": [Options(INPUTS, "input kind")]}
+
     def __init__(self, input: str = "auto"):
         self.input = input
 
@@ -85,8 +87,7 @@ class TemperatureScaling(BaseEstimator):
         return e / e.sum(axis=1, keepdims=True)
 
     def _logits(self, X, name: str = "X") -> np.ndarray:
-        if self.input not in INPUTS:
-            raise ValueError(f"input must be one of {', '.join(INPUTS)}, got {self.input!r}")
+        validate_params(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
         arr = _as_scores(X, name)
         is_probs = _looks_like_probs(arr) if self.input == "auto" else self.input == "probs"
         if is_probs:

@@ -83,10 +83,30 @@ def make_embedder(spec: str, args=None):
                 raise UsageError(f"--checkpoint {ckpt}: no such file")
         if "num_classes" in model_kwargs:
             raise UsageError("--model-kwargs: num_classes is fixed to 0 (pooled features)")
+        _check_model_kwargs(model_kwargs, TimmEmbedder)
         return TimmEmbedder(arg.strip(), pretrained=True, checkpoint=ckpt, device=getattr(args, "device", None) or "auto",
                             cache_dir=timm_opts["cache_dir"], pretrained_cfg_overlay=overlay,
                             progress=not getattr(args, "no_progress", False), **model_kwargs)
     raise UsageError(f"unknown --embedder {spec!r}; use pixels, pca:N or timm:MODEL_NAME")
+
+
+# embedder arguments a user may try to pass through --model-kwargs, and the option that sets them
+_EMBEDDER_OPTIONS = {"pretrained": "--checkpoint PATH for local weights (pretrained weights are always loaded)",
+                     "checkpoint": "--checkpoint", "device": "--device", "cache_dir": "--cache-dir",
+                     "pretrained_cfg_overlay": "--pretrained-cfg", "progress": "--no-progress"}
+
+
+def _check_model_kwargs(model_kwargs: dict, embedder_cls) -> None:
+    """Refuse ``--model-kwargs`` keys that are the embedder's own arguments (they would collide)."""
+    import inspect
+
+    own = [name for name, p in inspect.signature(embedder_cls).parameters.items()
+           if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    for key in model_kwargs:
+        if key in own:
+            use = _EMBEDDER_OPTIONS.get(key)
+            raise UsageError(f"--model-kwargs: {key!r} is not a timm.create_model argument here"
+                             + (f"; use {use}" if use else " (alwidgets sets it)"))
 
 
 def _json_dict(text, option) -> dict:
@@ -117,14 +137,70 @@ def embed_pool(pool, embedder):
 
 
 def subsample(pool_targets: np.ndarray, max_items: int | None, seed: int) -> np.ndarray:
-    """Stratified random subset of at most ``max_items`` indices (all when None)."""
+    """Random subset of at most ``max_items`` indices (all when None), in pool order.
+
+    Stratified by class when every class can be represented (``max_items`` at least
+    the number of classes, and each class known and with two items or more);
+    otherwise a plain random subset.
+
+    >>> subsample(np.repeat([0, 1, 2], 4), 6, seed=0).tolist()
+    [2, 3, 4, 6, 8, 11]
+    >>> len(subsample(np.repeat([0, 1, 2], 4), 2, seed=0))
+    2
+    """
     n = len(pool_targets)
     if max_items is None or max_items >= n:
         return np.arange(n)
     from sklearn.model_selection import train_test_split
 
-    keep, _ = train_test_split(np.arange(n), train_size=max_items, stratify=pool_targets, random_state=seed)
+    targets = np.asarray(pool_targets)
+    counts = np.unique(targets, return_counts=True)[1]
+    if np.all(targets >= 0) and max_items >= len(counts) and counts.min() >= 2:
+        keep, _ = train_test_split(np.arange(n), train_size=max_items, stratify=targets, random_state=seed)
+    else:
+        keep = np.random.default_rng(seed).choice(n, max_items, replace=False)
     return np.sort(keep)
+
+
+MAX_REPEATS = 1000
+"""``--repeats`` above this is refused before any work (each split holds a copy of its test rows)."""
+MAX_SPLIT_BYTES = 2 * 1024 ** 3
+"""Memory the test splits of a simulation may take together before ``--repeats`` is refused."""
+RELATIVE_TARGET = 0.95
+"""Without ``--target-acc``, the target is this fraction of the full-pool accuracy."""
+
+
+def check_simulation_size(args, y, n_features: int) -> None:
+    """Refuse ``--max-items`` too small to split ``y`` (the whole pool's labels), and ``--repeats``
+    whose splits would not fit in memory."""
+    n = len(y) if args.max_items is None else min(len(y), args.max_items)
+    n_classes = len(np.unique(y))
+    need = max(2 * n_classes, int(np.ceil(n_classes / min(args.test_size, 1 - args.test_size))),
+               n_classes * (args.seed_per_class + 1) + n_classes)
+    if n < need:
+        opt = f"--max-items {args.max_items}" if args.max_items is not None and args.max_items < need \
+            else f"--dataset {args.dataset}"
+        raise UsageError(f"{opt}: {n} items are too few to simulate {n_classes} classes with --test-size "
+                         f"{args.test_size:g} and --seed-per-class {args.seed_per_class}; give at least {need}")
+    split_bytes = int(np.ceil(args.test_size * n)) * (n_features * 4 + 16)
+    if args.repeats * split_bytes > MAX_SPLIT_BYTES:
+        most = max(1, MAX_SPLIT_BYTES // split_bytes)
+        raise UsageError(f"--repeats {args.repeats}: the test splits of {n} x {n_features} features would take "
+                         f"{args.repeats * split_bytes / 1024 ** 3:.1f} GB; use at most {most}")
+
+
+def check_output_file(path: str | None, option: str, suffixes=()) -> None:
+    """Refuse an output path that cannot be written (a folder, a missing folder) before any work."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name, e.g. {p / ('curves' + (suffixes or ('',))[0])}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: folder {parent} is not writable")
 
 
 def _int_at_least(low: int):
@@ -146,6 +222,13 @@ _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
 
 
+def _repeats(text):
+    v = _positive_int(text)
+    if v > MAX_REPEATS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_REPEATS} random splits, got {v}")
+    return v
+
+
 def _fraction(text):
     try:
         v = float(text)
@@ -153,6 +236,13 @@ def _fraction(text):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
+    return v
+
+
+def _open_fraction(text):
+    v = _fraction(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v}")
     return v
 
 
@@ -164,13 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(sim)
     sim.add_argument("--strategies", default="random,least_confidence,margin,entropy",
                      help="comma-separated strategy names (default: %(default)s)")
-    sim.add_argument("--target-acc", type=_fraction, default=0.9, help="target test accuracy (default: 0.9)")
+    sim.add_argument("--target-acc", type=_fraction, default=None,
+                     help="absolute target test accuracy, refused if the model cannot reach it with every "
+                          f"label (default: {RELATIVE_TARGET * 100:.0f}%% of the full-pool accuracy, printed)")
     sim.add_argument("--batch", type=_positive_int, default=10, help="labels per round (default: 10)")
     sim.add_argument("--seed-per-class", type=_nonneg_int, default=2, help="initial labels per class; 0 = cold start")
     sim.add_argument("--budget", type=_positive_int, default=300, help="total labels (default: 300)")
-    sim.add_argument("--repeats", type=_positive_int, default=5, help="random splits (default: 5)")
-    sim.add_argument("--test-size", type=_fraction, default=0.25, help="held-out fraction (default: 0.25)")
-    sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sim.add_argument("--repeats", type=_repeats, default=5, help=f"random splits, at most {MAX_REPEATS} (default: 5)")
+    sim.add_argument("--test-size", type=_open_fraction, default=0.25, help="held-out fraction (default: 0.25)")
+    sim.add_argument("--seed", type=_nonneg_int, default=0, help="random seed, an integer >= 0 (default: 0)")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument("--curves", metavar="CSV", help="write learning curves to this CSV file")
     sim.add_argument("--plot", metavar="HTML", help="write plotly learning curves to this HTML file")
@@ -228,47 +320,79 @@ def load_npz_features(spec: str):
         raise UsageError(f"--dataset {spec}: {e}") from None
 
 
-def load_features(args):
-    """(X, y) for the dataset and embedder named on the command line."""
+def load_features(args, check=None):
+    """(X, y) for the dataset and embedder named on the command line.
+
+    ``check(args, y, n_features)`` gets every label of the pool before anything is
+    embedded (``n_features`` is 0 while the embedding dimension is not known) and
+    once more after embedding.
+    """
     ready = load_npz_features(args.dataset)
     if ready is not None:
         X, y = ready
+        if check is not None:
+            check(args, y, X.shape[1])
         keep = subsample(y, args.max_items, getattr(args, "seed", 0))
         return X[keep], y[keep]
     pool = load_pool(args.dataset)
     if not np.all(pool.targets >= 0):
         raise UsageError(f"--dataset {args.dataset}: simulation needs a label for every item "
                          "(use class sub-folders, or an npz with y)")
+    if check is not None:
+        check(args, pool.targets, 0)
     keep = subsample(pool.targets, args.max_items, getattr(args, "seed", 0))
-    X = embed_pool(pool, make_embedder(args.embedder, args))
-    return X[keep], pool.targets[keep]
+    embedder = make_embedder(args.embedder, args)
+    if len(keep) < len(pool):  # embed only the items kept
+        pool = pool.subset(keep)
+    X = embed_pool(pool, embedder)
+    if check is not None:
+        check(args, pool.targets, X.shape[1])
+    return X, pool.targets
 
 
 def cmd_simulate(args) -> int:
     from .select import available
-    from .simulate import simulate
+    from .simulate import simulate, summarize
 
-    # check the names before loading: embedding a dataset can take minutes
+    # everything that can be checked is checked before loading: embedding a dataset can take minutes
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s.replace("-", "_").lower() not in available()]
     if unknown:
         raise UsageError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(available())}")
-    X, y = load_features(args)
+    check_output_file(args.curves, "--curves", (".csv",))
+    check_output_file(args.plot, "--plot", (".html",))
+    X, y = load_features(args, check=check_simulation_size)
     try:
         res = simulate(X, y, strategies, target_acc=args.target_acc, batch_size=args.batch,
                        seed_per_class=args.seed_per_class, budget=args.budget, repeats=args.repeats,
                        test_size=args.test_size, random_state=args.seed, progress=not args.no_progress)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        msg = str(e).splitlines()[0]
+        if args.target_acc is not None and msg.startswith("target accuracy"):
+            msg = f"--target-acc {args.target_acc:g}: {msg}"
+        raise UsageError(msg) from None
+    full = float(res.full_pool["accuracy"].mean())
+    if args.target_acc is None:  # relative target: a fraction of what every label reaches
+        target = round(RELATIVE_TARGET * full, 3)
+        res.summary = summarize(res.curves, target)
+        res.params["target_acc"] = target
+        how = f"target accuracy {target:.3f} = {RELATIVE_TARGET:.0%} of the full-pool accuracy " \
+              f"(set an absolute one with --target-acc)"
+    else:
+        how = f"target accuracy {args.target_acc:.3f} (--target-acc)"
+    from ._files import atomic_write
+
     if args.curves:
-        res.curves.to_csv(args.curves, index=False)
+        atomic_write(args.curves, lambda tmp: res.curves.to_csv(tmp, index=False))
     if args.plot:
-        res.plot().write_html(args.plot, include_plotlyjs=True)
+        atomic_write(args.plot, lambda tmp: res.plot().write_html(tmp, include_plotlyjs=True))
+    head = f"dataset {args.dataset}: {len(X)} items, {res.params['n_classes']} classes, " \
+           f"full-pool accuracy {full:.3f}; {how}"
     if args.json:
+        print(head, file=sys.stderr)  # stdout stays pure JSON
         print(json.dumps(res.to_records(), indent=2))
     else:
-        print(f"dataset {args.dataset}: {len(X)} items, {res.params['n_classes']} classes, "
-              f"full-pool accuracy {res.full_pool['accuracy'].mean():.3f}")
+        print(head)
         print(res.to_markdown())
     return 0
 
@@ -283,9 +407,7 @@ def cmd_embed(args) -> int:
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
     pool = load_pool(args.dataset)
     if args.max_items is not None and args.max_items < len(pool):
-        known = bool(np.all(pool.targets >= 0))
-        keep = subsample(pool.targets, args.max_items, 0) if known else np.arange(args.max_items)
-        pool = pool.subset(keep)
+        pool = pool.subset(subsample(pool.targets, args.max_items, 0))
     if any("\n" in i for i in pool.ids):
         raise UsageError(f"--dataset {args.dataset}: item ids contain line breaks; cannot write them one per line")
     X = embed_pool(pool, make_embedder(args.embedder, args))
@@ -322,7 +444,9 @@ def cmd_demo(args) -> int:
     target = target_dir / "alwidgets_quickstart.ipynb"
     if not target.exists():  # never overwrite a notebook the user may have worked in
         shutil.copyfile(quickstart_notebook(), target)
-    cmd = [sys.executable, "-m", "jupyterlab", str(target)]
+    # serve the folder and open the notebook itself (a bare path would show the launcher first)
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target_dir.resolve()}",
+           f"--LabApp.default_url=/lab/tree/{target.name}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and Colab run as root; Jupyter refuses otherwise
         cmd.append("--allow-root")
     if args.no_launch:

@@ -89,14 +89,22 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         self.n_classes = n_classes
         self.random_state = random_state
 
+    accepts_unlabeled = True
+    """``fit(X, y)`` takes every pool row, ``-1`` marking the unlabelled ones (they are dropped)."""
+
     def fit(self, X, y):
-        """Train on labelled rows (``y`` must not hold -1)."""
+        """Train on the labelled rows of ``X`` (``y == -1`` marks unlabelled rows, which are dropped).
+
+        The standardisation statistics come from the labelled rows, the
+        ones the network is trained on.
+        """
         X = check_embeddings(X, name="X")
         y = check_labels(y, n_items=len(X), name="y")
+        mask = y != UNLABELED
+        if not mask.all():
+            X, y = X[mask], y[mask]
         if len(y) == 0:
             raise ValueError("cannot fit on zero labelled items")
-        if np.any(y == UNLABELED):
-            raise ValueError("y holds -1 (unlabelled); fit on labelled rows only")
         if not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         n_classes = int(y.max()) + 1 if self.n_classes is None else int(self.n_classes)
@@ -162,10 +170,21 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def _iter_logits_mc(self, X, n_samples: int, random_state, chunk: int = _CHUNK):
-        """Yield ``(start, logits)`` with MC-dropout logits laid out ``(T, C, rows)`` per chunk of rows.
+    def sample_logits(self, X, n_samples: int = 20, random_state=None, chunk: int = _CHUNK):
+        """Yield ``(start, logits)``: MC-dropout logits laid out ``(T, C, rows)``, one chunk of rows at a time.
 
-        Rows last, so reductions over classes or samples are vectorised along rows.
+        Each of the ``n_samples`` (T) samples is one dropout mask shared by
+        every item (one draw of the thinned network); rows come last so
+        reductions over classes or samples vectorise along rows. This is what
+        :class:`~alwidgets.select.BALD` scores a pool with, chunk by chunk.
+
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]])
+        >>> head = MLPHead(epochs=20, random_state=0).fit(X, [0, 0, 1, -1])
+        >>> for start, z in head.sample_logits(X, n_samples=3, random_state=0, chunk=3):
+        ...     print(start, z.shape)
+        0 (3, 2, 3)
+        3 (3, 2, 1)
         """
         X = check_embeddings(X, name="X")
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
@@ -190,7 +209,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         Lets a caller reduce a large pool chunk by chunk instead of holding
         the whole ``(T, n, C)`` array.
         """
-        for s, logits in self._iter_logits_mc(X, n_samples, random_state, chunk):
+        for s, logits in self.sample_logits(X, n_samples, random_state, chunk):
             yield s, _softmax(logits, axis=1).transpose(0, 2, 1)   # (T, C, rows) -> (T, rows, C)
 
     def predict_proba_mc(self, X, n_samples: int = 20, random_state=None):

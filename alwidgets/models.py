@@ -59,34 +59,76 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.n_classes = n_classes
         self.max_iter = max_iter
 
-    def fit(self, X, y, X_pool=None):
-        """Fit on labelled rows ``X, y``.
+    accepts_unlabeled = True
+    """``fit(X, y)`` takes every pool row, ``-1`` marking the unlabelled ones (scikit-learn's semi-supervised convention)."""
 
-        ``X_pool``, the features of the whole pool (labelled and unlabelled),
-        sets the centring and scale when given: the statistics of thousands
-        of unlabelled rows are far steadier than those of a handful of labels
-        (on the CIFAR-10 subset with MobileNet features this adds 1-2 points
-        at 10-50 labels). No labels are involved, so nothing leaks.
+    def fit(self, X, y, sample_weight=None):
+        """Fit on the labelled rows of ``X``; centre and scale with all of them.
+
+        ``y`` holds a class index per row and ``-1`` for unlabelled rows
+        (scikit-learn's semi-supervised convention). Every row of ``X``,
+        labelled or not, sets the centring and scale: the statistics of
+        thousands of unlabelled rows are far steadier than those of a
+        handful of labels (on the CIFAR-10 subset with MobileNet features
+        this adds 1-2 points at 10-50 labels). No labels are involved, so
+        nothing leaks. The regression is fitted on the labelled rows only.
+
+        ``sample_weight`` (one non-negative weight per row, optional) weights
+        the labelled rows in the regression; an integer weight ``k`` counts
+        the row ``k`` times (a bootstrap resample), weight 0 leaves it out.
         """
         X = check_embeddings(X, name="X")
         y = check_labels(y, n_items=len(X), name="y")
-        if np.any(y == UNLABELED):
-            raise ValueError("y holds -1 (unlabelled); fit on labelled rows only")
-        if len(y) == 0:
+        keep = y != UNLABELED
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.shape != (len(X),):
+                raise ValueError(f"sample_weight must have one value per row of X ({len(X)}), got shape {w.shape}")
+            if not np.isfinite(w).all() or np.any(w < 0):
+                raise ValueError("sample_weight must be finite and >= 0")
+            keep &= w > 0
+        if not keep.any():
             raise ValueError("cannot fit on zero labelled items")
-        present = np.unique(y)
+        yl = y[keep]
+        present = np.unique(yl)
         if self.n_classes is not None and present.max() >= self.n_classes:
             raise ValueError(f"y holds class {present.max()} but n_classes={self.n_classes}")
         self.classes_ = np.arange(self.n_classes) if self.n_classes is not None else present
-        self.mean_, self.scale_ = pool_scaling(X if X_pool is None else check_embeddings(X_pool, name="X_pool"))
+        self.mean_, self.scale_ = pool_scaling(X)
         if len(present) == 1:
             self.lr_ = None
             self.constant_ = int(present[0])
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                self.lr_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(self.transform(X), y)
+                self.lr_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(
+                    self.transform(X[keep]), yl, sample_weight=None if w is None else w[keep])
         return self
+
+    def linear_map(self):
+        """The fitted probe as one affine map on raw features: ``(W, b, classes)``.
+
+        Centring, scaling and the logistic regression are all affine, so they
+        fold into ``logits = X @ W.T + b``. ``classes`` are the class indices of
+        the logits' columns. Two classes give one logit row (binary logistic
+        regression: ``p(classes[1]) = sigmoid(logit)``); a probe fitted on a
+        single class gives ``W`` with zero rows and ``classes`` holding that
+        class (it predicts it with certainty). Lets a caller score many probes
+        with one matrix product (see :func:`~alwidgets.select.committee.committee_probs`).
+
+        >>> import numpy as np
+        >>> X = np.array([[0.0], [0.1], [1.0], [1.1]])
+        >>> probe = LinearProbe().fit(X, [0, 0, 1, -1])
+        >>> W, b, classes = probe.linear_map()
+        >>> p1 = 1 / (1 + np.exp(-(X @ W.T + b)[:, 0]))
+        >>> bool(np.allclose(p1, probe.predict_proba(X)[:, 1])), classes.tolist()
+        (True, [0, 1])
+        """
+        if self.lr_ is None:
+            return np.zeros((0, len(self.mean_))), np.zeros(0), np.array([self.constant_], dtype=np.int64)
+        coef = self.lr_.coef_ / self.scale_
+        return coef, self.lr_.intercept_ - coef @ self.mean_, np.asarray(self.lr_.classes_, dtype=np.int64)
 
     def transform(self, X):
         """Features as the regression sees them: centred on the pool mean, divided by one scale."""
@@ -131,12 +173,63 @@ def pool_scaling(X, chunk: int = 8192) -> tuple[np.ndarray, float]:
 
 
 def default_model(n_classes: int | None = None) -> LinearProbe:
-    """The model used when none is given: a :class:`LinearProbe`."""
+    """The loop's default model: a :class:`LinearProbe` (the caller chooses it explicitly)."""
     return LinearProbe(n_classes=n_classes)
 
 
+def accepts_unlabeled(model) -> bool:
+    """Whether ``model.fit(X, y)`` takes unlabelled rows marked ``-1`` (scikit-learn's semi-supervised convention).
+
+    True for models that say so with a class attribute ``accepts_unlabeled = True``
+    (:class:`LinearProbe`, :class:`~alwidgets.heads.MLPHead`) and for scikit-learn's
+    ``sklearn.semi_supervised`` estimators.
+    """
+    if getattr(model, "accepts_unlabeled", False):
+        return True
+    return type(model).__module__.startswith("sklearn.semi_supervised")
+
+
+def fit_model(model, X, labels, n_classes: int):
+    """Fit a clone of ``model`` on the labels (``-1`` = unlabelled); return the fitted clone.
+
+    A model that accepts unlabelled rows (:func:`accepts_unlabeled`) is fitted
+    on every row of ``X`` with the full ``labels``; any other classifier on the
+    labelled rows only. With a single labelled class, a model that does not
+    accept unlabelled rows is replaced by a fitted
+    :class:`~sklearn.dummy.DummyClassifier` predicting that class (most
+    classifiers refuse one class). The fitted model's ``classes_`` are the
+    class indices its ``predict_proba`` columns stand for;
+    :func:`fit_predict_proba` maps them to ``n_classes`` columns.
+
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [0.1], [1.0], [1.1], [5.0]])
+    >>> fit_model(LinearProbe(), X, [0, 0, 1, 1, -1], n_classes=2).mean_.round(2).tolist()   # all 5 rows
+    [1.44]
+    """
+    with one_blas_thread():
+        return _fit_model(model, X, labels, n_classes)
+
+
+def _fit_model(model, X, labels, n_classes):
+    labels = check_labels(labels, n_items=len(X))
+    mask = labels != UNLABELED
+    if not mask.any():
+        raise ValueError("no labelled items to fit the model on")
+    if labels.max() >= n_classes:
+        raise ValueError(f"labels hold class {labels.max()} but n_classes={n_classes}")
+    if accepts_unlabeled(model):
+        return clone(model).fit(X, labels)
+    y = labels[mask]
+    present = np.unique(y)
+    if len(present) == 1:
+        from sklearn.dummy import DummyClassifier
+
+        return DummyClassifier(strategy="constant", constant=int(present[0])).fit(X[mask][:1], y[:1])
+    return clone(model).fit(X[mask], y)
+
+
 def fit_predict_proba(model, X, labels, n_classes: int, X_eval=None):
-    """Fit a clone of ``model`` on the labelled rows of ``X``; predict class probabilities.
+    """Fit a clone of ``model`` (see :func:`fit_model`); predict class probabilities.
 
     Returns ``(fitted_model, probs)`` where ``probs`` has one column per class
     (``n_classes``), for ``X_eval`` if given, else for every row of ``X``.
@@ -144,7 +237,17 @@ def fit_predict_proba(model, X, labels, n_classes: int, X_eval=None):
     labelled class any model predicts that class with certainty.
     """
     with one_blas_thread():
-        return _fit_predict_proba(model, X, labels, n_classes, X_eval)
+        fitted = _fit_model(model, X, labels, n_classes)
+        X_eval = X if X_eval is None else X_eval
+        probs = np.zeros((len(X_eval), n_classes))
+        labels = np.asarray(labels)
+        present = np.unique(labels[labels != UNLABELED])
+        if len(present) == 1:
+            probs[:, present[0]] = 1.0
+            return fitted, probs
+        cols = np.asarray(fitted.classes_, dtype=np.int64)
+        probs[:, cols] = fitted.predict_proba(X_eval)
+        return fitted, probs
 
 
 def one_blas_thread():
@@ -157,24 +260,3 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _fit_predict_proba(model, X, labels, n_classes, X_eval):
-    labels = check_labels(labels, n_items=len(X))
-    mask = labels != UNLABELED
-    if not mask.any():
-        raise ValueError("no labelled items to fit the model on")
-    X_eval = X if X_eval is None else X_eval
-    y = labels[mask]
-    present = np.unique(y)
-    if isinstance(model, LinearProbe):
-        fitted = clone(model).set_params(n_classes=n_classes).fit(X[mask], y, X_pool=X)
-        return fitted, fitted.predict_proba(X_eval)
-    probs = np.zeros((len(X_eval), n_classes))
-    if len(present) == 1:
-        probs[:, present[0]] = 1.0
-        return None, probs
-    fitted = clone(model).fit(X[mask], y)
-    cols = np.asarray(fitted.classes_, dtype=np.int64)
-    probs[:, cols] = fitted.predict_proba(X_eval)
-    return fitted, probs

@@ -1,6 +1,7 @@
 """Plotly figures shared by the simulation, the session and reports."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -39,3 +40,168 @@ def learning_curve_figure(curves: pd.DataFrame, target: float | None = None, ref
     fig.update_layout(title=title, xaxis_title="labels", yaxis_title="test accuracy",
                       yaxis=dict(tickformat=".0%"), template="plotly_white", legend_title="strategy")
     return fig
+
+
+# ---------------------------------------------------------------------- the labelling session's live panels
+ACCURACY, PER_CLASS, BALANCE, RELIABILITY = "accuracy", "per_class", "balance", "reliability"
+PANEL_TITLES = {ACCURACY: "accuracy vs labels", PER_CLASS: "per-class accuracy", BALANCE: "labels per class",
+                RELIABILITY: "reliability"}
+PANEL_WIDTH, PANEL_HEIGHT = 330, 290
+_NO_LABELS = "no labels yet"
+
+
+def plot_text(name) -> str:
+    """A name as plotly must be given it to show it as text: plotly reads a few HTML tags
+    (``<b>``, ``<br>``, ...) in tick labels, legends and hovers, and decodes entities."""
+    import html
+
+    return html.escape(str(name), quote=False)
+
+
+def integer_axis(top) -> dict:
+    """Axis settings with whole-number ticks from 0 to about ``top`` (labels, counts)."""
+    raw = max(float(top or 0), 1.0) / 5
+    mag = 10 ** int(np.floor(np.log10(raw))) if raw >= 1 else 1
+    step = next(b * mag for b in (1, 2, 5, 10) if b * mag >= raw)
+    return dict(tickmode="linear", tick0=0, dtick=int(step), tickformat="d", rangemode="tozero")
+
+
+def session_panels(classes, *, calibration: bool = False) -> dict:
+    """One plotly figure per panel of a labelling session (accuracy vs labels, per-class accuracy,
+    labels per class, and reliability with ``calibration``), empty until :func:`draw_session`.
+
+    Each panel is its own figure of a fixed width so that a narrow notebook wraps them
+    onto more rows instead of cutting them. Trace names (``fig.data[k].name`` is shown in
+    legends; ``meta`` is the handle (FigureWidget replaces ``uid``)): ``session``, ``earlier``, ``baseline``, ``baseline_band``,
+    ``per_class``, ``per_class_missing``, ``balance``, ``reliability``.
+    """
+    import plotly.graph_objects as go
+
+    cats = [plot_text(c) for c in classes]
+    base = dict(template="plotly_white", width=PANEL_WIDTH, height=PANEL_HEIGHT,
+                margin=dict(l=48, r=10, t=48, b=40), showlegend=False)
+
+    def fig(panel, traces, **layout):
+        f = go.Figure(traces)
+        f.update_layout(**base, title=dict(text=PANEL_TITLES[panel], font=dict(size=13), x=0.02, y=0.97), **layout)
+        return f
+
+    err = dict(type="data", array=[], visible=True, thickness=1, width=3)
+    figs = {ACCURACY: fig(ACCURACY, [
+        go.Scatter(meta="earlier", x=[], y=[], mode="lines+markers", name="earlier sessions",
+                   line=dict(color="#9e9e9e", width=1.5), marker=dict(size=5), error_y=dict(err, color="#9e9e9e")),
+        go.Scatter(meta="session", x=[], y=[], mode="lines+markers", name="this session",
+                   line=dict(color="#1f77b4", width=2), marker=dict(size=6), error_y=dict(err, color="#1f77b4")),
+        go.Scatter(meta="baseline", x=[], y=[], mode="lines", name="random (simulated)", visible=False,
+                   line=dict(color="#000000", dash="dash")),
+        go.Scatter(meta="baseline_band", x=[], y=[], fill="toself", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0),
+                   hoverinfo="skip", showlegend=False, visible=False),
+    ], xaxis=dict(title="labels", range=[0, 10], **integer_axis(10)),
+       yaxis=dict(range=[0, 1.02], tickformat=".0%"),
+       legend=dict(orientation="h", y=-0.28, x=0, font=dict(size=11)))}
+    figs[ACCURACY].update_layout(margin=dict(base["margin"], b=70), height=PANEL_HEIGHT + 30)
+    figs[PER_CLASS] = fig(PER_CLASS, [
+        go.Bar(meta="per_class", x=cats, y=[None] * len(cats), name="accuracy", marker_color="#2ca02c",
+               texttemplate="%{y:.0%}", textposition="outside", cliponaxis=False,
+               hovertemplate="%{x}: %{y:.0%}<extra></extra>"),
+        go.Bar(meta="per_class_missing", x=cats, y=[1.0] * len(cats), name="no data", text=["no data"] * len(cats),
+               textposition="inside", insidetextanchor="middle", textangle=-90, textfont=dict(color="#757575"),
+               marker=dict(color="rgba(0,0,0,0)", line=dict(color="#bdbdbd", width=1),
+                           pattern=dict(shape="/", fgcolor="#d0d0d0", size=6)),
+               hovertemplate="%{x}: no labelled item of this class was evaluated<extra></extra>"),
+    ], barmode="overlay", xaxis=dict(type="category", categoryorder="array", categoryarray=cats),
+       yaxis=dict(range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1.0]))
+    figs[BALANCE] = fig(BALANCE, [
+        go.Bar(meta="balance", x=cats, y=[0] * len(cats), name="labels", marker_color="#ff7f0e",
+               hovertemplate="%{x}: %{y} labels<extra></extra>"),
+    ], xaxis=dict(type="category", categoryorder="array", categoryarray=cats),
+       yaxis=dict(range=[0, 1], **integer_axis(1)))
+    if calibration:
+        figs[RELIABILITY] = fig(RELIABILITY, [
+            go.Scatter(meta="diagonal", x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dot"),
+                       hoverinfo="skip"),
+            go.Scatter(meta="reliability", x=[], y=[], mode="lines+markers", name="model", marker=dict(color="#9467bd")),
+        ], xaxis=dict(range=[0, 1], title="confidence"), yaxis=dict(range=[0, 1.02], title="accuracy"))
+    return figs
+
+
+def trace(fig, name: str):
+    """The trace of ``fig`` whose ``meta`` is ``name``."""
+    for t in fig.data:
+        if t.meta == name:
+            return t
+    raise KeyError(f"no trace {name!r} in this figure")
+
+
+def accuracy_text(metrics: dict | None) -> str:
+    """``"62% ± 8"`` (± one standard deviation over cross-validation folds, in points), or ``""``."""
+    acc = (metrics or {}).get("accuracy")
+    if acc is None:
+        return ""
+    std = (metrics or {}).get("accuracy_std")
+    return f"{acc:.0%}" + (f" ± {100 * std:.0f}" if std is not None and np.isfinite(std) else "")
+
+
+def draw_session(figs: dict, classes, history: pd.DataFrame, metrics: dict | None, counts,
+                 *, session_id=None) -> None:
+    """Redraw the panels of :func:`session_panels` in place.
+
+    ``history``: the session's rounds (``n_labels``, ``accuracy``, optional
+    ``accuracy_std`` and ``session_id``); rounds of ``session_id`` are "this
+    session", the others "earlier sessions". ``metrics``: the latest metrics
+    (``accuracy``, ``accuracy_std``, ``source_text``, ``per_class``, optional
+    ``reliability``). ``counts``: labels per class, in class order.
+    """
+    classes = list(classes)
+    h = history if len(history) else pd.DataFrame(columns=["n_labels", "accuracy"])
+    h = h[h["accuracy"].notna()] if "accuracy" in h else h
+    if session_id is not None and "session_id" in h:
+        mine = (h["session_id"] == session_id).to_numpy()
+    else:
+        mine = np.ones(len(h), bool)
+    acc = figs[ACCURACY]
+    counts = [int(c) for c in counts]
+    for uid, rows, name in (("session", mine, "this session" if session_id is not None else "rounds"),
+                            ("earlier", ~mine, "earlier sessions")):
+        t, part = trace(acc, uid), h[rows]
+        t.x, t.y, t.name = part["n_labels"].astype(int).tolist(), part["accuracy"].astype(float).tolist(), name
+        std = part["accuracy_std"] if "accuracy_std" in part else pd.Series([None] * len(part), dtype=object)
+        t.error_y.array = [0.0 if v is None or not np.isfinite(float(v)) else float(v) for v in std.tolist()]
+        t.showlegend = bool(len(part))
+    has_curve = len(h) > 0
+    top = max([*h["n_labels"].astype(int).tolist(), sum(counts), 1]) if "n_labels" in h else max(sum(counts), 1)
+    xmax = max(10, int(np.ceil(top * 1.08)) + 1)
+    baseline = trace(acc, "baseline")
+    if baseline.visible and baseline.x:
+        xmax = max(xmax, int(np.ceil(max(baseline.x))) + 1)
+    acc.update_layout(showlegend=has_curve or bool(baseline.visible),
+                      xaxis=dict(range=[0, xmax], **integer_axis(xmax)))
+    sub = accuracy_text(metrics)
+    if sub and (metrics or {}).get("source_text"):
+        sub += f" · {metrics['source_text']}"
+    acc.layout.title.text = PANEL_TITLES[ACCURACY] + (f"<br><sub>{plot_text(sub)}</sub>" if sub else "")
+    _empty_note(acc, None if has_curve else _NO_LABELS)
+
+    per = (metrics or {}).get("per_class") or {}
+    values = [per.get(c) for c in classes]
+    trace(figs[PER_CLASS], "per_class").y = [None if v is None else float(v) for v in values]
+    trace(figs[PER_CLASS], "per_class_missing").y = [1.0 if v is None else None for v in values]
+    _empty_note(figs[PER_CLASS], _NO_LABELS if not sum(counts) else None)
+    trace(figs[PER_CLASS], "per_class_missing").visible = bool(sum(counts))
+
+    trace(figs[BALANCE], "balance").y = counts
+    top = max(counts + [1])
+    figs[BALANCE].update_layout(yaxis=dict(range=[0, top * 1.1], **integer_axis(top)))
+    _empty_note(figs[BALANCE], _NO_LABELS if not sum(counts) else None)
+
+    if RELIABILITY in figs:
+        rel = (metrics or {}).get("reliability") or {"confidence": [], "accuracy": [], "count": []}
+        r = trace(figs[RELIABILITY], "reliability")
+        r.x, r.y, r.text = list(rel["confidence"]), list(rel["accuracy"]), [f"{n} items" for n in rel["count"]]
+
+
+def _empty_note(fig, text: str | None) -> None:
+    """A centred note such as "no labels yet" in an empty panel (``None`` removes it)."""
+    fig.layout.annotations = [] if text is None else [dict(
+        text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+        font=dict(size=14, color="#757575"))]

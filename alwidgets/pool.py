@@ -75,6 +75,7 @@ class Pool:
             raise ValueError(f"{name}: targets at rows {bad[:10].tolist()} exceed the {len(self.classes)} classes")
         self.name = name
         self.on_error = on_error
+        self.root: str | None = None  # folder that paths are shown relative to
         self.errors: dict[str, str] = {}
         self._thumbs: OrderedDict = OrderedDict()
         if self.paths is not None:
@@ -114,13 +115,13 @@ class Pool:
         from PIL import Image
 
         if self.arrays is not None:
-            return Image.fromarray(_to_uint8_hwc(self.arrays[i]))
+            return Image.fromarray(_to_uint8_hwc(self.arrays[i], getattr(self, "_pixel_scale", 1.0)))
         path = self.paths[i]
         try:
             with Image.open(path) as im:
                 im.load()
                 return _normalise_mode(im)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageReadError(self.ids[i], path, _reason(e)) from None
 
     def subset(self, indices) -> "Pool":
@@ -236,26 +237,37 @@ class Pool:
     # ---------------------------------------------------------------- constructors
     @classmethod
     def from_arrays(cls, X, y=None, *, classes=None, ids=None, name="arrays"):
-        """Images from an array: ``(n,h,w)``, ``(n,h,w,3)`` or ``(n,3,h,w)``, uint8 or float in [0, 1]."""
+        """Images from an array: ``(n,h,w)``, ``(n,h,w,3)`` or ``(n,3,h,w)``, uint8 or float.
+
+        Float images in [0, 1] are scaled by 255, others are read as 0-255; the choice is
+        made once for the whole array, so a dark image stays dark. ``y`` holds class
+        names or indices (into ``classes`` when given); None/NaN mean unknown.
+
+        >>> import numpy as np
+        >>> from alwidgets import Pool
+        >>> Pool.from_arrays(np.zeros((3, 4, 4)), y=["cat", "dog", "cat"], classes=["dog", "cat"]).targets.tolist()
+        [1, 0, 1]
+        """
         X = np.asarray(X)
+        if X.dtype.kind not in "uifb":
+            raise TypeError(f"{name}: images must be numeric arrays, got dtype {X.dtype}")
         if X.ndim == 4 and X.shape[1] in (1, 3) and X.shape[-1] not in (1, 3):
             X = X.transpose(0, 2, 3, 1)
         if X.ndim == 4 and X.shape[-1] == 1:
             X = X[..., 0]
         if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] != 3):
             raise ValueError(f"images must have shape (n,h,w), (n,h,w,3) or (n,3,h,w); got {X.shape}")
+        if 0 in X.shape:
+            raise ValueError(f"{name}: images must not be empty, got shape {X.shape}")
         targets = None
         if y is not None:
-            y = np.asarray(y)
-            if len(y) != len(X):
-                raise ValueError(f"{len(X)} images but {len(y)} labels")
-            if y.dtype.kind in "iu" and classes is not None:
-                targets = y.astype(np.int64)
-            else:
-                values, targets = np.unique(y, return_inverse=True)
-                classes = [str(v) for v in values] if classes is None else classes
+            targets, classes = _encode_targets(y, classes, len(X), name)
         ids = ids if ids is not None else [f"{name}-{i:0{len(str(len(X) - 1))}d}" for i in range(len(X))]
-        return cls(ids, arrays=X, targets=targets, classes=classes, name=name)
+        pool = cls(ids, arrays=X, targets=targets, classes=classes, name=name)
+        if X.dtype.kind == "f":
+            finite = X[np.isfinite(X)]
+            pool._pixel_scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+        return pool
 
     @classmethod
     def digits(cls):
@@ -348,7 +360,9 @@ class Pool:
                 if unknown:
                     raise ValueError(f"{name}: labels {unknown[:5]} are not among classes {list(classes)[:10]}")
                 targets[known] = [index[c] for c in names]
-        return cls(ids, paths=paths, targets=targets, classes=classes, name=name, on_error=on_error)
+        pool = cls(ids, paths=paths, targets=targets, classes=classes, name=name, on_error=on_error)
+        pool.root = None if root is None else str(root)
+        return pool
 
     @classmethod
     def from_folder(cls, directory, *, on_error="raise"):
@@ -373,8 +387,9 @@ class Pool:
         if not files:
             raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
         ids = [p.relative_to(root).as_posix() for p in files]
-        return cls(ids, paths=files, targets=targets or None, classes=classes, name=root.name,
-                   on_error=on_error)
+        pool = cls(ids, paths=files, targets=targets or None, classes=classes, name=root.name, on_error=on_error)
+        pool.root = str(root)
+        return pool
 
 
 THUMBNAIL_CACHE_SIZE = 4096
@@ -411,11 +426,44 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
 
 
-def _to_uint8_hwc(a: np.ndarray) -> np.ndarray:
+def _to_uint8_hwc(a: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """One image as uint8: floats times ``scale`` (255 for [0, 1] data), NaN as 0, clipped."""
     a = np.asarray(a)
     if a.dtype != np.uint8:
-        a = np.clip(a.astype(np.float64) * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+        a = np.nan_to_num(a.astype(np.float64) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        a = np.clip(a, 0, 255).round().astype(np.uint8)
     return a
+
+
+def _encode_targets(y, classes, n: int, name: str):
+    """``(targets, classes)`` from class names or indices; None/NaN are unknown (-1)."""
+    y = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) or y.dtype.kind in "OUS" else y
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{name}: {n} images but {len(y) if y.ndim == 1 else np.shape(y)} labels")
+    values = y.tolist()
+    unknown = [v is None or (isinstance(v, float) and v != v) for v in values]
+    if classes is not None:
+        classes = [str(c) for c in classes]
+    if y.dtype.kind in "iu" or all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v, u in zip(values, unknown) if not u):
+        codes = np.array([-1 if u else int(v) for v, u in zip(values, unknown)], np.int64)
+        if classes is None:
+            uniq = np.unique(codes[codes >= 0])
+            classes = [str(v) for v in uniq]
+            codes = np.where(codes >= 0, np.searchsorted(uniq, codes), -1)
+        bad = np.flatnonzero((codes < -1) | (codes >= len(classes)))
+        if len(bad):
+            raise ValueError(f"{name}: y at rows {bad[:10].tolist()} is not a class index 0..{len(classes) - 1}")
+        return codes, classes
+    names = ["" if u else str(v) for v, u in zip(values, unknown)]
+    if classes is None:
+        classes = sorted({c for c, u in zip(names, unknown) if not u})
+    index = {c: k for k, c in enumerate(classes)}
+    bad = [r for r, (c, u) in enumerate(zip(names, unknown)) if not u and c not in index]
+    if bad:
+        raise ValueError(f"{name}: y at rows {bad[:10]} holds {names[bad[0]][:60]!r}, not one of the classes "
+                         f"{classes[:10]}")
+    return np.array([-1 if u else index[c] for c, u in zip(names, unknown)], np.int64), classes
 
 
 def _normalise_mode(im):
@@ -448,7 +496,7 @@ def _file_problem(path: str) -> str | None:
             return None
     except FileNotFoundError:
         return "no such file"
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return _reason(e)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .embed.cache import atomic_write
+from ._files import atomic_write
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 24px auto; padding: 0 16px; }
@@ -98,7 +98,7 @@ def write_report(session, path, *, title: str | None = None, thumbnails_per_clas
            f"<style>{_STYLE}</style><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
            f"</head><body>{''.join(parts)}</body></html>")
     data = doc.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 
@@ -259,8 +259,8 @@ def snapshot_html(app, *, thumbnail_size: int = 48) -> str:
     grid = app.grid
     assigned = grid.assignments or {}
     tiles = []
-    for item, data in zip(grid.items, grid.thumbs):
-        src = _small_jpeg(data, thumbnail_size)
+    for item in grid.items:
+        src = _small_jpeg(item.get("thumb") or b"", thumbnail_size)
         img = (f"<img src='data:image/jpeg;base64,{src}' alt='{_e(item['id'])}' style='width:64px;height:64px;"
                "object-fit:contain;image-rendering:pixelated;background:#f3f3f3'>") if src else \
             "<div style='width:64px;height:64px;border:1px dashed #999;font-size:10px'>image unavailable</div>"
@@ -274,8 +274,10 @@ def snapshot_html(app, *, thumbnail_size: int = 48) -> str:
         line += f" · pool {p.get('pool_labelled', 0)}/{p['pool_size']} labelled"
     if grid.status:
         line += f" · {grid.status}"
-    s, per, bal = app.trace("session"), app.trace("per_class"), app.trace("balance")
-    charts = [_svg_line("accuracy vs labels", list(s.x or []), list(s.y or [])),
+    per, bal = app.trace("per_class"), app.trace("balance")
+    points = sorted((x, y) for name in ("earlier", "session") for x, y in
+                    zip(app.trace(name).x or [], app.trace(name).y or []))  # every round, this session's and before
+    charts = [_svg_line("accuracy vs labels", [x for x, _ in points], [y for _, y in points]),
               _svg_bars("per-class accuracy", app.classes, list(per.y or []), percent=True),
               _svg_bars("labels per class", app.classes, list(bal.y or []), percent=False)]
     return ("<div class='alw-static' style='font:12px system-ui,sans-serif'>"

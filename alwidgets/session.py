@@ -1,32 +1,64 @@
-"""Session: the notebook's state for labelling a pool, one batch per cell.
+"""Session: the state of labelling one pool — headless; the notebook widget binds to it.
 
-Every label goes through a :class:`~alwidgets.LabelStore` (SQLite) and is
-acknowledged only once the store has committed it; the label array, the
-history of rounds and the labels table are all read back from the store, so a
-notebook that is restarted picks up where it stopped.
+Every label goes through a :class:`~alwidgets.LabelStore` and is acknowledged only
+once the store has committed it; labels, rounds and history are read back from
+the store, so a restarted notebook picks up where it stopped. The learning loop
+itself (fit → predict → select) is :class:`~alwidgets.loop.Loop`; what a label is
+belongs to the :mod:`~alwidgets.tasks` task. The widget (``session.label()``)
+lives in :mod:`alwidgets.widgets` and talks to the Session only through the
+public methods below and its events, so everything here works without it.
 """
 from __future__ import annotations
 
 import io
-import numbers
 import re
 import time
+import uuid
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._validation import UNLABELED, check_batch_size, check_embeddings
-from .models import default_model, fit_predict_proba
-from .select.random import Random
+from ._validation import UNLABELED, check_embeddings, check_positive_int
+from .loop import Loop
 from .select.registry import make_selector
+from .tasks import Classification
 
-_BINS = 10
+EVENTS = ("batch", "change", "baseline")
+_MAX_SHOWN = 80  # characters of a user-given value echoed back in a message
+
+
+@dataclass
+class Batch:
+    """The items picked for one round, best first.
+
+    Iterating a batch gives its item ids. ``reason`` says why it is empty or
+    shorter than asked ('' otherwise); ``info`` is the selector's explanation.
+    """
+
+    ids: list
+    indices: np.ndarray
+    suggestions: list
+    confidences: list
+    strategy: str = ""
+    info: dict = field(default_factory=dict)
+    reason: str = ""
+    round_id: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __contains__(self, item_id) -> bool:
+        return item_id in self.ids
 
 
 class Session:
-    """Label a pool in a notebook: pick a batch, label it in a grid, refit, watch accuracy.
+    """Label a pool: pick a batch, record labels, refit, measure — one round per call.
 
     Parameters
     ----------
@@ -40,42 +72,40 @@ class Session:
         Default :class:`~alwidgets.embed.PixelEmbedder` (fine for small images).
     selector : str or Selector
         Strategy name (``"auto"``, ``"margin"``, ``"random"``, ...) or a selector.
-        Strategies that need a model take a random batch until there is one.
-    model : scikit-learn classifier, optional
-        Default :class:`~alwidgets.models.LinearProbe`.
-    store : LabelStore, path or None
-        Where labels live. ``None`` uses ``alwidgets-<pool name>.db`` in the
-        current directory; ``":memory:"`` keeps them in memory only. An
-        existing store resumes: labelled items are not offered again and the
-        history and plots come back.
-    test : (X_test, y_test) or Pool, optional
-        Held-out items with known classes. Accuracy is measured there when
-        given; otherwise by cross-validation on the labelled items.
+    model : estimator, optional
+        Default: the task's (:class:`~alwidgets.models.LinearProbe` for classes).
+    store : LabelStore, path, URL or None
+        Where labels live. ``None`` uses ``alwidgets-<pool name>.db`` in the current
+        directory; ``":memory:"`` keeps them in memory only. An existing store resumes.
+    test : (X_test, y_test), Pool, or list of pool item ids, optional
+        Held-out items with known classes; accuracy is measured there when given
+        (otherwise cross-validated on the labelled items). Item ids of this pool
+        are never offered for labelling.
     budget : int, optional
-        Labels you intend to give in total; shown in the progress line.
+        Labels you intend to give in total.
     calibration : bool
-        Also plot a reliability diagram.
+        Also measure calibration (reliability table, ECE).
     keymap : dict, optional
-        Changes to the grid's key map (see ``docs/keymap.md``).
+        Changes to the grid's key map (``docs/keymap.md``).
     annotator : str, optional
-        Name recorded with each label and lease; default the store's (the OS user).
+        Name recorded with each label; default the store's (the OS user).
     attach : {"fingerprint", "ids"}
-        A store made for another pool is refused (``"fingerprint"``) unless
-        ``"ids"``: then labels are matched by item id, and labelled ids missing
-        from this pool are kept in the store and listed in ``attach_report.orphaned``.
+        A store made for another pool is refused unless ``"ids"`` (labels matched by id).
     lease_ttl : float
-        Seconds a shown batch stays reserved for this annotator, so that another
-        kernel on the same store is never shown the same items.
+        Seconds a picked batch stays reserved for *this session*: no other session
+        on the store (another kernel of the same user included) gets its items.
+    task : Task, optional
+        Default :class:`~alwidgets.tasks.Classification` of ``classes``.
 
     Examples
     --------
     >>> from alwidgets import Pool, Session
     >>> s = Session(Pool.digits(), selector="margin", store=":memory:")
-    >>> app = s.label(4)                       # shows the grid in a notebook
-    >>> len(s.batch)
+    >>> batch = s.next_batch(4)
+    >>> len(batch)
     4
-    >>> s.submit({i: "3" for i in s.batch})    # what the grid sends on Enter
-    'saved 4 labels; accuracy 100% (cross-validated on 4 labelled items)'
+    >>> s.submit({i: "3" for i in batch})
+    'saved 4 labels · accuracy 100% ± 0 (cross-validated on 4 labelled items)'
     >>> s.labels_df()["label"].tolist()
     ['3', '3', '3', '3']
     >>> s.close()
@@ -83,7 +113,7 @@ class Session:
 
     def __init__(self, pool, classes=None, embeddings=None, embedder=None, selector="auto", model=None,
                  store=None, test=None, *, budget=None, calibration=False, keymap=None, annotator=None,
-                 cv=5, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0):
+                 cv=5, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0, task=None):
         from .pool import Pool
 
         if not isinstance(pool, Pool):
@@ -93,11 +123,13 @@ class Session:
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not 0 < lease_ttl < np.inf:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.pool = pool
-        classes = pool.classes if classes is None else classes
-        if classes is None or (not isinstance(classes, str) and len(classes) == 0):
-            raise ValueError(f"{pool.name} has no class names; pass classes=['cat', 'dog', ...]")
-        self.classes = _check_class_names(classes)
-        self._class_index = {c: i for i, c in enumerate(self.classes)}
+        if task is None:
+            classes = pool.classes if classes is None else classes
+            if classes is None or (not isinstance(classes, str) and len(classes) == 0):
+                raise ValueError(f"{pool.name} has no class names; pass classes=['cat', 'dog', ...]")
+            task = Classification(classes, calibration=calibration)
+        self.task = task
+        self.classes = list(getattr(task, "classes", []))
         self.embedder = embedder
         if embeddings is None:
             if embedder is None:
@@ -106,37 +138,82 @@ class Session:
                 self.embedder = PixelEmbedder()
             embeddings = self.embedder.embed(pool)
         self.embeddings = check_embeddings(embeddings, n_items=len(pool))
-        self.selector = make_selector(selector)
-        self.model = default_model(len(self.classes)) if model is None else model
-        self.test = self._check_test(test)
-        self.budget = None if budget is None else check_batch_size(budget, "budget")
+        self.loop = Loop(task, model, selector)
+        self.budget = None if budget is None else check_positive_int(budget, "budget")
         self.calibration = bool(calibration)
         self.keymap = keymap
         self.annotator = annotator
         self.attach = attach
         self.lease_ttl = float(lease_ttl)
-        self.cv = check_batch_size(cv, "cv")
-        self.thumbnail_size = check_batch_size(thumbnail_size, "thumbnail_size")
+        self.cv = check_positive_int(cv, "cv")
+        self.thumbnail_size = check_positive_int(thumbnail_size, "thumbnail_size")
+        self.random_state = random_state
         self._rng = np.random.default_rng(random_state)
+        self.session_id = uuid.uuid4().hex
+        self.test, self._test_rows = self._check_test(test)
         self.store, self._owns_store = self._open_store(store)
+        self._listeners = {e: [] for e in EVENTS}
+        self._labels_cache = (None, None)  # (store change counter, labels)
         try:
             self.attach_report = self._attach()
         except BaseException:
             self.close()
             raise
-
-        self.model_ = None
-        self.probs_ = None        # (n_items, n_classes) for the pool, from the last fit
-        self._test_probs = None
-        self._fit_n = -1          # labelled count the current fit saw
-        self.batch: list[str] = []
+        self.fitted_ = None       # the loop's last Fitted
+        self._fitted_at = None    # the store's change counter when it was made
+        self.batch: Batch | None = None
+        self.batch_size = 16
         self.continuous = False
-        self._round = None        # the open round: {"id", "strategy", "timings"}
+        self._round = None        # the open round: {"id", "shown", "timings"}
         self._skipped: set[str] = set()
         self._undo: list[str] = []
-        self._leased: list[str] = []  # ids of the shown batch leased in the store
-        self._app = None
+        self._leased: list[str] = []
+        self._view = None
         self.metrics_ = self._last_metrics()  # resuming: the plots start from the last finished round
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model(self):
+        """The (unfitted) model the loop refits each round; the fitted one is ``session.model_``."""
+        return self.loop.model
+
+    @property
+    def selector(self):
+        """The strategy picking the next batches (change it with :meth:`use`)."""
+        return self.loop.selector
+
+    @property
+    def model_(self):
+        return None if self.fitted_ is None else self.fitted_.model
+
+    @property
+    def probs_(self):
+        """Predictions for every pool item from the last fit (class probabilities), or None."""
+        return None if self.fitted_ is None else self.fitted_.predictions
+
+    @property
+    def store_path(self) -> str:
+        """Where the labels are saved."""
+        return str(getattr(self.store, "path", "?"))
+
+    # ------------------------------------------------------------------ events
+    def on(self, event: str, callback) -> None:
+        """Call ``callback(payload)`` after ``event``: ``"batch"`` (the new :class:`Batch`),
+        ``"change"`` (the status line after a submit, undo or import), ``"baseline"`` (a
+        DataFrame ``n_labels, mean, std`` of the simulated random baseline)."""
+        if event not in self._listeners:
+            raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
+        if callback not in self._listeners[event]:
+            self._listeners[event].append(callback)
+
+    def off(self, event: str, callback) -> None:
+        """Stop calling ``callback`` after ``event``."""
+        if callback in self._listeners.get(event, []):
+            self._listeners[event].remove(callback)
+
+    def _emit(self, event: str, payload) -> None:
+        for cb in list(self._listeners[event]):
+            cb(payload)
 
     # ------------------------------------------------------------------ set-up helpers
     def _open_store(self, store):
@@ -172,8 +249,10 @@ class Session:
         return None
 
     def _check_test(self, test):
+        """``(X_test, y_test codes)`` and the pool rows held out for testing (never offered)."""
+        none = np.empty(0, np.int64)
         if test is None:
-            return None
+            return None, none
         from .pool import Pool
 
         if isinstance(test, Pool):
@@ -184,59 +263,65 @@ class Session:
             if len(unknown):
                 raise ValueError(f"test pool {test.name}: items without a class at rows {unknown[:10].tolist()}")
             names = [test.classes[t] for t in test.targets] if test.classes else test.targets
-            X, y = self.embedder.embed(test), names
+            X, y, rows = self.embedder.embed(test), names, none
+        elif isinstance(test, (list, np.ndarray)) and np.ndim(test) == 1 and len(test) and \
+                all(isinstance(t, str) for t in test):
+            rows = []
+            for t in test:
+                try:
+                    rows.append(self.pool.index_of(t))
+                except KeyError:
+                    raise ValueError(f"test item {t[:_MAX_SHOWN]!r} is not in pool {self.pool.name}") from None
+            rows = np.unique(np.asarray(rows, np.int64))
+            if np.any(self.pool.targets[rows] < 0):
+                raise ValueError(f"test items need known classes; {self.pool.ids[rows[self.pool.targets[rows] < 0][0]]!r}"
+                                 " has none")
+            X, y = self.embeddings[rows], self.pool.targets[rows]
+            if self.pool.classes:
+                y = [self.pool.classes[t] for t in y]
         else:
             try:
                 X, y = test
             except (TypeError, ValueError):
-                raise TypeError("test must be (X_test, y_test) or a Pool with targets") from None
+                raise TypeError("test must be (X_test, y_test), a Pool with targets, or a list of pool item ids") \
+                    from None
+            rows = none
         X = check_embeddings(X, name="test X")
         if X.shape[1] != self.embeddings.shape[1]:
             raise ValueError(f"test X has {X.shape[1]} features but the pool's embeddings have {self.embeddings.shape[1]}")
-        y = np.asarray(y).tolist()
+        y = list(np.asarray(y, dtype=object))
         if len(y) != len(X):
             raise ValueError(f"test has {len(X)} rows of X but {len(y)} labels")
-        codes = np.empty(len(y), np.int64)
-        bad = []
-        for r, v in enumerate(y):
-            if isinstance(v, str):
-                codes[r] = self._class_index.get(v, -1)
-            elif isinstance(v, int) and 0 <= v < len(self.classes):
-                codes[r] = v
-            else:
-                codes[r] = -1
-            if codes[r] < 0:
-                bad.append(r)
-        if bad:
-            raise ValueError(f"test labels at rows {bad[:10]} are not classes of this session ({', '.join(self.classes)})")
-        return X, codes
-
-    @property
-    def app(self):
-        """The composed widget (grid + live plots), created on first use."""
-        if self._app is None:
-            from .widgets.app import LabelApp
-            from .widgets.labelgrid import LabelGrid
-
-            grid = LabelGrid(self.classes, keymap=self.keymap, on_submit=self.submit,
-                             on_undo=self.undo, image=self._large_image)
-            self._app = LabelApp(grid, self.classes, calibration=self.calibration)
-            self._refresh_plots()
-        return self._app
+        return (X, self.task.check_targets(y, name="test labels")), rows
 
     # ------------------------------------------------------------------ state from the store
     def labels(self) -> np.ndarray:
-        """Class index per pool item (``-1`` = unlabelled), read from the store."""
-        out = np.full(len(self.pool), UNLABELED, dtype=np.int64)
+        """Label per pool item as the task holds it (class index, ``-1`` = unlabelled), read from the
+        store; re-read only when the store changed."""
+        changes = getattr(self.store, "changes", None)
+        if changes is not None and self._labels_cache[0] == changes:
+            return self._labels_cache[1].copy()
+        out = self.task.empty_labels(len(self.pool))
         for item_id, name in self.store.current_labels().items():
-            cls = self._class_index.get(name)
             try:
                 i = self.pool.index_of(item_id)
             except KeyError:
                 continue  # the store knows ids beyond this pool (attached by ids)
-            if cls is not None:
-                out[i] = cls
-        return out
+            value = self.task.decode(name)
+            if value is not None:
+                self.task.set_label(out, i, value)
+        self._labels_cache = (changes, out)
+        return out.copy()
+
+    def label_counts(self) -> np.ndarray:
+        """Labelled items per class."""
+        labels = self.labels()
+        return np.bincount(labels[labels != UNLABELED], minlength=len(self.classes))
+
+    def progress(self) -> dict:
+        """``{"pool_labelled", "pool_size", "budget"}``."""
+        n = int(np.count_nonzero(self.task.is_labelled(self.labels())))
+        return {"pool_labelled": n, "pool_size": len(self.pool), "budget": self.budget}
 
     def labels_df(self, history: bool = False) -> pd.DataFrame:
         """Labels as a table (item_id, label, annotator, created_at, seconds, round, source)."""
@@ -244,238 +329,208 @@ class Session:
 
     @property
     def history(self) -> pd.DataFrame:
-        """One row per finished round: strategy, n_labels, accuracy, how it was measured, times."""
+        """One row per finished round: strategy, n_labels, accuracy (± std), how it was measured,
+        times, and the session that labelled it."""
         rounds = self.store.rounds_df()
-        cols = ["round", "strategy", "n_labels", "n_added", "accuracy", "accuracy_source",
-                "select_s", "label_s", "fit_s"]
+        cols = ["round", "strategy", "n_labels", "n_added", "accuracy", "accuracy_std", "accuracy_source",
+                "select_s", "label_s", "fit_s", "session_id"]
         rows = []
         for r in rounds.to_dict("records"):
-            m, t = r.get("metrics") or {}, r.get("timings") or {}
+            m, t, p = r.get("metrics") or {}, r.get("timings") or {}, r.get("params") or {}
             if "n_labels" not in m:
                 continue  # not finished, or written by another tool
             rows.append({"round": r["round"], "strategy": r.get("strategy"),
                          "n_labels": m["n_labels"], "n_added": m.get("n_added"),
-                         "accuracy": m.get("accuracy"), "accuracy_source": m.get("source"),
-                         "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s")})
+                         "accuracy": m.get("accuracy"), "accuracy_std": m.get("accuracy_std"),
+                         "accuracy_source": m.get("source"),
+                         "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s"),
+                         "session_id": p.get("session") if isinstance(p, dict) else None})
         return pd.DataFrame(rows, columns=cols)
 
-    # ------------------------------------------------------------------ import, export, annotators
-    def import_labels(self, df_or_csv, *, annotator: str | None = None):
-        """Add labels from a DataFrame or a CSV / Parquet / JSON-lines file (columns ``item_id, label``).
+    # ------------------------------------------------------------------ items
+    def thumbnail(self, item_id: str, size: int | None = None):
+        """``(bytes, mime, (w, h))`` of an item's thumbnail.
 
-        Rows with an id not in the pool, an unknown class, a missing value or a
-        repeated id are rejected, never written; the rest are saved in one
-        transaction with ``source="imported"``. Prints a one-line summary, refits
-        and redraws the plots; returns the store's
-        :class:`~alwidgets.store.ImportReport` (``report.rejected`` lists the
-        rejected rows with a reason).
+        An unreadable item raises :class:`~alwidgets.pool.ImageReadError` and is recorded in
+        ``pool.errors``, so it is never offered again.
         """
-        report = self.store.import_labels(df_or_csv, annotator=annotator or self.annotator)
-        print(str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else ""))
-        if report.accepted:
-            rid = self.store.start_round("import", {"n": int(report.accepted)}, type(self.model).__name__)
-            self._refit(self.labels(), n_added=int(report.accepted), round_id=rid)
-            if self._app is not None and self.batch:  # imported items leave the shown batch
-                done = self.store.current_labels()
-                keep = [k for k, it in enumerate(self._app.grid.items) if it["id"] not in done]
-                if len(keep) < len(self.batch):
-                    grid = self._app.grid
-                    grid.show_batch([grid.items[k] for k in keep], [grid.thumbs[k] for k in keep])
-                    self.batch = [it["id"] for it in grid.items]
-        return report
+        from PIL import Image
 
-    def annotators(self) -> pd.DataFrame:
-        """Per annotator: labels given, items currently labelled, seconds per label, and Cohen's kappa
-        against each other annotator on the items both labelled (``kappa_<name>`` columns)."""
-        return self.store.annotators()
+        from .pool import ImageReadError
 
-    def to_csv(self, path, *, history: bool = False):
-        """Write :meth:`labels_df` to a CSV file (atomically); returns its path."""
-        return self.store.export_csv(path, history=history)
+        i = self.pool.index_of(item_id)
+        try:
+            data = self.pool.thumbnail(i, size=size or self.thumbnail_size)
+        except ImageReadError as e:
+            self.pool.errors[self.pool.ids[i]] = e.reason
+            raise
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            fmt, wh = im.format, im.size
+        return data, f"image/{(fmt or 'jpeg').lower()}", wh
 
-    def to_parquet(self, path, *, history: bool = False):
-        """Write :meth:`labels_df` to a Parquet file (needs ``pyarrow``); returns its path."""
-        return self.store.export_parquet(path, history=history)
+    def image(self, item_id: str):
+        """``(bytes, mime)`` of a larger view of an item (for the enlarged tile)."""
+        data, mime, _ = self.thumbnail(item_id, 4 * self.thumbnail_size)
+        return data, mime
 
-    def to_jsonl(self, path, *, history: bool = False):
-        """Write one JSON object per label per line, the format labelling tools import; returns its path."""
-        return self.store.export_jsonl(path, history=history)
-
-    def report(self, path="report.html", **kwargs):
-        """Write a standalone HTML report (learning curve, per-class metrics, label counts, rounds);
-        see :func:`alwidgets.report.write_report`. Returns its path."""
-        from .report import write_report
-
-        return write_report(self, path, **kwargs)
+    def caption(self, item_id: str) -> str:
+        """How an item is named on screen: its path relative to the pool's root, else its id."""
+        i = self.pool.index_of(item_id)
+        if self.pool.paths is not None:
+            root = getattr(self.pool, "root", None)
+            p = Path(self.pool.paths[i])
+            if root is not None:
+                try:
+                    return str(p.relative_to(root))
+                except ValueError:
+                    pass
+        return str(self.pool.ids[i])
 
     # ------------------------------------------------------------------ model
     def fit(self):
         """Refit the model on every label in the store; predict the pool (and the test set)."""
-        return self._fit(self.labels())
-
-    def _fit(self, labels):
-        """:meth:`fit` on ``labels`` (from :meth:`labels`, read once per change)."""
-        n = int(np.count_nonzero(labels != UNLABELED))
-        if n == 0:
-            self.model_, self.probs_, self._test_probs, self._fit_n = None, None, None, 0
-            return self
-        X_eval = self.embeddings if self.test is None else np.concatenate([self.embeddings, self.test[0]])
-        self.model_, probs = fit_predict_proba(self.model, self.embeddings, labels, len(self.classes), X_eval=X_eval)
-        self.probs_ = probs[: len(self.pool)]
-        self._test_probs = None if self.test is None else probs[len(self.pool):]
-        self._fit_n = n
+        self._fit(self.labels())
         return self
 
-    def evaluate(self) -> dict:
-        """Accuracy of the current model: on the test set if given, else cross-validated on labelled items.
+    def _fit(self, labels):
+        self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
+        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
+        return self.fitted_
 
-        Returns a dict with ``accuracy``, ``source`` (``"test"`` or ``"cv"``),
-        ``source_text``, ``n_eval``, ``n_labels``, ``per_class`` (accuracy per
-        class name, None where no item of the class was evaluated) and, with
-        ``calibration=True``, a ``reliability`` table and ``ece``.
+    def _fit_fresh(self, labels):
+        """The current fit if the store has not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+            return self.fitted_
+        return self._fit(labels)
+
+    def evaluate(self) -> dict:
+        """Quality of the current model: on the test set if given, else cross-validated (seeded
+        folds) on the labelled items.
+
+        Returns a dict with ``accuracy``, ``accuracy_std`` (spread over the folds; 0 on a test
+        set), ``source`` (``"test"`` or ``"cv"``), ``source_text``, ``n_eval``, ``n_labels``,
+        ``per_class`` and, with ``calibration=True``, ``reliability`` and ``ece``.
         """
         return self._evaluate(self.labels())
 
     def _evaluate(self, labels) -> dict:
-        """:meth:`evaluate` on ``labels`` (from :meth:`labels`, read once per change)."""
-        lab = np.flatnonzero(labels != UNLABELED)
+        n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self.test is not None:
-            if self._fit_n != len(lab):
-                self._fit(labels)
-            y_true = self.test[1]
-            probs = self._test_probs
-            source = "test"
+            self._fit_fresh(labels)
+            y_true, source = self.test[1], "test"
+            m = None if self.fitted_.eval_predictions is None else \
+                {**self.task.score(y_true, self.fitted_.eval_predictions), "score_std": 0.0}
         else:
-            y_true = labels[lab]
-            probs = self._cross_val_probs(lab, y_true)
-            source = "cv"
-        m = {"n_labels": int(len(lab)), "source": source, "source_text": _source_text(source, len(y_true), len(lab)),
-             "n_eval": int(len(y_true))}
-        if probs is None:
-            m.update(accuracy=None, per_class={c: None for c in self.classes})
-            return m
-        pred = probs.argmax(axis=1)
-        hit = pred == y_true
-        m["accuracy"] = float(hit.mean())
-        m["per_class"] = {c: (float(hit[y_true == k].mean()) if np.any(y_true == k) else None)
-                          for k, c in enumerate(self.classes)}
-        if self.calibration:
-            from .calibrate import expected_calibration_error, reliability_data
-
-            table = reliability_data(probs, y_true, n_bins=_BINS)
-            table = table[table["count"] > 0]
-            m["reliability"] = {k: table[k].tolist() for k in ("confidence", "accuracy", "count")}
-            m["ece"] = expected_calibration_error(probs, y_true, n_bins=_BINS)
-        return m
-
-    def _cross_val_probs(self, lab, y):
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        if len(lab) < 2:
-            return None
-        counts = np.bincount(y)
-        smallest = counts[counts > 0].min()
-        seed = int(self._rng.integers(2**31 - 1))
-        if smallest >= 2 and len(np.unique(y)) > 1:
-            folds = StratifiedKFold(n_splits=min(self.cv, int(smallest)), shuffle=True, random_state=seed)
-        else:  # a class with a single label: held out, it is honestly missed
-            folds = KFold(n_splits=min(self.cv, len(lab)), shuffle=True, random_state=seed)
-        X = self.embeddings[lab]
-        out = np.zeros((len(lab), len(self.classes)))
-        for tr, te in folds.split(X, y):
-            _, out[te] = fit_predict_proba(self.model, X[tr], y[tr], len(self.classes), X_eval=X[te])
+            y_true, source = None, "cv"
+            m = self.task.cross_validate(self.model, self.embeddings, labels, cv=self.cv,
+                                         random_state=self.random_state)
+        n_eval = len(y_true) if y_true is not None else n
+        out = {"n_labels": n, "source": source, "source_text": _source_text(source, n_eval, n), "n_eval": n_eval}
+        if m is None:
+            out.update(accuracy=None, accuracy_std=None, per_class={c: None for c in self.classes})
+            return out
+        out.update({k: v for k, v in m.items() if k not in ("score", "score_std")})
+        out["accuracy"], out["accuracy_std"] = m["score"], m["score_std"]
         return out
 
     # ------------------------------------------------------------------ rounds
-    def label(self, n: int = 16, *, continuous: bool = False):
-        """Pick a batch of ``n`` items and show it in the grid; returns the widget.
-
-        Label with the keyboard (``docs/keymap.md``) and press Enter: the labels
-        are saved, the model refit and the plots redrawn in place. With
-        ``continuous=True`` the next batch then loads in the same grid.
-        """
-        self.batch_size = check_batch_size(n)
-        self.continuous = bool(continuous)
-        app = self.app
-        self._next_batch()
-        return app
-
-    def _next_batch(self, labels=None) -> str:
-        """Show the next batch; ``labels`` (default: read from the store) as :meth:`labels` returns them."""
-        grid = self.app.grid
+    def candidates(self, labels=None) -> np.ndarray:
+        """Pool indices the next batch may come from: unlabelled, readable, not skipped in this
+        session, not held out as test items."""
         labels = self.labels() if labels is None else labels
-        n_done = int(np.count_nonzero(labels != UNLABELED))
+        ok = ~self.task.is_labelled(labels)
+        for k in (*self._skipped, *self.pool.errors):
+            ok[self.pool.index_of(k)] = False
+        ok[self._test_rows] = False
+        return np.flatnonzero(ok)
+
+    def next_batch(self, n: int | None = None, **inputs) -> Batch:
+        """Pick the next ``n`` items (best first), reserve them for this session, open a round.
+
+        ``inputs`` are extra per-call selector inputs (e.g. ``costs=`` for ``"cost_aware"``).
+        An empty batch says why in ``batch.reason``. Emits ``"batch"``.
+        """
+        if n is not None:
+            self.batch_size = check_positive_int(n, "n")
+        labels = self.labels()
+        n_done = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self._round is not None:  # a batch was shown and replaced without a submit
             self._finish_round(n_added=0, labels=labels)
         self._release()
-        n = self.batch_size
-        if self.budget is not None:
-            n = min(n, self.budget - n_done)
+        k = self.batch_size if self.budget is None else min(self.batch_size, self.budget - n_done)
         t0 = time.perf_counter()
-        if n_done and self._fit_n != n_done:
-            self._fit(labels)
-        probs = self.probs_ if n_done else None
-        chooser = self.selector
-        if probs is None and "probs" in self.selector.requires:
-            chooser = Random()  # cold start: nothing to be uncertain about yet
-        idx, n_refused = self._pick(chooser, n, labels, probs) if n > 0 else (np.empty(0, np.int64), 0)
+        fitted = None
+        if n_done:
+            fitted = self._fit_fresh(labels)
+        idx, info, n_refused = self._pick(k, labels, fitted, inputs) if k > 0 else (np.empty(0, np.int64), {}, 0)
         t1 = time.perf_counter()
-        items, thumbs = self._batch_items(idx, probs)
-        t2 = time.perf_counter()
-        self.batch = [self.pool.ids[i] for i in idx]
-        strategy = chooser.name if chooser is self.selector else f"{chooser.name} (cold start)"
+        probs = None if fitted is None else self.task.selector_probs(fitted.predictions)
+        strategy = info.get("picked_by", self.selector.name)
+        if "cold_start" in info:
+            strategy = f"{strategy} (cold start)"
+        suggestions, confidences = [], []
+        for i in idx.tolist():
+            if probs is None:
+                suggestions.append(None)
+                confidences.append(None)
+            else:
+                c = int(probs[i].argmax())
+                suggestions.append(self.classes[c])
+                confidences.append(round(float(probs[i, c]), 4))
+        batch = Batch([self.pool.ids[i] for i in idx], idx, suggestions, confidences, strategy, info)
         if len(idx):
-            params = {"n": int(n), "selector": self.selector.name, **_jsonable(self.selector.get_params())}
-            rid = self.store.start_round(strategy, params, type(self.model).__name__)
-            self._round = {"id": rid, "strategy": strategy, "shown": time.perf_counter(),
-                           "timings": {"select_s": t1 - t0, "thumbs_s": t2 - t1}}
-        grid.show_batch(items, thumbs)
-        self._set_progress(n_done)
-        if not len(idx):
-            n_bad = sum(1 for k in self.pool.errors if labels[self.pool.index_of(k)] == UNLABELED)
-            why = [f"{n_refused} reserved by other annotators"] if n_refused else []
-            why += [f"{n_bad} unreadable"] if n_bad else []
-            grid.status = ("budget reached" if self.budget is not None and n_done >= self.budget
-                           else "every item is labelled" if n_done == len(self.pool)
-                           else "no unskipped items left" + (f" ({', '.join(why)})" if why else ""))
-        elif any(it["error"] for it in items):
-            bad = [f"{it['id']} ({self.pool.errors.get(it['id'], it['error'])})" for it in items if it["error"]]
-            grid.status = (f"error: {len(bad)} image(s) could not be read and show a placeholder: "
-                           f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; skip them (space)")
-        elif self._owns_store and grid.status == "":
-            grid.status = f"labels are saved in {self.store_path}"
-        return grid.status
+            params = {"n": int(k), "selector": self.selector.name, "session": self.session_id,
+                      **_jsonable(self.selector.get_params())}
+            batch.round_id = self.store.start_round(strategy, params, type(self.model).__name__)
+            self._round = {"id": batch.round_id, "shown": time.perf_counter(), "timings": {"select_s": t1 - t0}}
+        if len(idx) < k or not k:
+            batch.reason = self._why_short(labels, n_done, n_refused)
+        self.batch = batch
+        self._emit("batch", batch)
+        return batch
 
-    def _pick(self, chooser, n, labels, probs):
-        """Up to ``n`` pool indices, best first, leased to this annotator in the store.
+    def _why_short(self, labels, n_done, n_refused) -> str:
+        if self.budget is not None and n_done >= self.budget:
+            return "budget reached"
+        if n_done == len(self.pool):
+            return "every item is labelled"
+        unl = ~self.task.is_labelled(labels)
+        why = [f"{n_refused} reserved by other sessions"] if n_refused else []
+        n_bad = sum(1 for k in self.pool.errors if unl[self.pool.index_of(k)])
+        why += [f"{n_bad} unreadable"] if n_bad else []
+        n_skip = sum(1 for k in self._skipped if unl[self.pool.index_of(k)])
+        why += [f"{n_skip} skipped"] if n_skip else []
+        n_test = int(np.count_nonzero(unl[self._test_rows]))
+        why += [f"{n_test} held out as test items"] if n_test else []
+        return "no more items to offer" + (f" ({', '.join(why)})" if why else "")
 
-        Skipped and unreadable items are never offered. Items another annotator
-        holds are passed over and the batch is topped up from the selector's
-        next-best candidates, so two kernels on one store are never shown the
-        same item. Returns ``(indices, number passed over)``.
+    def _pick(self, n, labels, fitted, inputs):
+        """Up to ``n`` pool indices, best first, leased to this session in the store.
+
+        The selector chooses among the candidates; items another session holds are
+        dropped from the candidates and the selector picks again for the rest.
+        Returns ``(indices, selection info, number refused)``.
         """
-        unl = labels == UNLABELED
-        taken = {i for i in (self.pool.index_of(k) for k in (*self._skipped, *self.pool.errors)) if unl[i]}
-        n_free = int(np.count_nonzero(unl))
-        got, refused = [], 0
-        while len(got) < n:
-            k = min(n_free, len(taken) + n - len(got))
-            if k <= len(taken):
-                break  # every unlabelled item was considered
-            sel = chooser.select(k, labels=labels, embeddings=self.embeddings, probs=probs, random_state=self._rng)
-            fresh = [i for i in sel.indices.tolist() if i not in taken][: n - len(got)]
-            if not fresh:
+        candidates = self.candidates(labels)
+        got, refused, info = [], 0, {}
+        while len(got) < n and len(candidates):
+            sel = self.loop.select(n - len(got), self.embeddings, labels, fitted, candidates=candidates,
+                                   random_state=self._rng, **inputs)
+            info = info or sel.info
+            if not len(sel):
                 break
-            ids = [self.pool.ids[i] for i in fresh]
-            leased = set(self.store.lease(ids, annotator=self.annotator, ttl=self.lease_ttl))
-            for i, item_id in zip(fresh, ids):
-                taken.add(i)
-                if item_id in leased:
+            picked = sel.indices.tolist()
+            ids = [self.pool.ids[i] for i in picked]
+            granted = set(self.store.lease(ids, session=self.session_id, annotator=self.annotator,
+                                           ttl=self.lease_ttl))
+            for i, item_id in zip(picked, ids):
+                if item_id in granted:
                     got.append(i)
                     self._leased.append(item_id)
                 else:
                     refused += 1
-        return np.asarray(got, np.int64), refused
+            candidates = np.setdiff1d(candidates, picked, assume_unique=True)
+        return np.asarray(got, np.int64), info, refused
 
     def _release(self) -> None:
         """Give back this session's leases on the shown batch (saving a label already ended its lease)."""
@@ -484,125 +539,97 @@ class Session:
         ids, self._leased = self._leased, []
         if ids:
             try:
-                self.store.release(ids, annotator=self.annotator)
+                self.store.release(ids, session=self.session_id)
             except StoreError as e:  # leases also expire after lease_ttl: nothing is lost
                 warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
                               f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
-    @property
-    def store_path(self) -> str:
-        """Where the labels are saved."""
-        return str(getattr(self.store, "path", "?"))
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False) -> str:
+        """Record ``{item_id: class_name}`` for items of the current batch; refit; returns a status line.
 
-    def _batch_items(self, idx, probs):
-        items, thumbs = [], []
-        from .pool import ImageReadError
-
-        for i in idx.tolist():
-            error = None
-            try:
-                data, mime, (w, h) = _thumbnail(self.pool, i, self.thumbnail_size)
-            except ImageReadError as e:  # damaged beyond its header: a placeholder tile, not a dead grid
-                self.pool.errors[self.pool.ids[i]] = e.reason
-                data, mime, (w, h), error = b"", None, (None, None), e.reason
-            item = {"id": self.pool.ids[i], "caption": _caption(self.pool, i), "mime": mime, "w": w, "h": h,
-                    "suggestion": None, "confidence": None, "error": error}
-            if probs is not None:
-                k = int(probs[i].argmax())
-                item["suggestion"], item["confidence"] = self.classes[k], round(float(probs[i, k]), 4)
-            items.append(item)
-            thumbs.append(data)
-        return items, thumbs
-
-    def _set_progress(self, n_done: int) -> None:
-        self.app.grid.progress = {"pool_labelled": n_done, "pool_size": len(self.pool), "budget": self.budget}
-
-    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=()) -> str:
-        """Record ``{item_id: class_name}``, refit, update the plots; returns a status line.
-
-        Returns once the store has committed the labels. ``skipped`` ids are not
-        offered again in this session. Raises ``ValueError`` naming unknown ids or
-        classes, or :class:`~alwidgets.store.StoreError` (locked, read-only, full
-        disk); nothing is saved then and the grid keeps the batch to retry.
+        Returns once the store has committed the labels. ``skipped`` ids (of the batch)
+        are not offered again in this session. The batch stays open for its other items
+        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. Bad input raises ``ValueError``/``TypeError``
+        naming it, and nothing is saved; a store failure raises
+        :class:`~alwidgets.store.StoreError` and nothing is saved either. Items another
+        session took over meanwhile are not saved and the status says so. Emits ``"change"``.
         """
-        if not isinstance(labels, dict):
-            raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
-        sources, seconds = sources or {}, seconds or {}
-        bad_ids, bad_classes = [], []
-        for item_id, name in labels.items():
-            try:
-                self.pool.index_of(item_id)
-            except KeyError:
-                bad_ids.append(item_id)
-            if str(name) not in self._class_index:
-                bad_classes.append(name)
-        if bad_ids:
-            raise ValueError(f"not in pool {self.pool.name}: item ids {bad_ids[:10]}")
-        if bad_classes:
-            raise ValueError(f"unknown classes {sorted(set(map(str, bad_classes)))[:10]}; "
-                             f"this session's classes are {', '.join(self.classes)}")
-        if self._round is None and labels:
-            rid = self.store.start_round("manual", {}, type(self.model).__name__)
-            self._round = {"id": rid, "strategy": "manual", "shown": time.perf_counter(), "timings": {}}
-        rid = self._round["id"] if self._round else None
-        records = [{"item_id": str(k), "label": str(v), "seconds": _seconds(seconds.get(k)), "round": rid,
-                    "source": "accepted" if sources.get(k) == "accepted" else "human",
-                    "annotator": self.annotator} for k, v in labels.items()]
+        from .store import LeaseConflictError
+
+        records, skipped = self._check_submit(labels, sources, seconds, skipped)
+        conflicts = {}
         if records:
-            self.store.add_labels(records)  # committed when this returns
-        self._undo.extend(str(k) for k in labels)
-        self._skipped.update(str(s) for s in skipped)
-        self._skipped.difference_update(labels)
+            try:
+                self.store.add_labels(records, session=self.session_id)  # committed when this returns
+            except LeaseConflictError as e:
+                conflicts = dict(e.conflicts)
+                records = [r for r in records if r["item_id"] not in conflicts]
+                if records:
+                    self.store.add_labels(records, session=self.session_id)
+        saved = [r["item_id"] for r in records]
+        self._undo.extend(saved)
+        self._skipped.update(skipped)
+        self._skipped.difference_update(saved)
+        done = set(saved) | set(conflicts) | set(skipped)
+        if self.batch is not None:
+            self.batch = _subset(self.batch, [] if close else
+                                 [j for j, k in enumerate(self.batch.ids) if k not in done])
+        self._leased = [k for k in self._leased if k not in set(saved)]  # saving a label ended its lease
+        if not len(self.batch or ()):
+            self._release()  # the batch is done: skipped and untouched items go back to the others
         try:
-            if self._app is not None:
-                self._app.grid.status = f"saved {len(records)} labels; refitting…"
-            labels_now = self.labels()  # read once: the refit, the round, the plots and the next batch share it
-            msg = self._after_change(len(records), labels_now)
-            if self._app is not None:
-                if self.continuous and (self.budget is None or self.metrics_["n_labels"] < self.budget):
-                    self._next_batch(labels_now)
-                else:
-                    self._clear_grid()
-        except Exception as e:  # the labels are committed: never let the grid offer them as unsaved
-            if self._app is not None:
-                self.batch = []
-                self._app.grid.show_batch([], [])
-            raise RuntimeError(f"saved {len(records)} labels (they are in the store), but then "
+            labels_now = self.labels()
+            msg = self._after_change(len(saved), labels_now, round_done=not len(self.batch or ()))
+        except Exception as e:  # the labels are committed: never let a caller offer them as unsaved
+            raise RuntimeError(f"saved {len(saved)} labels (they are in the store), but then "
                                f"{type(e).__name__}: {e}") from e
-        if self._app is not None:
-            self._app.grid.status = msg
+        if conflicts:
+            msg += f" · {len(conflicts)} not saved: {next(iter(conflicts.values()))}"
+        self._emit("change", msg)
         return msg
 
-    def _clear_grid(self):
-        self.batch = []
-        self.app.grid.show_batch([], [])
-        self._release()
+    def _check_submit(self, labels, sources, seconds, skipped):
+        """Validate a submit against the current batch; returns ``(records, skipped ids)``."""
+        if not isinstance(labels, dict):
+            raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
+        sources = sources if isinstance(sources, dict) else {}
+        seconds = seconds if isinstance(seconds, dict) else {}
+        if isinstance(skipped, (str, bytes)) or not isinstance(skipped, (list, tuple, set, frozenset)):
+            raise TypeError(f"skipped must be a list of item ids, got {type(skipped).__name__}")
+        shown = set(self.batch.ids) if self.batch is not None else set()
+        outside = [k for k in [*labels, *skipped] if not isinstance(k, str) or k not in shown]
+        if outside:
+            raise ValueError(f"not in the current batch: item ids [{', '.join(_short(k) for k in outside[:5])}]"
+                             + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+                             + "; only the batch from next_batch() can be submitted (session.import_labels "
+                               "takes labels from elsewhere)")
+        rid = self._round["id"] if self._round else None
+        records = []
+        for k, v in labels.items():
+            enc = self.task.encode(v)  # ValueError naming an unknown class
+            records.append({"item_id": k, **{f: x for f, x in enc.items() if x is not None}, "round": rid,
+                            "seconds": seconds.get(k), "annotator": self.annotator,
+                            "source": "accepted" if sources.get(k) == "accepted" else
+                            "simulated" if sources.get(k) == "simulated" else "human"})
+        return records, [str(s) for s in skipped]
 
-    def _after_change(self, n_added: int, labels) -> str:
-        history = self._refit(labels, n_added=n_added, round_id=None if self._round is None else self._round["id"])
-        m = self.metrics_
-        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.0%}"
-        note = self._lift_note(self.history if history is None else history)
-        return f"saved {n_added} labels; accuracy {acc} ({m['source_text']})" + note
-
-    def _refit(self, labels, *, n_added=0, round_id=None):
-        """Refit on ``labels``, measure, finish round ``round_id`` (if any) and redraw the plots.
-
-        The shown batch's round (``self._round``) is finished with its timings
-        and keeps the last metrics when an abandoned batch changed nothing; any
-        other round gets fresh metrics and no timings. Returns the history the
-        plots were drawn from (None without a grid).
-        """
+    def _after_change(self, n_added: int, labels, round_done: bool = True) -> str:
         t0 = time.perf_counter()
         self._fit(labels)
         fit_s = time.perf_counter() - t0
-        if self._round is not None and round_id == self._round["id"]:
+        if self._round is not None and round_done:
             self._finish_round(n_added=n_added, labels=labels, fit_s=fit_s)
         else:
             self.metrics_ = self._evaluate(labels)
-            if round_id is not None:
-                self.store.finish_round(round_id, self._round_metrics(n_added), {})
-        return self._refresh_plots(labels)
+        return f"saved {n_added} labels · " + self._metrics_text() + self._lift_note()
+
+    def _metrics_text(self) -> str:
+        m = self.metrics_
+        if m is None or m.get("accuracy") is None:
+            return f"accuracy n/a ({m['source_text'] if m else 'no labels'})"
+        std = m.get("accuracy_std")
+        pm = f" ± {std * 100:.0f}" if std is not None and m.get("source") == "cv" else ""
+        return f"accuracy {m['accuracy']:.0%}{pm} ({m['source_text']})"
 
     def _round_metrics(self, n_added) -> dict:
         """The current metrics as a finished round records them (no ``source_text``, with ``n_added``)."""
@@ -611,7 +638,8 @@ class Session:
         return metrics
 
     def _finish_round(self, n_added, labels, fit_s=None):
-        if n_added or self.metrics_ is None or self.metrics_["n_labels"] != int(np.count_nonzero(labels >= 0)):
+        n = int(np.count_nonzero(self.task.is_labelled(labels)))
+        if n_added or self.metrics_ is None or self.metrics_["n_labels"] != n:
             self.metrics_ = self._evaluate(labels)  # an abandoned batch changes nothing: keep the metrics
         timings = dict(self._round["timings"])
         timings["label_s"] = time.perf_counter() - self._round["shown"]
@@ -620,40 +648,102 @@ class Session:
         self.store.finish_round(self._round["id"], self._round_metrics(n_added), timings)
         self._round = None
 
-    def _refresh_plots(self, labels=None, history=None):
-        """Redraw the plots and the progress line; returns the history drawn (None without a grid)."""
-        if self._app is None:
-            return None
-        labels = self.labels() if labels is None else labels
-        history = self.history if history is None else history
-        counts = np.bincount(labels[labels != UNLABELED], minlength=len(self.classes))
-        self._app.update(history, self.metrics_, counts)
-        self._set_progress(int(counts.sum()))
-        return history
-
     def undo(self) -> str:
-        """Retract the last label saved in this session (the store keeps the history)."""
+        """Retract the last label *this session* saved (the store keeps the history). Emits ``"change"``."""
         if not self._undo:
             return "nothing to undo"
         item_id = self._undo[-1]
-        if item_id not in self.store.current_labels():  # already retracted (here or by another kernel)
+        if item_id not in self.store.current_labels():  # already retracted
             self._undo.pop()
             return f"{item_id} has no label to retract"
-        self.store.undo(item_id, annotator=self.annotator)  # popped only once committed
+        retracted = self.store.undo(item_id, session=self.session_id)  # popped only once committed
         self._undo.pop()
-        self._refit(self.labels())
-        return f"retracted the label of {item_id}"
+        if not retracted:
+            return f"{item_id} was relabelled by another session; its label stays"
+        self._fit(self.labels())
+        self.metrics_ = self._evaluate(self.labels())
+        msg = f"retracted the label of {item_id}"
+        self._emit("change", msg)
+        return msg
 
-    def _large_image(self, item_id: str):
-        data, mime, _ = _thumbnail(self.pool, self.pool.index_of(item_id), 4 * self.thumbnail_size)
-        return data, mime
+    # ------------------------------------------------------------------ import, export, annotators
+    def import_labels(self, df_or_csv, *, annotator: str | None = None):
+        """Add labels from a DataFrame or a CSV / Parquet / JSON-lines file (columns ``item_id, label``).
+
+        Rows with an id not in the pool, an unknown class, a missing value or a
+        repeated id are rejected, never written; the rest are saved in one
+        transaction with ``source="imported"``. Returns the store's
+        :class:`~alwidgets.store.ImportReport` (``report.rejected`` lists rejected rows).
+        Emits ``"change"``.
+        """
+        from .store.io import import_labels
+
+        report = import_labels(self.store, df_or_csv, annotator=annotator or self.annotator)
+        msg = str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else "")
+        print(msg)
+        if report.accepted:
+            rid = self.store.start_round("import", {"n": int(report.accepted), "session": self.session_id},
+                                         type(self.model).__name__)
+            labels = self.labels()
+            self._fit(labels)
+            self.metrics_ = self._evaluate(labels)
+            self.store.finish_round(rid, self._round_metrics(int(report.accepted)), {})
+            if self.batch is not None:  # imported items leave the shown batch
+                done = self.store.current_labels()
+                self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
+            self._emit("change", msg)
+        return report
+
+    def annotators(self) -> pd.DataFrame:
+        """Per annotator: labels given, items labelled, seconds per label, Cohen's kappa against each other."""
+        from .store.agreement import annotators
+
+        return annotators(self.store)
+
+    def to_csv(self, path, *, history: bool = False):
+        """Write :meth:`labels_df` to a CSV file (atomically); returns its path."""
+        from .store.io import export_labels
+
+        return export_labels(self.store, path, format="csv", history=history)
+
+    def to_parquet(self, path, *, history: bool = False):
+        """Write :meth:`labels_df` to a Parquet file (needs ``pyarrow``); returns its path."""
+        from .store.io import export_labels
+
+        return export_labels(self.store, path, format="parquet", history=history)
+
+    def to_jsonl(self, path, *, history: bool = False):
+        """Write one JSON object per label per line, the format labelling tools import; returns its path."""
+        from .store.io import export_labels
+
+        return export_labels(self.store, path, format="jsonl", history=history)
+
+    def report(self, path="report.html", **kwargs):
+        """Write a standalone HTML report; see :func:`alwidgets.report.write_report`. Returns its path."""
+        from .report import write_report
+
+        return write_report(self, path, **kwargs)
+
+    # ------------------------------------------------------------------ the notebook widget
+    def label(self, n: int = 16, *, continuous: bool = False):
+        """Show the next ``n`` items in the labelling grid; returns the widget.
+
+        Label with the keyboard (``docs/keymap.md``) and press Enter: the labels are
+        saved, the model refit and the plots redrawn in place. With ``continuous=True``
+        the next batch then loads in the same grid.
+        """
+        from .widgets.view import SessionView
+
+        self.continuous = bool(continuous)
+        if self._view is None:
+            self._view = SessionView(self)
+        return self._view.show(check_positive_int(n, "n"), continuous=self.continuous)
 
     # ------------------------------------------------------------------ strategy advice
     def recommend(self, **kwargs):
         """Replay strategies on your labelled items; which would have needed the fewest labels?
 
-        See :func:`alwidgets.recommend.recommend` (keyword arguments pass
-        through). Needs a few labels per class. Switch with :meth:`use`.
+        See :func:`alwidgets.recommend.recommend`. Needs a few labels per class. Switch with :meth:`use`.
         """
         from .recommend import recommend
 
@@ -662,56 +752,56 @@ class Session:
 
     def use(self, strategy) -> str:
         """Select the next batches with ``strategy`` (a name such as ``"margin"`` or a selector)."""
-        self.selector = make_selector(strategy)
+        self.loop.selector = make_selector(strategy)
         return f"next batches are picked by {self.selector.name!r}"
 
-    def _lift_note(self, history=None) -> str:
-        """A suggestion to switch when the last round lifted accuracy by < 1 point (:class:`AccuracyLift`).
-
-        ``history``: :attr:`history` if already read (default: read it)."""
+    def _lift_note(self) -> str:
+        """Advice to switch strategy when the last round lifted accuracy by < 1 point — only when
+        that is more than the noise of the estimate (spread over the folds)."""
         from .stopping import AccuracyLift
 
-        h = self.history if history is None else history
+        h = self.history
         h = h[(h["n_added"].fillna(0) > 0) & h["accuracy"].notna()]
         if len(h) < 2:
             return ""
         d = AccuracyLift().check(h["accuracy"].to_numpy(float))
         if d.action != "switch_strategy":
             return ""
+        std = h["accuracy_std"].fillna(0.0).to_numpy(float)[-2:]
+        change = float(h["accuracy"].iloc[-1] - h["accuracy"].iloc[-2])
+        if change + float(np.hypot(*std)) >= 0.01:  # within the noise: no advice
+            return ""
         rec = getattr(self, "recommendation_", None)
         if rec is not None and rec.best != self.selector.name:
-            return f"; {d.reason}, e.g. session.use({rec.best!r}) (best in session.recommend())"
-        return f"; {d.reason}; session.recommend() shows which strategy would have needed fewer labels"
+            return f" · try session.use({rec.best!r})"
+        return " · little gain: see session.recommend()"
 
     # ------------------------------------------------------------------ baseline
     def show_baseline(self, repeats: int = 3, budget: int | None = None) -> pd.DataFrame:
-        """Simulate random sampling on the pool's known targets and draw it on the accuracy plot.
-
-        Only for pools whose true classes are known (demos, benchmarks): the
-        simulation replays random picks with the labels hidden. Returns its curves.
-        """
+        """Simulate random sampling on the pool's known targets (demos, benchmarks); emits
+        ``"baseline"`` with the mean ± std curve (the widget draws it). Returns the curves."""
         from .simulate import simulate
 
         known = np.flatnonzero(self.pool.targets >= 0)
         if len(known) < len(self.pool):
             raise ValueError(f"{self.pool.name}: the random baseline needs the true class of every item "
                              f"({len(self.pool) - len(known)} unknown)")
-        batch_size = getattr(self, "batch_size", 16)
-        budget = budget or self.budget or max(100, 4 * batch_size)
+        budget = budget or self.budget or max(100, 4 * self.batch_size)
         kw = {} if self.test is None else {"X_test": self.test[0], "y_test": self.test[1]}
         res = simulate(self.embeddings, self.pool.targets, ["random"], model=self.model, target_acc=None,
-                       batch_size=batch_size, seed_per_class=0, budget=budget,
+                       batch_size=self.batch_size, seed_per_class=0, budget=budget,
                        repeats=repeats, progress=False, **kw)
         stats = res.curves.groupby("n_labels")["accuracy"].agg(["mean", "std"]).reset_index()
-        self.app.show_baseline(stats["n_labels"], stats["mean"], stats["std"].fillna(0.0))
+        stats["std"] = stats["std"].fillna(0.0)
+        self._emit("baseline", stats)
         return res.curves
 
     # ------------------------------------------------------------------ misc
     def close(self) -> None:
-        """Give back the shown batch's leases and close the store if this session opened it."""
+        """Give back this session's leases and close the store if this session opened it."""
         if getattr(self, "_leased", None):
             self._release()
-        if self._owns_store:
+        if getattr(self, "_owns_store", False):
             self.store.close()
 
     def __enter__(self):
@@ -721,52 +811,25 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        n = int(np.count_nonzero(self.labels() != UNLABELED))
+        n = int(np.count_nonzero(self.task.is_labelled(self.labels())))
         return (f"Session({self.pool.name!r}, {n}/{len(self.pool)} labelled, classes={len(self.classes)}, "
                 f"selector={self.selector.name!r}, store={self.store_path!r})")
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_class_names(classes) -> list[str]:
-    """Class names as unique, non-empty strings (numbers are turned into their text)."""
-    from .store import check_classes
-
-    if isinstance(classes, (str, bytes)):
-        raise TypeError(f"classes must be a list of names, not the single string {classes!r}")
-    classes = list(classes)
-    bad = [c for c in classes if not isinstance(c, (str, numbers.Integral)) or isinstance(c, bool)]
-    if bad:
-        raise ValueError(f"class names must be strings (or integers); got {bad[:10]}")
-    return check_classes([c if isinstance(c, str) else str(c) for c in classes])
+def _subset(batch: Batch, keep: list[int]) -> Batch:
+    return Batch([batch.ids[j] for j in keep], batch.indices[keep], [batch.suggestions[j] for j in keep],
+                 [batch.confidences[j] for j in keep], batch.strategy, batch.info, batch.reason, batch.round_id)
 
 
-def _thumbnail(pool, i: int, size: int):
-    """(bytes, mime, (w, h)) of item ``i`` from ``pool.thumbnail`` (cached there)."""
-    from PIL import Image
-
-    data = pool.thumbnail(i, size=size)
-    with Image.open(io.BytesIO(data)) as im:  # reads the header only
-        fmt, wh = im.format, im.size
-    return data, f"image/{(fmt or 'jpeg').lower()}", wh
-
-
-def _caption(pool, i: int) -> str:
-    if pool.paths is not None:
-        return Path(pool.paths[i]).name
-    return pool.ids[i]
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN - 3] + "..."
 
 
 def _source_text(source, n_eval, n_labels) -> str:
     """How an accuracy was measured, in words (``metrics["source_text"]``)."""
     return f"test set, {n_eval} items" if source == "test" else f"cross-validated on {n_labels} labelled items"
-
-
-def _seconds(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) and v >= 0 else None
 
 
 def _jsonable(params: dict) -> dict:

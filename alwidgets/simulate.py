@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ._validation import UNLABELED, check_batch_size, check_embeddings
-from .models import default_model, fit_predict_proba
+from ._validation import UNLABELED, check_positive_int, check_embeddings
+from .loop import Loop
+from .models import default_model
 from .select.base import Selector
-from .select.random import Random
 from .select.registry import make_selector
+from .tasks import Classification
 
 SUMMARY_COLUMNS = [
     "strategy",
@@ -253,9 +254,9 @@ def simulate(
     sels = _strategies(strategies)
     if target_acc is not None and not (0.0 < target_acc <= 1.0):
         raise ValueError(f"target_acc must be in (0, 1], got {target_acc}")
-    batch_size = check_batch_size(batch_size, "batch_size")
-    budget = check_batch_size(budget, "budget")
-    repeats = check_batch_size(repeats, "repeats")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    budget = check_positive_int(budget, "budget")
+    repeats = check_positive_int(repeats, "repeats")
     if isinstance(seed_per_class, bool) or not isinstance(seed_per_class, (int, np.integer)) or seed_per_class < 0:
         raise ValueError(f"seed_per_class must be an integer >= 0, got {seed_per_class!r}")
     if seed_per_class * n_classes >= budget:
@@ -291,10 +292,11 @@ def simulate(
     def pool_of(pool_idx):  # with an external test set the pool is all of X: no copy
         return (X, codes) if pool_idx is None else (X[pool_idx], codes[pool_idx])
 
+    task = Classification(range(n_classes))
     full_rows = []
     for r, (seed, pool_idx, Xt, yt) in enumerate(splits):
         Xp, yp = pool_of(pool_idx)
-        _, p = fit_predict_proba(model, Xp, yp, n_classes, X_eval=Xt)
+        _, p = task.fit_predict(model, Xp, yp, X_eval=Xt)
         full_rows.append({"repeat": r, "accuracy": float(np.mean(p.argmax(1) == yt)), "n_labels": len(Xp)})
     full_pool = pd.DataFrame(full_rows)
     best = full_pool["accuracy"].max()
@@ -309,13 +311,12 @@ def simulate(
     rows = []
     for r, (seed, pool_idx, Xt, yt) in enumerate(splits):
         Xp, yp = pool_of(pool_idx)
-        X_eval = np.concatenate([Xp, Xt])  # each round predicts pool and test set in one call
         seed_rng = np.random.default_rng(seed)
         initial = np.concatenate([
             seed_rng.permutation(np.flatnonzero(yp == c))[:seed_per_class] for c in range(n_classes)
         ]).astype(np.int64)
         for name, selector in sels.items():
-            rows.extend(_run_one(name, selector, model, Xp, yp, X_eval, yt, initial, n_classes,
+            rows.extend(_run_one(name, selector, model, task, Xp, yp, Xt, yt, initial,
                                  batch_size, budget, seed, r, bar))
     bar.close()
     curves = pd.DataFrame(rows)
@@ -326,31 +327,28 @@ def simulate(
     return SimulationResult(curves, summary, full_pool, params)
 
 
-def _run_one(name, selector, model, Xp, yp, X_eval, yt, initial, n_classes, batch_size, budget, seed, repeat, bar):
-    """One strategy on one split; ``X_eval`` is the pool's rows followed by the test set's (labels ``yt``)."""
-    labels = np.full(len(Xp), UNLABELED, dtype=np.int64)
+def _run_one(name, selector, model, task, Xp, yp, Xt, yt, initial, batch_size, budget, seed, repeat, bar):
+    """One strategy on one split of the pool (``Xp, yp``) and test set (``Xt, yt``), through the loop."""
+    loop = Loop(task, model, selector)
+    labels = loop.task.empty_labels(len(Xp))
     labels[initial] = yp[initial]
-    fallback = Random()
     rows = []
     for rnd in itertools.count():
         t0 = time.perf_counter()
         n_labels = int(np.count_nonzero(labels != UNLABELED))
-        probs = None
-        if n_labels:
-            _, both = fit_predict_proba(model, Xp, labels, n_classes, X_eval=X_eval)
-            probs, acc = both[: len(Xp)], float(np.mean(both[len(Xp):].argmax(1) == yt))
+        fitted = loop.fit(Xp, labels, X_eval=Xt) if n_labels else None
         k = min(batch_size, budget - n_labels, len(Xp) - n_labels)
         picked_by = None
         if k > 0:
-            chooser = fallback if (probs is None and "probs" in selector.requires) else selector
             rs = np.random.SeedSequence([seed, rnd, 7]).generate_state(1)[0]
-            sel = chooser.select(k, labels=labels, embeddings=Xp, probs=probs, random_state=int(rs))
-            picked_by = sel.info.get("strategy", chooser.name)
+            sel = loop.select(k, Xp, labels, fitted, random_state=int(rs))
+            picked_by = sel.info["picked_by"]
             labels[sel.indices] = yp[sel.indices]
         seconds = time.perf_counter() - t0
         if n_labels:
             rows.append({"strategy": name, "repeat": repeat, "round": rnd, "n_labels": n_labels,
-                         "accuracy": acc, "seconds": seconds, "picked_by": picked_by})
+                         "accuracy": float(np.mean(fitted.eval_predictions.argmax(1) == yt)),
+                         "seconds": seconds, "picked_by": picked_by})
         bar.update(1)
         if k <= 0:
             return rows

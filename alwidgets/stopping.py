@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.metrics import cohen_kappa_score
 
 from ._validation import UNLABELED, check_labels, check_positive_int, check_probs
 from .select.uncertainty import MEASURES, uncertainty
+from .store.agreement import cohen_kappa
 
 ACTIONS = ("stop", "continue", "switch_strategy")
 
@@ -57,7 +57,7 @@ def agreement_kappa(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     if np.array_equal(a, b):
         return 1.0
-    k = cohen_kappa_score(a, b)
+    k = cohen_kappa(a, b)
     return 0.0 if not np.isfinite(k) else float(k)
 
 

@@ -64,7 +64,7 @@ def main():
             t_fit = best(lambda: head.fit(Xl, yl), args.repeats)
 
             def score():
-                for _, z in head._iter_logits_mc(X, args.samples, 0):
+                for _, z in head.sample_logits(X, args.samples, 0):
                     _bald_from_logits(z)
 
             t_score = best(score, args.repeats)

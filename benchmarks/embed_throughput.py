@@ -10,9 +10,17 @@ and prints the ratios b/a and b/c. The three are run ``--repeats`` times, interl
 other jobs share the machine: it prints each round, the best figure of each, and the median over
 rounds of the per-round ratios (the three runs of a round see about the same load).
 
+``--decode pil,pil-full`` runs (b) once per decoding mode in each round (b1, b2, ...), so a new
+decoder and today's are compared in the same process under the same load. ``--upscale 2000x1500``
+first turns the folder into photo-sized JPEGs (bicubic, quality 90, cached in ``--jpeg-dir``),
+the way the CPU and GPU figures in docs/benchmarks.md were made from the CIFAR-10 subset.
+
     python benchmarks/embed_throughput.py --folder ../shared/data/cifar10-subset/test \\
         --model mobilenetv1_100 --checkpoint ../shared/weights/mobilenetv1_100.coral_in1k.safetensors \\
-        --model-kwargs '{"pad_type": "same"}' --limit 512
+        --model-kwargs '{"pad_type": "same"}' --limit 512 --upscale 2000x1500 --decode pil,pil-full
+
+Without ``--checkpoint`` the model has random weights (``pretrained=False``): fine for speed,
+and the script says so.
 """
 from __future__ import annotations
 
@@ -75,6 +83,25 @@ def plain_loop(model, folder, cfg, batch_size, workers, device, limit):
     return n / (time.perf_counter() - t)
 
 
+def make_jpegs(pool, size, out, quality=90):
+    """Write the images of ``pool`` under ``out`` (same relative ids, ``.jpg``) as ``size`` (w, h)
+    JPEGs, upscaled bicubic, at ``quality``; kept when a previous call completed them."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(out)
+    done = out / f".complete-{len(pool)}"
+    if done.is_file():
+        return out
+    for i in range(len(pool)):
+        dest = out / Path(pool.ids[i]).with_suffix(".jpg")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pool.image(i).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(dest, "JPEG", quality=quality)
+    done.write_text("")
+    return out
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -93,7 +120,21 @@ def main(argv=None):
     ap.add_argument("--baseline-workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=512, help="images to use (0 = all)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--decode", default="auto", help="comma-separated TimmEmbedder decode modes for (b)")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--upscale", default=None, help="WxH: benchmark photo-sized JPEGs made from --folder")
+    ap.add_argument("--jpeg-dir", default=None, help="where --upscale writes (default /tmp/alwidgets-jpeg-WxH)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
+    if args.upscale:
+        w, h = (int(v) for v in args.upscale.lower().split("x"))
+        t = time.perf_counter()
+        from alwidgets import Pool
+
+        src = Pool.from_folder(args.folder)
+        src = src.subset(range(min(args.limit, len(src)))) if args.limit else src
+        args.folder = str(make_jpegs(src, (w, h), args.jpeg_dir or f"/tmp/alwidgets-jpeg-{w}x{h}"))
+        print(f"JPEGs {w}x{h} (quality 90) in {args.folder} ({time.perf_counter() - t:.0f} s)", flush=True)
 
     from alwidgets import Pool
     from alwidgets.embed import TimmEmbedder
@@ -104,10 +145,14 @@ def main(argv=None):
     pool = Pool.from_folder(args.folder)
     if args.limit:
         pool = pool.subset(range(min(args.limit, len(pool))))
-    emb = TimmEmbedder(args.model, pretrained=args.checkpoint is not None, checkpoint=args.checkpoint,
-                       device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                       cache_dir=False, progress=False, pretrained_cfg_overlay=overlay,
-                       **json.loads(args.model_kwargs))
+    decodes = args.decode.split(",")
+    embs = [TimmEmbedder(args.model, pretrained=args.checkpoint is not None, checkpoint=args.checkpoint,
+                         device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                         precision=args.precision, decode=d, cache_dir=False, progress=False,
+                         pretrained_cfg_overlay=overlay, **json.loads(args.model_kwargs)) for d in decodes]
+    emb = embs[0]
+    for e in embs[1:]:
+        e._model = emb.model_  # one model, built once
     device = emb._device()
     precision = emb._precision(device)
     bs = emb._batch_size(device)
@@ -117,20 +162,36 @@ def main(argv=None):
     channels_last = device.type == "cuda" or _channels_last_helps(model)
     if device.type == "cpu":
         torch.set_num_threads(_cores())  # as TimmEmbedder does on the CPU
-    print(f"device={device} precision={precision} batch={bs} workers={emb._num_workers(device)} "
-          f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model}", flush=True)
-    a, b, c = [], [], []
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{_cores()}"
+    weights = "checkpoint" if args.checkpoint else "random weights (pretrained=False; speed only)"
+    print(f"device={device} ({device_name}) precision={precision} batch={bs} workers={emb._num_workers(device)} "
+          f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model} {weights} "
+          f"baseline_workers={args.baseline_workers}", flush=True)
+    names = [f"b{k + 1}" if len(embs) > 1 else "b" for k in range(len(embs))]
+    a, bs_, c = [], [[] for _ in embs], []
     for r in range(args.repeats):
         a.append(bare_forward(model, device, bs, size, len(pool), channels_last, precision))
-        b.append(embedder_run(emb, pool, device))
+        for k, e in enumerate(embs):
+            bs_[k].append(embedder_run(e, pool, device))
         c.append(plain_loop(model, args.folder, cfg, bs, args.baseline_workers, device, len(pool)))
-        print(f"  run {r}: (a) bare forward {a[-1]:.1f} img/s  (b) TimmEmbedder {b[-1]:.1f} img/s  "
-              f"(c) ImageFolder+DataLoader {c[-1]:.1f} img/s", flush=True)
-    A, B, C = max(a), max(b), max(c)
-    print(f"best: (a) {A:.1f}  (b) {B:.1f}  (c) {C:.1f} img/s;  ratio of bests: b/a = {B / A:.3f}   b/c = {B / C:.3f}")
-    ba = np.median([y / x for x, y in zip(a, b)])
-    bc = np.median([y / z for y, z in zip(b, c)])
-    print(f"median per-round ratio: b/a = {ba:.3f}   b/c = {bc:.3f}")
+        bees = "  ".join(f"({nm}) TimmEmbedder decode={d} {b[-1]:.1f}" for nm, d, b in zip(names, decodes, bs_))
+        print(f"  round {r}: (a) bare forward {a[-1]:.1f} img/s  {bees}  (c) ImageFolder+DataLoader {c[-1]:.1f} img/s",
+              flush=True)
+    for nm, d, b in zip(names, decodes, bs_):
+        ba = np.median([y / x for x, y in zip(a, b)])
+        bc = np.median([y / z for y, z in zip(b, c)])
+        print(f"RESULT model={args.model} decode={d} ({nm}): best a={max(a):.1f} {nm}={max(b):.1f} c={max(c):.1f} img/s; "
+              f"median per-round b/a={ba:.3f} b/c={bc:.3f}; first round / best of later rounds "
+              f"{b[0] / max(b[1:] or b[:1]):.2f}", flush=True)
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(dict(
+            model=args.model, device=device_name, precision=precision, batch=bs, images=len(pool), weights=weights,
+            baseline_workers=args.baseline_workers, a=a, c=c, b={d: b for d, b in zip(decodes, bs_)}), indent=1))
+    for k in range(1, len(embs)):
+        rel = np.median([y / x for x, y in zip(bs_[k], bs_[0])])
+        print(f"median per-round {names[0]}/{names[k]} ({decodes[0]} vs {decodes[k]}) = {rel:.3f}")
     return 0
 
 

@@ -63,7 +63,7 @@ def test_temperature_scaling_inputs():
     t_auto = TemperatureScaling().fit(p, y).temperature_
     t_probs = TemperatureScaling(input="probs").fit(p, y).temperature_
     assert t_auto == pytest.approx(t_probs)
-    with pytest.raises(ValueError, match="input must be one of"):
+    with pytest.raises(ValueError, match="TemperatureScaling: unknown input kind 'scores'; choose from auto, probs, logits"):
         TemperatureScaling(input="scores").fit(z, y)
 
 

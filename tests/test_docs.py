@@ -73,3 +73,18 @@ def test_custom_selector_example_runs():
         assert set(sel.indices.tolist()) == set(np.argsort(-far)[:5].tolist())
     finally:
         registry._REGISTRY.pop("far_from_mean", None)
+
+
+def test_architecture_examples_run():
+    """Every code block of the Architecture section in docs/concepts.md runs as written."""
+    from alwidgets.select import registry
+
+    text = (DOCS / "concepts.md").read_text()
+    section = text[text.index("## Architecture"):]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 5
+    try:
+        for k, code in enumerate(blocks):
+            exec(compile(code, f"docs/concepts.md (Architecture, example {k + 1})", "exec"), {})
+    finally:
+        registry._REGISTRY.pop("far_from_mean_arch", None)

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from alwidgets import Pool
 from alwidgets.embed import TimmEmbedder
-from alwidgets.embed.cache import CacheEntry, atomic_write, default_cache_dir
+from alwidgets._files import atomic_write
+from alwidgets.embed.cache import CacheEntry, default_cache_dir
 
 TINY = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear")
+# other batch sizes pick other CUDA kernels (fp16 by default there): equal to ~1e-3, not 1e-5 as on the CPU
+TOL = 1e-2 if torch.cuda.is_available() else 1e-5
 
 
 def make(ckpt, cache_dir, **kw):
@@ -106,7 +111,7 @@ def test_interrupted_run_resumes_from_last_chunk(folder, ckpt, tmp_path, monkeyp
     count.fail_after, count.seen = None, 0
     X = emb.embed(Pool.from_folder(folder))
     assert count.seen == 6  # rows 4..9 only
-    np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(X, ref, rtol=TOL, atol=TOL)
 
 
 def test_resumed_run_reports_errors_found_before_the_interruption(folder, ckpt, tmp_path, monkeypatch):
@@ -146,7 +151,7 @@ def test_corrupt_cache_entry_is_recomputed(folder, ckpt, tmp_path, monkeypatch):
     (entry / "embeddings.npy").write_bytes(b"\x93NUMPY garbage")
     count = Counter(monkeypatch)
     Y = make(ckpt, cache).embed(Pool.from_folder(folder))
-    assert count.seen == 10 and np.allclose(X, Y, atol=1e-6)
+    assert count.seen == 10 and np.allclose(X, Y, atol=TOL / 10)
 
 
 def test_env_var_sets_default_dir(tmp_path, monkeypatch):
@@ -160,14 +165,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "x.bin"
     target.write_bytes(b"old")
 
-    def half(f):
-        f.write(b"new but incomplete")
+    def half(tmp):
+        Path(tmp).write_bytes(b"new but incomplete")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, half)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.bin"]
-    atomic_write(target, lambda f: f.write(b"new"))
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"new"))
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["x.bin"]
 
 

@@ -51,7 +51,7 @@ def test_embed_timm_npz_matches_library(capsys, tmp_path, folder, ckpt):
         X, y, ids = f["X"], f["y"], f["ids"]
     pool = Pool.from_folder(folder)
     ref = TimmEmbedder("resnet10t", checkpoint=ckpt, pretrained_cfg_overlay=json.loads(CFG), cache_dir=False,
-                       progress=False, num_workers=0).embed(pool)
+                       progress=False, num_workers=0, device="cpu").embed(pool)
     np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-5)
     assert y.tolist() == pool.targets.tolist() and ids.tolist() == pool.ids
     assert any((tmp_path / "cache").iterdir())
@@ -79,6 +79,9 @@ def test_simulate_with_timm_embedder(capsys, folder, ckpt, tmp_path):
     (["--embedder", "timm:resnet10t", "--pretrained-cfg", "[1]"], "--pretrained-cfg: expected a JSON object"),
     (["--embedder", "timm:resnet10t", "--checkpoint", "/nope/w.safetensors"], "--checkpoint /nope/w.safetensors: no such file"),
     (["--embedder", "timm:"], "needs a model name"),
+    (["--embedder", "timm:resnet10t", "--model-kwargs", '{"pretrained": false}'],
+     "--model-kwargs: 'pretrained' is not a timm.create_model argument here; use --checkpoint"),
+    (["--embedder", "timm:resnet10t", "--model-kwargs", '{"cache_dir": "/tmp"}'], "use --cache-dir"),
     (["--embedder", "timm:resnet10x", "--cache-dir", "/tmp"], "unknown timm model 'resnet10x'"),
     (["--embedder", "clip"], "unknown --embedder 'clip'"),
 ])

@@ -70,5 +70,65 @@ def test_egl_rescales_as_the_probe_does():
     from alwidgets.select.egl import _sq_norms
 
     X = np.random.default_rng(1).normal(loc=2.0, scale=[1.0, 5.0, 0.1], size=(300, 3))
-    probe = LinearProbe().fit(X[:4], [0, 1, 0, 1], X_pool=X)
+    probe = LinearProbe().fit(X, np.r_[[0, 1, 0, 1], np.full(296, -1)])
     np.testing.assert_allclose(_sq_norms(X, True, chunk=64), (probe.transform(X) ** 2).sum(1), rtol=1e-4)
+
+
+# ---------------------------------------------------------------- one fit convention (issue 12 item 5)
+class _Recorder(LinearProbe):
+    """A LinearProbe that records the rows it was fitted on."""
+
+    def fit(self, X, y, sample_weight=None):
+        type(self).seen = (len(X), np.asarray(y).copy())
+        return super().fit(X, y, sample_weight)
+
+
+class _PlainRecorder(RandomForestClassifier):
+    def fit(self, X, y, sample_weight=None):
+        type(self).seen = (len(X), np.asarray(y).copy())
+        return super().fit(X, y, sample_weight)
+
+
+def test_fit_model_gives_unlabelled_rows_only_to_models_that_accept_them():
+    from sklearn.semi_supervised import LabelSpreading
+
+    from alwidgets.models import accepts_unlabeled, fit_model
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    labels = np.full(40, -1)
+    labels[:6] = [0, 1, 2, 0, 1, 2]
+    fit_model(_Recorder(), X, labels, 3)
+    assert _Recorder.seen[0] == 40 and np.sum(_Recorder.seen[1] == -1) == 34
+    fit_model(_PlainRecorder(n_estimators=3), X, labels, 3)
+    assert _PlainRecorder.seen[0] == 6 and np.all(_PlainRecorder.seen[1] >= 0)
+    assert accepts_unlabeled(LabelSpreading()) and not accepts_unlabeled(RandomForestClassifier())
+    fitted, p = fit_predict_proba(LabelSpreading(), X, labels, 3)
+    assert p.shape == (40, 3) and np.allclose(p.sum(1), 1)
+    # one labelled class: a model that refuses one class is stood in for by a constant classifier
+    one = np.where(np.arange(40) < 3, 1, -1)
+    assert fit_model(RandomForestClassifier(3), X, one, 3).predict(X[:2]).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="labels hold class 5 but n_classes=3"):
+        fit_model(LinearProbe(), X, np.where(np.arange(40) < 3, 5, -1), 3)
+
+
+def test_probe_fit_with_unlabelled_rows_equals_pool_scaling_plus_labelled_fit():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(loc=1.0, scale=[1.0, 4.0, 0.2], size=(400, 3)).astype(np.float32)   # what the probe fits on
+    labels = np.full(400, -1)
+    labels[:30] = rng.integers(0, 3, 30)
+    probe = LinearProbe().fit(X, labels)
+    np.testing.assert_allclose(probe.mean_, X.astype(np.float64).mean(0))
+    lr = LogisticRegression(C=10.0, max_iter=200).fit((X[:30] - probe.mean_) / probe.scale_, labels[:30])
+    np.testing.assert_allclose(probe.predict_proba(X), lr.predict_proba((X - probe.mean_) / probe.scale_))
+    W, b, classes = probe.linear_map()
+    z = X @ W.T + b
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(1, keepdims=True), probe.predict_proba(X)[:, classes], atol=1e-10)
+    with pytest.raises(ValueError, match="zero labelled items"):
+        LinearProbe().fit(X, np.full(400, -1))
+    with pytest.raises(ValueError, match="sample_weight must have one value per row of X \\(400\\)"):
+        LinearProbe().fit(X, labels, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="zero width"):
+        LinearProbe().fit(np.zeros((4, 0)), [0, 1, 0, 1])

@@ -265,3 +265,40 @@ def test_fingerprint_tracks_content(folder):
     f1 = Pool.from_arrays(X).fingerprint()
     X[1, 2, 2] = 1
     assert Pool.from_arrays(X).fingerprint() != f1
+
+
+def test_from_arrays_maps_names_through_the_given_classes():
+    pool = Pool.from_arrays(np.zeros((3, 4, 4)), y=["cat", "dog", "cat"], classes=["dog", "cat"])
+    assert [pool.classes[t] for t in pool.targets] == ["cat", "dog", "cat"]
+    with pytest.raises(ValueError, match=r"rows \[1\] holds 'cow'"):
+        Pool.from_arrays(np.zeros((3, 4, 4)), y=["cat", "cow", "cat"], classes=["dog", "cat"])
+    unknown = Pool.from_arrays(np.zeros((3, 4, 4)), y=["cat", float("nan"), None])
+    assert unknown.targets.tolist() == [0, -1, -1] and unknown.classes == ["cat"]   # no class called 'nan'
+
+
+def test_from_arrays_scales_floats_once_and_survives_nan():
+    dark = np.full((2, 4, 4), 10.0)          # a dark 0-255 image among floats
+    dark[1] = 200.0
+    pool = Pool.from_arrays(dark)
+    assert np.asarray(pool.image(0)).max() == 10          # not stretched to white
+    X = np.full((1, 4, 4), 0.5)
+    X[0, 0, 0] = np.nan
+    img = np.asarray(Pool.from_arrays(X).image(0))
+    assert img[0, 0] == 0 and img[1, 1] == 128            # one NaN pixel does not blacken the image
+    with pytest.raises(TypeError, match="numeric"):
+        Pool.from_arrays(np.array([[["a"]]]))
+    with pytest.raises(ValueError, match="empty"):
+        Pool.from_arrays(np.zeros((50, 0, 4)))
+
+
+def test_decompression_bomb_is_an_item_error(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "a").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "a" / "ok.png")
+    bomb = tmp_path / "a" / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)            # header claims 400 Mpx
+    pool = Pool.from_folder(tmp_path, on_error="skip")
+    assert list(pool.errors) == ["a/bomb.png"] and "decompression bomb" in pool.errors["a/bomb.png"].lower()
+    with pytest.raises(ValueError, match="bomb.png"):
+        Pool.from_folder(tmp_path)

@@ -59,13 +59,9 @@ def test_recommend_says_when_labels_are_too_few():
 def test_session_recommend_use_and_lift_note(tmp_path):
     pool = Pool.digits()
     s = Session(pool, selector="random", store=":memory:", random_state=0)
-    msg = ""
     for _ in range(4):
-        s.label(20)
-        msg = s.submit({i: pool.classes[pool.targets[pool.index_of(i)]] for i in s.batch})
-    h = s.history
-    lifts = np.diff(h["accuracy"].to_numpy(float))
-    assert ("try another strategy" in msg) == (lifts[-1] < 0.01)
+        b = s.next_batch(20)
+        s.submit({i: pool.classes[pool.targets[pool.index_of(i)]] for i in b})
     rec = s.recommend(strategies=["random", "margin"], repeats=1)
     assert rec is s.recommendation_ and rec.best in ("random", "margin")
     assert s.use("margin") == "next batches are picked by 'margin'"
@@ -73,14 +69,19 @@ def test_session_recommend_use_and_lift_note(tmp_path):
     s.close()
 
 
-def test_lift_note_fires_below_one_point(monkeypatch):
-    pool = Pool.digits()
-    s = Session(pool, selector="random", store=":memory:")
+def test_lift_note_fires_only_for_a_small_lift_beyond_the_noise(monkeypatch):
     import pandas as pd
 
-    hist = pd.DataFrame({"n_added": [10, 10, 10], "accuracy": [0.6, 0.7, 0.705], "n_labels": [10, 20, 30]})
+    s = Session(Pool.digits(), selector="random", store=":memory:")
+    hist = pd.DataFrame({"n_added": [10, 10, 10], "accuracy": [0.6, 0.7, 0.705], "accuracy_std": [0.0, 0.0, 0.0],
+                         "n_labels": [10, 20, 30]})
     monkeypatch.setattr(type(s), "history", property(lambda self: hist))
-    assert "accuracy rose 0.5 points" in s._lift_note() and "session.recommend()" in s._lift_note()
-    hist.loc[2, "accuracy"] = 0.8
+    assert s._lift_note() == " · little gain: see session.recommend()"
+    hist.loc[2, "accuracy"] = 0.8                           # a real gain: no advice
     assert s._lift_note() == ""
+    hist.loc[2, "accuracy"] = 0.6                           # a 10-point drop ...
+    hist["accuracy_std"] = [0.08, 0.08, 0.08]                # ... within the noise of the estimate: no advice
+    assert s._lift_note() == ""
+    hist["accuracy_std"] = [0.01, 0.01, 0.01]                # ... well beyond it: advice
+    assert "session.recommend()" in s._lift_note()
     s.close()

@@ -91,7 +91,7 @@ def test_widget_output_carries_a_static_snapshot(two_annotators):
     s = two_annotators
     app = s.label(5)
     grid = app.grid
-    grid.show_batch([*grid.items[:4], {**grid.items[4], "error": "truncated"}], [*grid.thumbs[:4], b""])
+    grid.items = [*grid.items[:4], {**grid.items[4], "error": "truncated", "thumb": b""}]
     bundle = app._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     snap = bundle["text/html"]

@@ -95,7 +95,7 @@ def test_bad_inputs_name_the_problem():
     X[7, 0] = np.inf
     with pytest.raises(ValueError, match=r"rows \[3, 7\]"):
         Coverage().select(2, labels=np.full(10, -1), embeddings=X)
-    with pytest.raises(ValueError, match="9 rows but the pool has 10"):
+    with pytest.raises(ValueError, match="labels has 10 rows but embeddings has 9: both need one row per pool item"):
         Coverage().select(2, labels=np.full(10, -1), embeddings=np.zeros((9, 3)))
     with pytest.raises(ValueError, match="max_clusters must be a positive integer"):
         Coverage(max_clusters=0).select(2, labels=np.full(9, -1), embeddings=np.zeros((9, 3)))
@@ -161,3 +161,33 @@ def test_auto_in_a_cold_start_simulation_reports_the_switch(digits):
                    target_acc=0.5, progress=False)
     used = res.curves.sort_values("n_labels")["picked_by"].tolist()
     assert used[0] == "coverage" and used[-2] == "uncertainty_diversity"
+
+
+def test_cold_start_covers_every_well_separated_blob():
+    # issue 13 defect 13: one plain k-means++ seeding merged two of 10 blobs in 9 of these 10 pools
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(scale=3.0, size=(10, 32))
+        y = rng.integers(0, 10, 5000)
+        X = (centres[y] + rng.normal(size=(5000, 32))).astype(np.float32)
+        sel = Coverage().select(10, labels=np.full(5000, -1), embeddings=X, random_state=seed)
+        assert len(set(y[sel.indices].tolist())) == 10, seed
+
+
+def test_robust_seeding_only_while_the_batch_outnumbers_the_labels():
+    cov = Coverage()
+    assert cov._seeding(0, 10, 10) == {"n_init": 3, "n_local_trials": 4}
+    assert cov._seeding(10, 10, 20) == {"n_init": 3, "n_local_trials": 4}
+    assert cov._seeding(20, 10, 30) == {"n_init": 1, "n_local_trials": 1}
+    assert Coverage(n_init=1, n_local_trials=1)._seeding(0, 10, 10) == {"n_init": 1, "n_local_trials": 1}
+
+
+def test_greedy_seeding_puts_one_seed_in_each_separated_cluster():
+    from alwidgets.select._faiss import greedy_kmeans_plus_plus
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(np.eye(8) * 100.0, 30, axis=0) + rng.normal(size=(240, 8))
+    w = np.ones(240)
+    for s in range(20):
+        picks = greedy_kmeans_plus_plus(X, 8, np.random.default_rng(s), 4, weights=w)
+        assert sorted(picks // 30) == list(range(8))

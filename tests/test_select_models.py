@@ -71,9 +71,9 @@ def test_disagreement_measures_zero_when_members_agree_and_highest_where_they_di
 def test_committee_of_two_user_models_picks_where_they_disagree():
     a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     b = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5], [0.3, 0.7]])
-    sel = Committee(member_probs=[a, b], measure="vote_entropy").select(1, labels=[-1] * 4, random_state=0)
+    sel = Committee(measure="vote_entropy").select(1, labels=[-1] * 4, random_state=0, member_probs=[a, b])
     assert sel.indices.tolist() == [1]
-    sel = Committee(member_probs=[a, b]).select(4, labels=[-1, -1, -1, 0], random_state=0)
+    sel = Committee().select(4, labels=[-1, -1, -1, 0], random_state=0, member_probs=[a, b])
     assert sel.indices.tolist()[0] == 1 and 3 not in sel.indices
 
 
@@ -116,23 +116,49 @@ def test_bootstrap_committee_disagrees_near_the_boundary_and_is_deterministic(se
     X, y = two_blobs(400, gap=3.0, seed=seed, d=1)
     labels = seed_labels(y, 6, seed=seed)
     com = Committee(n_members=7)
-    sel = com.select(10, labels=labels, embeddings=X, random_state=5)
+    sel = com.select(10, labels=labels, embeddings=X, model=LinearProbe(), random_state=5)
     picked, pool_q75 = near_boundary(X, labels, sel.indices)
     assert picked > pool_q75
     assert sel.scores[0] > 0 and np.all(np.diff(sel.scores) <= 1e-12)
-    again = com.select(10, labels=labels, embeddings=X, random_state=5)
+    again = com.select(10, labels=labels, embeddings=X, model=LinearProbe(), random_state=5)
     np.testing.assert_array_equal(sel.indices, again.indices)
+    # the caller's model is the one copied: a forest committee differs from a probe committee
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = com.select(10, labels=labels, embeddings=X, model=RandomForestClassifier(5), random_state=5)
+    assert "RandomForestClassifier" in forest.info["committee"]
+
+
+def test_committee_without_a_model_says_so():
+    X, y = two_blobs(40)
+    with pytest.raises(ValueError, match=r"Committee needs `model=`.*LinearProbe\(\)"):
+        Committee().select(2, labels=seed_labels(y, 3), embeddings=X)
+    with pytest.raises(ValueError, match="Committee needs `embeddings=`"):
+        Committee().select(2, labels=seed_labels(y, 3), model=LinearProbe())
+
+
+def test_bootstrap_by_weight_equals_fitting_the_resampled_rows():
+    # committee members of a foldable model are fitted with bootstrap counts as sample weights
+    X, y = two_blobs(300, gap=1.0, seed=2, d=4)
+    labels = seed_labels(y, 15, seed=2)
+    rows = np.random.default_rng(0).choice(np.flatnonzero(labels >= 0), 30, replace=True)
+    w = np.bincount(rows, minlength=len(X)).astype(float)
+    a = LinearProbe().fit(X, labels, sample_weight=w)
+    from sklearn.linear_model import LogisticRegression as LR
+
+    b = LR(C=10.0, max_iter=200).fit(a.transform(X[rows]), labels[rows])
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(a.transform(X)), atol=1e-7)
 
 
 def test_folded_linear_probes_match_their_predict_proba():
-    from alwidgets.select.committee import _linear_members_proba, _probe_affine
+    from alwidgets.select.committee import _linear_members_proba
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(300, 7)) * 3 + 1).astype(np.float32)
     cases = [rng.integers(0, 2, 40), rng.integers(0, 4, 40), np.full(10, 2), rng.integers(1, 3, 40)]
     probes = [LinearProbe(n_classes=5).fit(X[: len(ys)], ys) for ys in cases]
     out = np.empty((len(probes), 300, 5))
-    _linear_members_proba([_probe_affine(p) for p in probes], X, out, chunk=128)
+    _linear_members_proba([p.linear_map() for p in probes], X, out, chunk=128)
     for m, probe in enumerate(probes):
         np.testing.assert_allclose(out[m], probe.predict_proba(X), atol=1e-6)
 
@@ -142,7 +168,9 @@ def test_committee_needs_two_members():
     with pytest.raises(ValueError, match="at least 2 models"):
         Committee(models=[LinearProbe()]).select(2, labels=seed_labels(y, 3), embeddings=X)
     with pytest.raises(ValueError, match="member_probs covers 3 items but labels has 4"):
-        Committee(member_probs=np.full((2, 3, 2), 0.5)).select(1, labels=[-1] * 4)
+        Committee().select(1, labels=[-1] * 4, member_probs=np.full((2, 3, 2), 0.5))
+    with pytest.raises(ValueError, match="n_members must be an integer >= 2, got 1"):
+        Committee(n_members=1).select(1, labels=[-1] * 4, member_probs=np.full((2, 4, 2), 0.5))
 
 
 # ---------------------------------------------------------------- BALD
@@ -161,7 +189,7 @@ def test_bald_is_high_for_disagreeing_confident_samples_not_for_shared_ambiguity
     s = bald_scores(mc)
     assert s[0] == pytest.approx(0.0, abs=1e-12)      # ambiguous but agreed: no information
     assert s[1] > s[2] > 0
-    sel = BALD.from_mc_probs(mc).select(3, labels=[-1, -1, -1], random_state=0)
+    sel = BALD().select(3, labels=[-1, -1, -1], random_state=0, mc_probs=mc)
     assert sel.indices.tolist() == [1, 2, 0]
     np.testing.assert_allclose(sel.scores, s[[1, 2, 0]])
 
@@ -188,12 +216,12 @@ def test_stochastic_bald_varies_with_seed_and_respects_scores():
     hot = np.arange(0, n, 10)                          # 30 items with real disagreement
     mc[::2, hot] = [0.02, 0.98]
     mc[:, hot] += rng.uniform(-0.01, 0.01, size=(10, len(hot), 1)) * [1, -1]
-    sel = [BALD(mc_probs=mc, stochastic=True).select(10, labels=np.full(n, -1), random_state=s) for s in range(3)]
+    sel = [BALD(stochastic=True).select(10, labels=np.full(n, -1), random_state=s, mc_probs=mc) for s in range(3)]
     for s in sel:
         assert set(s.indices.tolist()) <= set(hot.tolist())
         assert s.info["variant"] == "stochastic"
     assert len({tuple(sorted(s.indices.tolist())) for s in sel}) > 1
-    again = BALD(mc_probs=mc, stochastic=True).select(10, labels=np.full(n, -1), random_state=0)
+    again = BALD(stochastic=True).select(10, labels=np.full(n, -1), random_state=0, mc_probs=mc)
     np.testing.assert_array_equal(again.indices, sel[0].indices)
 
 
@@ -201,11 +229,11 @@ def test_stochastic_bald_varies_with_seed_and_respects_scores():
 def test_bald_with_mlp_head_picks_near_the_boundary(seed):
     X, y = two_blobs(400, gap=3.0, seed=seed, d=1)
     labels = seed_labels(y, 6, seed=seed)
-    sel = BALD(model=FAST_HEAD).select(10, labels=labels, embeddings=X, random_state=5)
+    sel = BALD(head=FAST_HEAD).select(10, labels=labels, embeddings=X, random_state=5)
     assert "MC-dropout" in sel.info["samples"]
     picked, pool_q75 = near_boundary(X, labels, sel.indices)
     assert picked > pool_q75
-    again = BALD(model=FAST_HEAD).select(10, labels=labels, embeddings=X, random_state=5)
+    again = BALD(head=FAST_HEAD).select(10, labels=labels, embeddings=X, random_state=5)
     np.testing.assert_array_equal(sel.indices, again.indices)
 
 
@@ -215,7 +243,7 @@ def test_bald_from_head_logits_matches_bald_of_sampled_probs():
     X, y = two_blobs(300, gap=2.0, seed=6, d=3)
     head = MLPHead(n_classes=3, random_state=0).fit(X[:40], y[:40])
     mc = head.predict_proba_mc(X, n_samples=7, random_state=11)
-    fast = np.concatenate([_bald_from_logits(z) for _, z in head._iter_logits_mc(X, 7, 11, chunk=64)])
+    fast = np.concatenate([_bald_from_logits(z) for _, z in head.sample_logits(X, 7, 11, chunk=64)])
     np.testing.assert_allclose(fast, bald_scores(mc), atol=1e-5)
     assert fast.max() > 1e-3
 
@@ -223,18 +251,22 @@ def test_bald_from_head_logits_matches_bald_of_sampled_probs():
 def test_bald_with_plain_sklearn_model_uses_a_bootstrap_ensemble():
     X, y = two_blobs(120, gap=2.0, seed=4)
     labels = seed_labels(y, 6, seed=4)
-    sel = BALD(model=LinearProbe(), n_samples=5).select(5, labels=labels, embeddings=X, random_state=0)
-    assert "ensemble of 5 bootstrap" in sel.info["samples"]
+    sel = BALD(head=None, n_samples=5).select(5, labels=labels, embeddings=X, model=LinearProbe(), random_state=0)
+    assert "ensemble of 5 bootstrap copies of LinearProbe" in sel.info["samples"]
     assert np.all(sel.scores >= 0)
+    with pytest.raises(ValueError, match=r"BALD needs `model=`"):
+        BALD(head=None).select(5, labels=labels, embeddings=X)
+    with pytest.raises(ValueError, match="head must be"):
+        BALD(head=LinearProbe()).select(5, labels=labels, embeddings=X)   # no MC sampling
 
 
 def test_bald_rejects_bad_mc_probs():
     with pytest.raises(ValueError, match=r"shape \(n_samples, n_items, n_classes\)"):
-        BALD(mc_probs=np.ones((3, 2))).select(1, labels=[-1, -1, -1])
+        BALD().select(1, labels=[-1, -1, -1], mc_probs=np.ones((3, 2)))
     mc = np.full((2, 3, 2), 0.5)
     mc[1, 2] = [np.nan, 0.5]
     with pytest.raises(ValueError, match=r"NaN or inf values for items \[2\]"):
-        BALD(mc_probs=mc).select(1, labels=[-1, -1, -1])
+        BALD().select(1, labels=[-1, -1, -1], mc_probs=mc)
 
 
 # ---------------------------------------------------------------- MLP head
@@ -264,12 +296,16 @@ def test_mlp_head_works_as_the_session_model():
     assert np.all(probs[:, 2] == 0)          # class without labels: no column mass
 
 
-def test_mlp_head_rejects_unlabelled_rows_and_restores_thread_setting():
+def test_mlp_head_drops_unlabelled_rows_and_restores_thread_setting():
     before = torch.get_num_threads()
     X, y = two_blobs(20)
-    with pytest.raises(ValueError, match="y holds -1"):
-        MLPHead().fit(X, np.where(np.arange(20) < 3, -1, y))
-    MLPHead(epochs=5).fit(X, y)
+    partial = np.where(np.arange(20) < 3, -1, y)
+    a = MLPHead(epochs=5).fit(X, partial)                  # -1 rows dropped: same as fitting the rest
+    b = MLPHead(epochs=5).fit(X[3:], y[3:])
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_allclose(a.mean_, X[3:].mean(0))
+    with pytest.raises(ValueError, match="zero labelled items"):
+        MLPHead().fit(X, np.full(20, -1))
     assert torch.get_num_threads() == before
 
 
@@ -320,7 +356,7 @@ def test_class_targeted_routes_budget_to_weak_class():
     probs[np.arange(n), pred] = 0.9
     probs += rng.uniform(0, 0.02, size=(n, 3))
     probs /= probs.sum(1, keepdims=True)
-    sel = ClassTargeted(class_scores=[0.9, 0.9, 0.2]).select(12, labels=np.full(n, -1), probs=probs, random_state=0)
+    sel = ClassTargeted().select(12, labels=np.full(n, -1), probs=probs, random_state=0, class_scores=[0.9, 0.9, 0.2])
     # weakness 0.1, 0.1, 0.8 -> shares 1.2, 1.2, 9.6 -> 1, 1, 10 (largest remainder)
     assert sel.info["planned"] == {0: 1, 1: 1, 2: 10}
     assert np.sum(pred[sel.indices] == 2) == 10
@@ -328,8 +364,8 @@ def test_class_targeted_routes_budget_to_weak_class():
     m = Margin().select(10, labels=np.where(pred == 2, -1, 0), probs=probs, random_state=0)
     assert set(sel.indices[pred[sel.indices] == 2].tolist()) == set(m.indices.tolist())
     assert set(m.indices.tolist()) <= set(within.tolist())
-    sel_dict = ClassTargeted(class_scores={0: 0.9, 1: 0.9, 2: 0.2}).select(12, labels=np.full(n, -1), probs=probs,
-                                                                        random_state=0)
+    sel_dict = ClassTargeted().select(12, labels=np.full(n, -1), probs=probs, random_state=0,
+                                      class_scores={0: 0.9, 1: 0.9, 2: 0.2})
     np.testing.assert_array_equal(sel.indices, sel_dict.indices)
 
 
@@ -343,15 +379,17 @@ def test_class_targeted_measures_recall_by_cross_validation():
     labels = seed_labels(y, 15, seed=1)
     recall = cv_recall(LinearProbe(), X, labels, 3, cv=5)
     assert recall[0] > 0.9 and recall[0] > recall[1] and recall[0] > recall[2]
-    sel = ClassTargeted().select(10, labels=labels, embeddings=X, random_state=0)
+    sel = ClassTargeted().select(10, labels=labels, embeddings=X, model=LinearProbe(), random_state=0)
     assert sel.info["quality_source"].startswith("5-fold")
+    with pytest.raises(ValueError, match=r"ClassTargeted needs `model=`.*cross-validate"):
+        ClassTargeted().select(10, labels=labels, embeddings=X)
     _, probs = fit_predict_proba(LinearProbe(), X, labels, 3)
     assert np.sum(probs[sel.indices].argmax(1) == 0) <= 1
 
 
 def test_class_targeted_fills_batch_when_weak_class_has_no_predicted_items():
     probs = np.tile([0.7, 0.3, 0.0], (20, 1))
-    sel = ClassTargeted(class_scores=[0.9, 0.9, 0.0]).select(5, labels=np.full(20, -1), probs=probs, random_state=0)
+    sel = ClassTargeted().select(5, labels=np.full(20, -1), probs=probs, random_state=0, class_scores=[0.9, 0.9, 0.0])
     assert len(sel) == 5 and len(set(sel.indices.tolist())) == 5
 
 
@@ -362,7 +400,7 @@ def test_class_targeted_shares_equally_while_no_class_has_two_labels():
     X[:, 0] += 3 * (y % 2)
     X[:, 1] += 3 * (y // 2)
     labels = seed_labels(y, 1, seed=2)
-    sel = ClassTargeted().select(8, labels=labels, embeddings=X, random_state=0)
+    sel = ClassTargeted().select(8, labels=labels, embeddings=X, model=LinearProbe(), random_state=0)
     assert sel.info["quality_source"].startswith("none")
     assert sel.info["planned"] == {0: 2, 1: 2, 2: 2, 3: 2}
     assert sel.info["picked"] == {0: 2, 1: 2, 2: 2, 3: 2}
@@ -371,11 +409,11 @@ def test_class_targeted_shares_equally_while_no_class_has_two_labels():
 def test_class_targeted_validates_class_scores():
     probs = np.full((4, 3), 1 / 3)
     with pytest.raises(ValueError, match="one value per class \\(3\\)"):
-        ClassTargeted(class_scores=[0.5, 0.5]).select(1, labels=[-1] * 4, probs=probs)
+        ClassTargeted().select(1, labels=[-1] * 4, probs=probs, class_scores=[0.5, 0.5])
     with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
-        ClassTargeted(class_scores=[50, 60, 70]).select(1, labels=[-1] * 4, probs=probs)
+        ClassTargeted().select(1, labels=[-1] * 4, probs=probs, class_scores=[50, 60, 70])
     with pytest.raises(ValueError, match="keys \\[7\\]"):
-        ClassTargeted(class_scores={7: 0.1}).select(1, labels=[-1] * 4, probs=probs)
+        ClassTargeted().select(1, labels=[-1] * 4, probs=probs, class_scores={7: 0.1})
 
 
 # ---------------------------------------------------------------- cost-aware
@@ -386,7 +424,7 @@ def test_cost_aware_respects_budget_and_prefers_value_for_money():
         probs = rng.dirichlet(np.ones(3), size=n)
         costs = rng.uniform(0.5, 5.0, size=n)
         budget = rng.uniform(3.0, 30.0)
-        sel = CostAware(costs=costs, budget=budget).select(50, labels=np.full(n, -1), probs=probs, random_state=seed)
+        sel = CostAware(budget=budget).select(50, labels=np.full(n, -1), probs=probs, random_state=seed, costs=costs)
         assert costs[sel.indices].sum() <= budget + 1e-9
         assert sel.info["spent"] == pytest.approx(costs[sel.indices].sum())
         # nothing left out would still fit and has a better ratio than the worst pick
@@ -398,7 +436,7 @@ def test_cost_aware_respects_budget_and_prefers_value_for_money():
         if len(sel) < 50 and len(fits):
             assert (util[fits] / costs[fits]).max() <= (util[sel.indices] / costs[sel.indices]).min() + 1e-12
     probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
-    sel = CostAware(costs=[3.0, 1.0, 2.0]).select(2, labels=[-1] * 3, probs=probs, random_state=0)
+    sel = CostAware().select(2, labels=[-1] * 3, probs=probs, random_state=0, costs=[3.0, 1.0, 2.0])
     assert sel.indices.tolist() == [1, 2]           # equal utility: cheapest first
 
 
@@ -413,7 +451,7 @@ def test_cost_aware_budget_property(n_items, n, seed, budget_frac, n_labelled):
     labels[rng.choice(n_items, min(n_labelled, n_items - 1), replace=False)] = 0
     unl = np.flatnonzero(labels == -1)
     budget = max(costs[unl].min(), budget_frac * costs[unl].sum())
-    sel = CostAware(costs=costs, budget=budget).select(n, labels=labels, probs=probs, random_state=seed)
+    sel = CostAware(budget=budget).select(n, labels=labels, probs=probs, random_state=seed, costs=costs)
     assert 1 <= len(sel) <= min(n, len(unl))
     assert len(set(sel.indices.tolist())) == len(sel) and np.all(labels[sel.indices] == -1)
     assert costs[sel.indices].sum() <= budget * (1 + 1e-9)
@@ -424,17 +462,27 @@ def test_cost_aware_budget_property(n_items, n, seed, budget_frac, n_labelled):
 
 def test_cost_aware_wraps_any_selector_and_checks_inputs():
     X, y = two_blobs(50)
-    sel = CostAware("random", costs=np.ones(50), budget=4).select(10, labels=np.full(50, -1), random_state=0)
+    sel = CostAware("random", budget=4).select(10, labels=np.full(50, -1), random_state=0, costs=np.ones(50))
     assert len(sel) == 4 and sel.info["inner"] == "random"
     assert make_selector("cost_aware").requires == ("probs",)
+    # the inner selector's own per-call inputs and the caller's model pass through
+    assert CostAware("committee").accepts == ("costs", "member_probs")
+    mp = np.stack([np.tile([0.9, 0.1], (50, 1)), np.tile([0.9, 0.1], (50, 1))])
+    mp[1, 7] = [0.1, 0.9]
+    sel = CostAware("committee").select(1, labels=np.full(50, -1), member_probs=mp, costs=np.ones(50))
+    assert sel.indices.tolist() == [7]
+    with pytest.raises(TypeError, match=r"accepts `costs=`, `member_probs=`"):
+        CostAware("committee").select(1, labels=np.full(50, -1), mc_probs=mp)
     with pytest.raises(ValueError, match="needs `probs=`"):
         CostAware().select(1, labels=[-1, -1])
     with pytest.raises(ValueError, match=r"rows \[1\] are not"):
-        CostAware(costs=[1.0, -2.0, 1.0]).select(1, labels=[-1] * 3, probs=np.full((3, 2), 0.5))
+        CostAware().select(1, labels=[-1] * 3, probs=np.full((3, 2), 0.5), costs=[1.0, -2.0, 1.0])
     with pytest.raises(ValueError, match="one value per pool item \\(3\\)"):
-        CostAware(costs=[1.0, 2.0]).select(1, labels=[-1] * 3, probs=np.full((3, 2), 0.5))
+        CostAware().select(1, labels=[-1] * 3, probs=np.full((3, 2), 0.5), costs=[1.0, 2.0])
     with pytest.raises(ValueError, match="below the cheapest unlabelled item's cost \\(2\\)"):
-        CostAware(costs=[2.0, 5.0, 1.0], budget=1.5).select(1, labels=[-1, -1, 0], probs=np.full((3, 2), 0.5))
+        CostAware(budget=1.5).select(1, labels=[-1, -1, 0], probs=np.full((3, 2), 0.5), costs=[2.0, 5.0, 1.0])
+    with pytest.raises(ValueError, match="budget must be None or a number > 0, got 0"):
+        CostAware(budget=0).select(1, labels=[-1, -1, 0], probs=np.full((3, 2), 0.5))
 
 
 # ---------------------------------------------------------------- variance (regression)
@@ -446,10 +494,11 @@ def test_variance_is_highest_far_from_labelled_data(kind):
     targets = np.full(101, np.nan)
     near = np.flatnonzero(np.abs(X[:, 0]) < 1.0)
     targets[near] = truth[near]
-    sel = Variance(kind=kind).select_regression(6, targets=targets, embeddings=X, random_state=0)
+    labels = np.where(np.isnan(targets), -1, 0)
+    sel = Variance(kind=kind).select(6, labels=labels, embeddings=X, targets=targets, random_state=0)
     assert np.all(np.abs(X[sel.indices, 0]) > 3.5)
     assert np.all(np.diff(sel.scores) <= 1e-12) and sel.info["targets"] == "numeric targets"
-    again = Variance(kind=kind).select_regression(6, targets=targets, embeddings=X, random_state=0)
+    again = Variance(kind=kind).select(6, labels=labels, embeddings=X, targets=targets, random_state=0)
     np.testing.assert_array_equal(sel.indices, again.indices)
 
 
@@ -476,14 +525,22 @@ def test_variance_inputs():
     t = np.full(10, np.nan)
     t[[0, 1]] = [0.0, 1.0]
     with pytest.raises(ValueError, match=r"labelled rows \[5\] have NaN targets"):
-        Variance(targets=t).select(2, labels=[0, 0, -1, -1, -1, 0, -1, -1, -1, -1], embeddings=X)
+        Variance().select(2, labels=[0, 0, -1, -1, -1, 0, -1, -1, -1, -1], embeddings=X, targets=t)
     with pytest.raises(ValueError, match="targets has 3 rows but the pool has 10"):
-        Variance(targets=[1.0, 2.0, np.nan]).select(1, labels=[-1] * 10, embeddings=X)
+        Variance().select(1, labels=[-1] * 10, embeddings=X, targets=[1.0, 2.0, np.nan])
     with pytest.raises(ValueError, match="1-d numeric array"):
-        Variance().select_regression(1, targets=np.array(["a", "b"]), embeddings=X[:2])
-    sel = Variance().select_regression(2, targets=np.where(np.arange(10) == 0, 1.0, np.nan), embeddings=X,
-                                       random_state=0)
-    assert sel.info["fallback"] == "random" and "fewer than two" in sel.info["reason"]
+        Variance().select(1, labels=[0, -1], embeddings=X[:2], targets=np.array(["a", "b"]))
+    # the caller's regressor is the one copied; a classifier (a classification loop's model) is not used
+    from sklearn.linear_model import LinearRegression
+
+    two = np.r_[[0, 0], np.full(8, -1)]
+    sel = Variance(n_members=3).select(1, labels=two, embeddings=X, model=LinearRegression(), targets=t)
+    assert "copies of LinearRegression" in sel.info["ensemble"]
+    sel = Variance(n_members=3).select(1, labels=two, embeddings=X, model=LinearProbe(), targets=t)
+    assert "copies of Pipeline" in sel.info["ensemble"] and "classifier" in sel.info["note"]
+    sel = Variance().select(2, labels=np.where(np.arange(10) == 0, 0, -1), embeddings=X, random_state=0,
+                            targets=np.where(np.arange(10) == 0, 1.0, np.nan))
+    assert sel.info["fallback"] == "random" and "only 1 labelled item" in sel.info["reason"]
     # ordinal integer labels as targets
     labels = np.full(10, -1)
     labels[[0, 1, 2]] = [1, 2, 3]
@@ -494,12 +551,17 @@ def test_variance_inputs():
 # ---------------------------------------------------------------- contract, shared by all
 SELECTORS = {
     "committee": lambda: Committee(n_members=3),
-    "bald": lambda: BALD(model=FAST_HEAD, n_samples=8),
+    "bald": lambda: BALD(head=FAST_HEAD, n_samples=8),
     "egl": lambda: ExpectedGradientLength(),
     "class_targeted": lambda: ClassTargeted(cv=3),
     "cost_aware": lambda: CostAware(),
     "variance": lambda: Variance(n_members=4),
 }
+
+
+# the caller's model passed to select (the loop passes its own to every selector)
+MODEL = {"committee": LinearProbe(), "bald": None, "egl": LinearProbe(), "class_targeted": LinearProbe(),
+         "cost_aware": LinearProbe(), "variance": None}
 
 
 def _probs_for(X, labels):
@@ -520,35 +582,40 @@ def test_contract_determinism_edge_cases(name):
     labels = seed_labels(y, 5, seed=7)
     probs = _probs_for(X, labels)
     sel = SELECTORS[name]()
-    a = sel.select(8, labels=labels, embeddings=X, probs=probs, random_state=3)
-    b = sel.select(8, labels=labels, embeddings=X, probs=probs, random_state=3)
+    a = sel.select(8, labels=labels, embeddings=X, probs=probs, model=MODEL[name], random_state=3)
+    b = sel.select(8, labels=labels, embeddings=X, probs=probs, model=MODEL[name], random_state=3)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(a) == 8 and len(set(a.indices.tolist())) == 8 and np.all(labels[a.indices] == -1)
     assert a.info["strategy"] == name and np.all(np.isfinite(a.scores))
     json.dumps(a.info)                                  # info is stored with the session: JSON-ready
     # n larger than the unlabelled pool: all unlabelled items, once each
     few = np.where(np.arange(120) < 115, y, -1)
-    big = sel.select(50, labels=few, embeddings=X, probs=_probs_for(X, few), random_state=0)
+    big = sel.select(50, labels=few, embeddings=X, probs=_probs_for(X, few), model=MODEL[name], random_state=0)
     assert sorted(big.indices.tolist()) == [115, 116, 117, 118, 119]
+    # candidates restrict the picks (labelled candidates are not pickable)
+    cand = np.arange(0, 120, 3)
+    c = sel.select(8, labels=labels, embeddings=X, probs=probs, model=MODEL[name], candidates=cand,
+                   random_state=3)
+    assert len(c) == 8 and set(c.indices.tolist()) <= set(cand.tolist()) and np.all(labels[c.indices] == -1)
     # NaN rows are named
     Xbad = X.copy()
     Xbad[[4, 9]] = np.nan
     with pytest.raises(ValueError, match=r"NaN or inf values in rows \[4, 9\]"):
-        sel.select(3, labels=labels, embeddings=Xbad, probs=probs)
+        sel.select(3, labels=labels, embeddings=Xbad, probs=probs, model=MODEL[name])
     # shape mismatch
     with pytest.raises(ValueError, match="embeddings has 119 rows but the pool has 120"):
-        sel.select(3, labels=labels, embeddings=X[:-1], probs=probs)
+        sel.select(3, labels=labels, embeddings=X[:-1], probs=probs, model=MODEL[name])
 
 
 @pytest.mark.parametrize("name", ["committee", "bald", "class_targeted", "variance"])
 def test_zero_labels_and_one_labelled_class_fall_back_with_a_reason(name):
     X, y = two_blobs(60, seed=8)
     sel = SELECTORS[name]()
-    zero = sel.select(5, labels=np.full(60, -1), embeddings=X, random_state=0)
+    zero = sel.select(5, labels=np.full(60, -1), embeddings=X, model=MODEL[name], random_state=0)
     assert len(zero) == 5 and zero.info["fallback"] == "random" and zero.info["reason"]
     one = np.full(60, -1)
     one[[0, 1, 2]] = 0
-    res = sel.select(5, labels=one, embeddings=X, random_state=0)
+    res = sel.select(5, labels=one, embeddings=X, model=MODEL[name], random_state=0)
     assert len(res) == 5 and np.all(one[res.indices] == -1)
     if name != "variance":                                # constant targets: also a fallback
         assert res.info["fallback"] == "random"

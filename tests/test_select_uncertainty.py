@@ -69,7 +69,7 @@ def test_errors_name_the_problem():
         Margin().select(1, labels=[-1, -1])
     with pytest.raises(ValueError, match="positive integer"):
         Random().select(0, labels=[-1, -1])
-    with pytest.raises(ValueError, match="3 rows but the pool has 2"):
+    with pytest.raises(ValueError, match="labels has 2 rows but probs has 3: both need one row per pool item"):
         Margin().select(1, labels=[-1, -1], probs=PROBS[:3])
     bad = PROBS.copy()
     bad[3, 0] = np.nan

@@ -1,16 +1,20 @@
-"""Two processes on one store: leased work is never duplicated, concurrent writes are never lost."""
+"""Two processes on one store (SQLite file or PostgreSQL): leased work is never duplicated, an
+acknowledged label is never replaced by another session, undo retracts only a session's own labels,
+and concurrent writes are never lost."""
 from __future__ import annotations
 
 import multiprocessing
 import random
-import sqlite3
 import time
+import uuid
 
 import pytest
 
 from alwidgets import LabelStore
+from alwidgets.store import LeaseConflictError
+from store_backends import backend, pg_server, store_target  # noqa: F401 (fixtures)
 
-IDS = [f"item-{i:03d}" for i in range(240)]
+IDS = [f"item-{i:03d}" for i in range(120)]
 CLASSES = ["a", "b", "c"]
 
 try:
@@ -21,38 +25,63 @@ except ValueError:  # pragma: no cover - Windows
 pytestmark = pytest.mark.skipif(CTX is None, reason="needs the fork start method")
 
 
-def _lease_and_label(path, name, start, queue):
-    """A second kernel: lease a few unlabelled items, label them, until the pool is done."""
+def _kernel(target, name, start, queue, seed):
+    """One Session's use of the store, as a notebook kernel of the OS user 'jovyan' would: lease a batch,
+    look at it (a realistic delay), submit; some leases expire while the annotator is away."""
     try:
-        rng = random.Random(name)
-        acks, leased_total = [], 0
-        with LabelStore(path, annotator=name, timeout=30) as store:
+        rng = random.Random(seed)
+        session = uuid.uuid4().hex
+        acks, refused, undo_refused = [], {}, 0
+        with LabelStore(target, annotator="jovyan", timeout=30) as store:
             start.wait()
+            n_batch = 0
             while True:
-                todo = [i for i in IDS if i not in store.current_labels()]
+                done = store.current_labels()
+                todo = [i for i in IDS if i not in done]
                 if not todo:
                     break
                 rng.shuffle(todo)
-                got = store.lease(todo[:6], name, ttl=60)
-                leased_total += len(got)
-                if not got:  # the rest is leased by the other annotator
-                    time.sleep(0.002)
+                away = n_batch % 4 == 1  # every 4th batch the annotator leaves: the lease expires meanwhile
+                got = store.lease(todo[:6], session=session, ttl=0.15 if away else 30)
+                n_batch += 1
+                if not got:  # the rest is leased by the other kernel
+                    time.sleep(0.01)
                     continue
-                for item in got:
-                    label_id = store.add_labels([{"item_id": item, "label": rng.choice(CLASSES),
-                                                  "seconds": 0.5}])[0]
-                    acks.append((label_id, item))
-        queue.put((name, acks, None))
+                time.sleep(0.4 if away else rng.uniform(0.01, 0.05))  # looking at the images
+                records = [{"item_id": i, "label": rng.choice(CLASSES), "seconds": 0.5} for i in got]
+                while records:
+                    try:
+                        ids = store.add_labels(records, session=session)
+                    except LeaseConflictError as e:
+                        refused.update(e.conflicts)
+                        records = [r for r in records if r["item_id"] not in e.conflicts]  # retry without them
+                        continue
+                    acks += [(lid, r["item_id"], r["label"]) for lid, r in zip(ids, records)]
+                    break
+            # undo: the other kernel's labels are refused; our own last one is retracted and labelled again
+            mine = {item for _, item, _ in acks}
+            for item in [i for i in IDS if i not in mine][:5]:
+                try:
+                    store.undo(item, session=session)
+                except LeaseConflictError:
+                    undo_refused += 1
+            if acks:
+                _, item, _ = acks[-1]
+                store.undo(item, session=session)
+                store.lease([item], session=session)
+                label = rng.choice(CLASSES)
+                acks.append((store.add_labels([{"item_id": item, "label": label}], session=session)[0], item, label))
+        queue.put((name, session, acks, refused, undo_refused, None))
     except BaseException as e:  # report instead of dying silently
-        queue.put((name, [], repr(e)))
+        queue.put((name, None, [], {}, 0, repr(e)))
 
 
-def _write_blindly(path, name, start, queue, n_ops):
-    """A kernel that relabels and undoes random items without leases (worst case)."""
+def _write_blindly(target, name, start, queue, n_ops):
+    """A script that relabels and undoes random items without a session (worst case)."""
     try:
         rng = random.Random(name)
         acks = []
-        with LabelStore(path, annotator=name, timeout=30) as store:
+        with LabelStore(target, annotator=name, timeout=30) as store:
             start.wait()
             for _ in range(n_ops):
                 item = rng.choice(IDS[:20])  # a few hot items: both processes fight over them
@@ -69,54 +98,62 @@ def _write_blindly(path, name, start, queue, n_ops):
         queue.put((name, [], repr(e)))
 
 
-def _run(target, path, args=()):
+def _run(target, fn, args_of):
     start, queue = CTX.Event(), CTX.Queue()
-    procs = [CTX.Process(target=target, args=(str(path), name, start, queue, *args)) for name in ("ana", "bo")]
+    procs = [CTX.Process(target=fn, args=(str(target), name, start, queue, *args_of(name))) for name in ("k1", "k2")]
     for p in procs:
         p.start()
     start.set()
-    results = [queue.get(timeout=120) for _ in procs]
+    results = [queue.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
-    errors = [(name, err) for name, _, err in results if err]
+    errors = [r for r in results if r[-1]]
     assert not errors, errors
-    return {name: acks for name, acks, _ in results}
+    return results
 
 
 @pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "shared.db"
-    with LabelStore(p) as s:
+def target(store_target):
+    with LabelStore(store_target) as s:
         s.attach_pool(IDS, CLASSES)
-    return p
+    return store_target
 
 
-def test_two_annotators_with_leases_never_duplicate_work(path):
-    acks = _run(_lease_and_label, path)
-    assert sum(len(a) for a in acks.values()) == len(IDS)
-    assert all(len(a) > 0 for a in acks.values()), {k: len(v) for k, v in acks.items()}
-    with LabelStore(path) as store:
+def test_two_kernels_of_one_user_never_replace_each_others_labels(target):
+    results = _run(target, _kernel, lambda name: (1 if name == "k1" else 2,))
+    sessions = {r[1]: r for r in results}
+    with LabelStore(target) as store:
         hist = store.labels_df(history=True)
-        assert len(hist) == len(IDS)  # one row per item: nobody labelled an item twice
-        assert sorted(hist["item_id"]) == IDS
-        by_id = dict(zip(hist["label_id"], zip(hist["item_id"], hist["annotator"])))
-        for name, rows in acks.items():
-            for label_id, item in rows:
-                assert by_id[label_id] == (item, name)
-        counts = store.annotators()["n_labels"].to_dict()
-        assert counts == {name: len(rows) for name, rows in acks.items()}
         assert store.check() == []
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0  # labelling ended every lease
-    conn.close()
+        assert sorted(store.current_labels()) == IDS  # every item labelled
+        assert set(hist["annotator"]) == {"jovyan"} and set(hist["session"]) == set(sessions)
+        rows = {lid: (item, label, session) for lid, item, label, session in
+                zip(hist.label_id, hist.item_id, hist.label, hist.session)}
+        superseded_by = dict(zip(hist.label_id, hist.superseded_by))
+        for session, (_, _, acks, refused, undo_refused, _) in sessions.items():
+            assert acks, "each kernel labelled something"
+            for lid, item, label in acks:
+                assert rows[lid] == (item, label, session)  # every acknowledged label is there, as written
+                nxt = superseded_by[lid]
+                if nxt is not None and nxt is not __import__("pandas").NA:
+                    assert rows[int(nxt)][2] == session, f"{item}: {session}'s label replaced by another session"
+            assert undo_refused == 5  # undo of the other kernel's labels: always refused
+        # every item was labelled by exactly one session: no duplicated work, nothing overwritten
+        by_item = hist[hist.source != "undo"].groupby("item_id")["session"].nunique()
+        assert (by_item == 1).all(), by_item[by_item > 1]
+        n_labels = hist[hist.source != "undo"].groupby("item_id").size()
+        relabelled = {acks[-1][1] for _, _, acks, _, _, _ in sessions.values()}
+        assert set(n_labels[n_labels > 1].index) == relabelled  # only the items a kernel undid itself
+        assert len(store.leases_df()) == 0  # labelling ended every lease
+    refused = {k: v for r in results for k, v in r[3].items()}
+    print(f"{len(hist)} rows; {len(refused)} refused submits: {sorted(set(refused.values()))}")
 
 
-def test_concurrent_relabel_and_undo_lose_nothing(path):
-    acks = _run(_write_blindly, path, (120,))
-    every = sorted(a for rows in acks.values() for a in rows)
-    with LabelStore(path) as store:
+def test_concurrent_relabel_and_undo_lose_nothing(target):
+    results = _run(target, _write_blindly, lambda name: (120,))
+    every = sorted(a for _, rows, _ in results for a in rows)
+    with LabelStore(target) as store:
         hist = store.labels_df(history=True)
         assert hist["label_id"].tolist() == [a[0] for a in every]  # every committed write was acknowledged
         assert list(zip(hist["item_id"], hist["label"])) == [(a[1], a[2]) for a in every]

@@ -1,6 +1,6 @@
 """Crash test: a labelling process is SIGKILLed at random moments; no acknowledged label may be lost.
 
-The child labels through the public API (add_labels, undo, import_labels) in a
+The child labels through the public API (add_labels, undo, store.io.import_labels) in a
 loop and prints ``ACK <label_id> <item_id> <label>`` only after each call has
 returned (i.e. after COMMIT), flushing every line. The parent kills it with
 SIGKILL after a random delay (some kills land while the store is being
@@ -34,6 +34,7 @@ CHILD = r"""
 import random, sys
 import pandas as pd
 from alwidgets import LabelStore
+from alwidgets.store import import_labels
 
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
@@ -58,7 +59,7 @@ while True:
         items = rng.sample(ids, rng.randint(1, 5))
         df = pd.DataFrame({"item_id": items, "label": [rng.choice(classes) for _ in items]})
         before = store.current_labels()
-        report = store.import_labels(df)
+        report = import_labels(store, df)
         written = [(i, l) for i, l in zip(df.item_id, df.label) if before.get(i) != l]
         assert len(written) == len(report.label_ids), (written, report)
         for label_id, (item, label) in zip(report.label_ids, written):

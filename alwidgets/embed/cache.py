@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_write
 
 ENV_VAR = "ALWIDGETS_CACHE"
 DEFAULT_CHUNK = 1024
@@ -50,24 +51,6 @@ def file_sha256(path) -> str:
                 h.update(block)
         _FILE_HASHES[memo] = h.hexdigest()
     return _FILE_HASHES[memo]
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class CacheEntry:
@@ -138,7 +121,7 @@ class CacheEntry:
         err = errors or {}
         err_rows = np.array(sorted(err), dtype=np.int64)
         err_msgs = np.array([err[r] for r in err_rows.tolist()], dtype=str)
-        atomic_write(self._chunk_path(c), lambda f: np.savez(f, X=X, err_rows=err_rows, err_msgs=err_msgs))
+        atomic_write(self._chunk_path(c), _to_file(np.savez, X=X, err_rows=err_rows, err_msgs=err_msgs))
 
     def load_chunk(self, c: int):
         """``(X, {row: reason})`` of a finished chunk."""
@@ -156,11 +139,11 @@ class CacheEntry:
             parts.append(X)
             errors.update(err)
         X = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-        atomic_write(self._final, lambda f: np.save(f, X, allow_pickle=False))
+        atomic_write(self._final, _to_file(np.save, X, allow_pickle=False))
         meta = dict(self.meta, format=FORMAT_VERSION, n=self.n, dim=int(X.shape[1]),
                     errors={str(k): v for k, v in sorted(errors.items())})
         text = json.dumps(meta, indent=1, sort_keys=True, default=str).encode()
-        atomic_write(self._meta, lambda f: f.write(text))
+        atomic_write(self._meta, lambda tmp: Path(tmp).write_bytes(text))
         for c in range(self.n_chunks):
             self._chunk_path(c).unlink(missing_ok=True)
         return X, errors
@@ -168,3 +151,15 @@ class CacheEntry:
     def clear(self) -> None:
         """Delete this entry."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _to_file(save, *args, **kwargs):
+    """A writer for :func:`~alwidgets._files.atomic_write` that calls ``save(file, ...)`` on an open file.
+
+    (``np.save``/``np.savez`` given a *path* would append ``.npy``/``.npz`` to the temporary name.)
+    """
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            save(f, *args, **kwargs)
+
+    return write

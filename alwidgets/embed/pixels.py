@@ -4,9 +4,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .base import Embedder
 
-class PixelEmbedder(BaseEstimator):
+
+class PixelEmbedder(Embedder, BaseEstimator):
     """Flatten images to pixel vectors in [0, 1], optionally reduced by PCA.
+
+    Pixels are cheap to recompute, so this embedder does not cache (``cache_dir`` is ``False``).
 
     Parameters
     ----------
@@ -33,11 +37,11 @@ class PixelEmbedder(BaseEstimator):
         self.size = size
         self.random_state = random_state
 
-    def embed(self, pool) -> np.ndarray:
-        """Return an ``(n, d)`` float32 array, one row per pool item."""
+    def embed(self, pool, executor="local") -> np.ndarray:
+        """Return an ``(n, d)`` float32 array, one row per pool item (then PCA, fitted on the whole pool)."""
         if self.pca is not None and (isinstance(self.pca, bool) or int(self.pca) != self.pca or self.pca < 1):
             raise ValueError(f"pca must be a positive integer or None, got {self.pca!r}")
-        X = self._pixels(pool)
+        X = super().embed(pool, executor=executor)
         if self.pca is not None:
             from sklearn.decomposition import PCA
 
@@ -45,24 +49,39 @@ class PixelEmbedder(BaseEstimator):
             X = PCA(n_components=k, random_state=self.random_state).fit_transform(X).astype(np.float32)
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def _pixels(self, pool) -> np.ndarray:
-        if pool.arrays is not None and self.size is None:
+    def _embed_batches(self, pool, chunks):
+        """Pixels of the rows of ``chunks`` in batches of :data:`BATCH` rows."""
+        raw = pool.arrays is not None and self.size is None
+        if raw:  # uint8 (or values above 1) -> [0, 1]; float arrays already in [0, 1] are kept
             a = np.asarray(pool.arrays)
-            X = a.reshape(len(a), -1).astype(np.float32)
-            return X / 255.0 if a.dtype == np.uint8 or X.max(initial=0) > 1.0 else X
-        size = self.size or 32
+            to_unit = a.dtype == np.uint8 or a.max(initial=0) > 1.0
+        for rows in chunks.values():
+            for k in range(0, len(rows), BATCH):
+                part = rows[k:k + BATCH]
+                if raw:
+                    X = np.asarray(pool.arrays[part.start:part.stop]).reshape(len(part), -1).astype(np.float32)
+                    yield list(part), X / 255.0 if to_unit else X, {}
+                else:
+                    yield self._from_images(pool, part)
+
+    def _from_images(self, pool, rows):
         from ..pool import ImageReadError
 
-        rows = []
-        for i in range(len(pool)):
+        size = self.size or 32
+        X = np.zeros((len(rows), size * size * 3), np.float32)
+        errors = {}
+        for k, i in enumerate(rows):
             if pool.ids[i] in pool.errors:  # unreadable (on_error="skip"): a zero row, never selected
-                rows.append(np.zeros(size * size * 3, np.float32))
+                errors[i] = pool.errors[pool.ids[i]]
                 continue
             try:
                 im = pool.image(i).convert("RGB").resize((size, size), resample=2)  # 2 = bilinear
             except ImageReadError as e:
-                pool.report_error(i, e.reason)  # raises under on_error="raise"
-                rows.append(np.zeros(size * size * 3, np.float32))
+                errors[i] = e.reason  # reported by the run loop: raises under on_error="raise"
                 continue
-            rows.append(np.asarray(im, dtype=np.float32).reshape(-1) / 255.0)
-        return np.stack(rows)
+            X[k] = np.asarray(im, dtype=np.float32).reshape(-1) / 255.0
+        return list(rows), X, errors
+
+
+BATCH = 256
+"""Rows per batch of :class:`PixelEmbedder`."""

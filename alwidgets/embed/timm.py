@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DEFAULT_CHUNK, CacheEntry, cache_key, default_cache_dir, file_sha256
+from .base import Embedder
+from .cache import DEFAULT_CHUNK, file_sha256
+from .preprocess import read_image, split_transform, to_uint8_hwc
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODES = ("auto", "pil", "pil-full", "device")
 CACHE_FORMAT = "timm-pooled-v1"
 
 
@@ -27,7 +30,7 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but could not be loaded."""
 
 
-class TimmEmbedder:
+class TimmEmbedder(Embedder):
     """Embed a :class:`~alwidgets.Pool` with a timm backbone's pooled features.
 
     Parameters
@@ -46,12 +49,22 @@ class TimmEmbedder:
         Images per forward pass; default 256 on CUDA, 32 on CPU. Halved
         automatically when CUDA runs out of memory.
     num_workers : int, optional
-        DataLoader worker processes that decode and resize images; default
-        ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores
-        run the model).
+        DataLoader worker processes that decode and resize images (``decode="pil"``,
+        ``"pil-full"``), or the threads that read files (``decode="device"``); default
+        ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores run the model).
     precision : str
-        ``"auto"`` (bf16 on CUDA where supported, else fp16; fp32 on CPU),
-        ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
+        ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` or
+        ``"fp16"`` (autocast). fp16 keeps embeddings within a cosine of 0.999 of fp32;
+        bf16 was measured at a minimum cosine of 0.92 (MobileNet V1, CIFAR-10), so it
+        is never the default (see docs/benchmarks.md).
+    decode : str
+        How images are decoded and resized: ``"auto"`` (``"device"`` on CUDA, else ``"pil"``);
+        ``"pil"``: PIL in the DataLoader workers, JPEGs decoded at the smallest 1/2, 1/4 or
+        1/8 scale that still covers the resize target (much faster for photos);
+        ``"pil-full"``: PIL at full resolution (the plain timm recipe); ``"device"``: file
+        bytes read by I/O threads, JPEGs decoded in batches by ``torchvision.io.decode_jpeg``
+        on the model's device (nvJPEG on CUDA) and resized/cropped there, other formats by
+        PIL per image.
     cache_dir : path or False, optional
         Where embeddings are cached; default ``$ALWIDGETS_CACHE`` or
         ``~/.cache/alwidgets/embeddings``. ``False`` turns the cache off.
@@ -75,7 +88,7 @@ class TimmEmbedder:
 
     def __init__(self, model_name: str, pretrained: bool = True, checkpoint=None, device: str = "auto",
                  batch_size: int | None = None, num_workers: int | None = None, precision: str = "auto",
-                 cache_dir=None, pretrained_cfg_overlay: dict | None = None, progress: bool = True,
+                 decode: str = "auto", cache_dir=None, pretrained_cfg_overlay: dict | None = None, progress: bool = True,
                  **model_kwargs):
         self.model_name = model_name
         self.pretrained = pretrained
@@ -84,6 +97,7 @@ class TimmEmbedder:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.precision = precision
+        self.decode = decode
         self.cache_dir = cache_dir
         self.pretrained_cfg_overlay = pretrained_cfg_overlay
         self.progress = progress
@@ -91,22 +105,15 @@ class TimmEmbedder:
         self.cache_chunk = DEFAULT_CHUNK
         self._model = None
 
-    def __repr__(self) -> str:
-        args = [repr(self.model_name)]
-        defaults = dict(pretrained=True, checkpoint=None, device="auto", batch_size=None, num_workers=None,
-                        precision="auto", cache_dir=None, pretrained_cfg_overlay=None, progress=True)
-        args += [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
-        args += [f"{k}={v!r}" for k, v in self.model_kwargs.items()]
-        return f"TimmEmbedder({', '.join(args)})"
-
     # ------------------------------------------------------------------ settings
-    def _device(self):
+    def _device(self, check: bool = True):
+        """The torch device; ``check=False`` names it without requiring it here (a cluster's GPUs)."""
         import torch
 
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dev = torch.device(self.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
+        if check and dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'")
         return dev
 
@@ -117,9 +124,15 @@ class TimmEmbedder:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision != "auto":
             return self.precision
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
+        # fp16, not bf16: bf16's 8-bit mantissa moved MobileNet V1 embeddings to a cosine of 0.92
+        return "fp16" if device.type == "cuda" else "fp32"
+
+    def _decode(self, device) -> str:
+        if self.decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {self.decode!r}")
+        if self.decode != "auto":
+            return self.decode
+        return "device" if device.type == "cuda" else "pil"
 
     def _batch_size(self, device) -> int:
         bs = self.batch_size if self.batch_size is not None else (256 if device.type == "cuda" else 32)
@@ -211,97 +224,94 @@ class TimmEmbedder:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return "random:" + h.hexdigest()
 
-    # --------------------------------------------------------------------- embed
-    def embed(self, pool) -> np.ndarray:
-        """Return an ``(n, d)`` float32 array of pooled features, one row per pool item.
+    # ------------------------------------------------------------ Embedder hooks
+    def _label(self) -> str:
+        return self.model_name
 
-        Unreadable items raise under ``pool.on_error="raise"``; under ``"skip"``
-        their rows are zeros and they are listed in ``pool.errors``.
-        """
+    def _identity(self) -> dict:
+        device = self._device(check=False)
+        return dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
+                    overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
+                    weights=self._weights_id(), data=self.data_config(), precision=self._precision(device),
+                    decode=self._decode(device))
+
+    def _runtime(self) -> "_Runtime":
+        """The model on its device and the constants of a run (built once per run, or per Ray actor)."""
         import torch
 
-        if len(pool) == 0:
-            raise ValueError("the pool is empty")
-        device = self._device()
-        precision = self._precision(device)
-        model = self.model_
+        rt = _Runtime()
+        rt.device = device = self._device()
+        rt.precision = self._precision(device)
+        rt.decode = self._decode(device)
+        rt.batch_size = self._max_batch = self._batch_size(device)
         cfg = self.data_config()
-        entry = None
-        if self.cache_dir is not False:
-            parts = dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
-                         overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
-                         weights=self._weights_id(), data=cfg, precision=precision,
-                         pool=pool.fingerprint(), n=len(pool))
-            root = default_cache_dir() if self.cache_dir is None else Path(self.cache_dir).expanduser()
-            entry = CacheEntry(root, cache_key(parts), len(pool), self.cache_chunk,
-                               meta=dict(parts, pool_name=pool.name))
-            hit = entry.load()
-            if hit is not None:
-                return _reported(pool, *hit)
-        if entry is None:  # no cache: the whole pool is one chunk, kept in memory
-            chunk, todo, kept = len(pool), {0: range(len(pool))}, []
-            save = lambda c, X, errors: kept.append(X)  # noqa: E731
-        else:
-            chunk, todo = entry.chunk_size, {c: entry.chunk_rows(c) for c in entry.missing_chunks()}
-            save = entry.save_chunk
-        done_rows = len(pool) - sum(len(rows) for rows in todo.values())
-        threads = torch.get_num_threads()
-        if device.type == "cpu":
-            torch.set_num_threads(_cores())
-        try:
-            with _progress(self.progress, len(pool), done_rows, self.model_name) as bar:
-                self._run(pool, model, cfg, device, precision, todo, chunk, save, bar)
-        finally:
-            torch.set_num_threads(threads)
-        # with a cache, rows embedded by an earlier, interrupted run report their errors here
-        return kept[0] if entry is None else _reported(pool, *entry.finish())
-
-    def _run(self, pool, model, cfg, device, precision, todo, chunk, save, bar):
-        """Embed the rows of ``todo`` ({chunk: rows}); ``save(c, X, errors)`` each chunk as it completes.
-
-        Row ``i`` belongs to chunk ``i // chunk``; ``errors`` maps that chunk's unreadable rows to reasons.
-        """
-        import torch
-
-        bs = self._batch_size(device)
-        self._max_batch = bs
-        model = model.to(device)
+        model = self.model_.to(device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
         if device.type == "cuda" or _channels_last_helps(model):
             model = model.to(memory_format=torch.channels_last)
-        pil_tf, mean, std = split_transform(cfg)
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
-        h, w = cfg["input_size"][1:]
-        batches = [list(rows[k:k + bs]) for rows in todo.values() for k in range(0, len(rows), bs)]
-        skip = {pool.index_of(i) for i in pool.errors}
-        ds = _Images(pool, pil_tf, (h, w), skip)
-        workers = self._num_workers(device)
-        if self.num_workers is None and len(batches) <= 1:
-            workers = 0  # one batch: starting a worker process costs more than it saves
-        from torch.utils.data import DataLoader
+        rt.model = model
+        rt.tf, mean, std = split_transform(cfg)
+        rt.scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+        rt.shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+        rt.size = tuple(cfg["input_size"][1:])
+        return rt
 
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
-                            prefetch_factor=4 if workers else None, persistent_workers=False)
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                    if precision != "fp32" else contextlib.nullcontext())
-        results = {}  # chunk -> list of arrays
-        errors: dict[int, dict[int, str]] = {}
-        with torch.inference_mode(), autocast:
-            for x, idx, msgs in loader:
-                feats = self._forward_batches(model, x, device, scale, shift)
-                idx = idx.tolist()
-                for k, msg in enumerate(msgs):
-                    if msg:
-                        pool.report_error(idx[k], msg)  # raises under on_error="raise"
-                        feats[k] = 0.0
-                        errors.setdefault(idx[k] // chunk, {})[idx[k]] = msg
-                c = idx[0] // chunk
-                results.setdefault(c, []).append(feats)
-                bar.update(len(idx))
-                if sum(len(f) for f in results[c]) == len(todo[c]):
-                    save(c, np.concatenate(results.pop(c)), errors.pop(c, {}))
+    def _embed_batches(self, pool, chunks):
+        """Embed the rows of ``chunks`` ({chunk: rows}) in batches that never straddle two chunks;
+        yield ``(rows, X, {row: reason})`` per batch (see :class:`~alwidgets.embed.base.Embedder`)."""
+        import torch
+
+        rt = self._runtime()
+        device, bs = rt.device, rt.batch_size
+        batches = [list(rows[k:k + bs]) for rows in chunks.values() for k in range(0, len(rows), bs)]
+        skip = {pool.index_of(i) for i in pool.errors}
+        workers = self._num_workers(device)
+        if rt.decode == "device":  # I/O threads + batched decoding and resizing on the device
+            from .device import DeviceBatches
+
+            loader = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, workers), skip=skip)
+        else:  # PIL in DataLoader worker processes
+            from torch.utils.data import DataLoader
+
+            if self.num_workers is None and len(batches) <= 1:
+                workers = 0  # one batch: starting a worker process costs more than it saves
+            loader = DataLoader(_Images(pool, rt.tf, rt.size, skip, draft=rt.decode == "pil"), batch_sampler=batches,
+                                num_workers=workers, pin_memory=device.type == "cuda",
+                                prefetch_factor=4 if workers else None, persistent_workers=False)
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(_cores())
+        try:
+            with torch.inference_mode(), rt.autocast():
+                for x, idx, msgs in loader:
+                    feats = self._forward_batches(rt.model, x, device, rt.scale, rt.shift)
+                    idx = idx.tolist() if hasattr(idx, "tolist") else list(idx)
+                    yield idx, feats, {idx[k]: msg for k, msg in enumerate(msgs) if msg}
+        finally:
+            torch.set_num_threads(threads)
+
+    # ------------------------------------- two stages, for executors that split them (Ray)
+    def _row_loader(self) -> "_RowLoader":
+        """Stage 1 as a small picklable object (no model): ``loader(pool, rows) -> (uint8 (n, h, w, 3),
+        {row: reason})``, decoding with PIL (reduced-scale JPEGs for ``decode="pil"``).
+
+        The batched device decoder belongs to one machine's pipeline, so ``decode="device"`` is refused.
+        """
+        decode = self._decode(self._device(check=False))
+        if decode == "device":
+            raise ValueError("decode='device' runs inside one machine's pipeline; with another executor "
+                             "pass decode='pil' (or 'pil-full')")
+        cfg = self.data_config()
+        return _RowLoader(cfg, tuple(cfg["input_size"][1:]), draft=decode == "pil")
+
+    def _forward_rows(self, rt, x: np.ndarray) -> np.ndarray:
+        """Stage 2 (the model): embeddings of uint8 ``(n, h, w, 3)`` images from :meth:`_load_rows`."""
+        import torch
+
+        with torch.inference_mode(), rt.autocast():
+            return self._forward_batches(rt.model, torch.from_numpy(np.ascontiguousarray(x)), rt.device,
+                                         rt.scale, rt.shift)
 
     def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
         """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
@@ -335,35 +345,50 @@ class TimmEmbedder:
         return f.float().cpu().numpy()
 
 
-def split_transform(cfg: dict):
-    """timm's eval transform for ``cfg`` split into (PIL resize/crop part, mean, std).
+class _Runtime:
+    """What one run (or one Ray actor) keeps: model on device, transform, normalisation constants."""
 
-    ``ToTensor`` and ``Normalize`` are left out: images travel as uint8 and are
-    normalised on the device.
-    """
-    import timm.data
-    from torchvision import transforms as T
+    def autocast(self):
+        import torch
 
-    tf = timm.data.create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-    steps = list(tf.transforms) if isinstance(tf, T.Compose) else [tf]
-    names = [type(s).__name__ for s in steps]
-    if len(steps) < 2 or names[-1] != "Normalize" or names[-2] not in ("ToTensor", "MaybeToTensor"):
-        raise ValueError(f"unexpected timm eval transform {names}; expected ... ToTensor, Normalize")
-    return T.Compose(steps[:-2]), tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"])
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
 
-def _reported(pool, X, errors):
-    """``X``, after recording the cached unreadable rows ``errors`` ({row: reason}) on ``pool``."""
-    for row, reason in errors.items():
-        pool.report_error(row, reason)
-    return X
+class _RowLoader:
+    """Decode and resize/crop given rows of a pool with PIL: stage 1 of a two-stage executor."""
+
+    def __init__(self, cfg: dict, size: tuple, draft: bool):
+        self.cfg, self.size, self.draft = cfg, size, draft
+        self._tf = None
+
+    def __getstate__(self):
+        return dict(cfg=self.cfg, size=self.size, draft=self.draft, _tf=None)
+
+    def __call__(self, pool, rows):
+        if self._tf is None:
+            self._tf = split_transform(self.cfg)[0]
+        ds = _Images(pool, self._tf, self.size, {pool.index_of(i) for i in pool.errors}, draft=self.draft)
+        X = np.zeros((len(rows), *self.size, 3), np.uint8)
+        errors = {}
+        for k, r in enumerate(rows):
+            x, _, msg = ds[int(r)]
+            if msg:
+                errors[int(r)] = msg
+            else:
+                X[k] = x.numpy()
+        return X, errors
 
 
 class _Images:
-    """Dataset of (uint8 HWC tensor, row, error message) after the PIL resize/crop."""
+    """Dataset of (uint8 HWC tensor, row, error message) after the resize/crop.
 
-    def __init__(self, pool, pil_tf, size, skip):
-        self.pool, self.pil_tf, self.size, self.skip = pool, pil_tf, size, skip
+    ``draft``: decode JPEGs at a reduced DCT scale that still covers the resize target.
+    """
+
+    def __init__(self, pool, tf, size, skip, draft: bool):
+        self.pool, self.tf, self.size, self.skip, self.draft = pool, tf, size, skip, draft
 
     def __len__(self):
         return len(self.pool)
@@ -376,12 +401,13 @@ class _Images:
         if i in self.skip:
             return torch.zeros((*self.size, 3), dtype=torch.uint8), i, self.pool.errors.get(self.pool.ids[i], "skipped")
         try:
-            im = self.pil_tf(self.pool.image(i).convert("RGB"))
+            im = self.tf(read_image(self.pool, i, self.tf if self.draft else None))
         except ImageReadError as e:
             return torch.zeros((*self.size, 3), dtype=torch.uint8), i, e.reason
-        a = np.asarray(im, dtype=np.uint8)
-        if a.shape != (*self.size, 3):
-            raise ValueError(f"item {self.pool.ids[i]!r}: preprocessing gave shape {a.shape}, expected {(*self.size, 3)}")
+        try:
+            a = to_uint8_hwc(im, self.size)
+        except ValueError as e:
+            raise ValueError(f"item {self.pool.ids[i]!r}: {e}") from None
         return torch.from_numpy(a.copy()), i, ""
 
 
@@ -445,25 +471,3 @@ def _cores() -> int:
 def _first_line(e) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
-
-
-@contextlib.contextmanager
-def _progress(enabled, total, initial, desc):
-    if not enabled:
-        yield _NoBar(initial)
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=initial, unit="img", desc=f"embed {desc}", smoothing=0.1, leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-class _NoBar:
-    def __init__(self, initial):
-        self.n = self.initial = initial
-
-    def update(self, k):
-        self.n += k

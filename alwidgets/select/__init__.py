@@ -2,10 +2,16 @@
 
 All share one contract (see :class:`Selector`)::
 
-    selection = selector.select(n, labels=labels, embeddings=X, probs=P, random_state=0)
+    selection = selector.select(n, labels=labels, embeddings=X, probs=P, model=LinearProbe(),
+                                candidates=None, random_state=0, **extra)
     selection.indices, selection.scores
+
+Constructors hold hyperparameters only; per-call data (committee predictions,
+MC-dropout samples, costs, per-class scores, regression targets) are the
+``extra`` inputs each selector lists in its ``accepts``. :func:`cold_start`
+is the loop's rule for selectors that need predictions before a model exists.
 """
-from .base import Selection, Selector
+from .base import Selection, Selector, cold_start
 from .random import Random
 from .registry import available, make_selector, register
 from .uncertainty import Entropy, LeastConfidence, Margin, uncertainty
@@ -25,6 +31,7 @@ from .variance import Variance
 __all__ = [
     "Selection",
     "Selector",
+    "cold_start",
     "Random",
     "LeastConfidence",
     "Margin",

@@ -89,13 +89,21 @@ def nearest_center(X: np.ndarray, C: np.ndarray, x_sq: np.ndarray | None = None)
 
 
 def kmeans(X: np.ndarray, k: int, *, seed: int, niter: int = 20, max_points_per_centroid: int = 64,
-           weights: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+           weights: np.ndarray | None = None, rng: np.random.Generator | None = None, n_init: int = 1,
+           n_local_trials: int = 1) -> np.ndarray:
     """Centroids ``(k, d)`` of faiss k-means on ``X``.
 
     For big pools the centroids are trained on a random subset of
     ``k * max_points_per_centroid`` rows (the standard faiss practice), then the
     caller assigns every row with :func:`nearest_center`. ``k`` must be at most
     ``len(X)``.
+
+    Seeds are k-means++ (D^2 sampling) on at most ``8 k`` of the training
+    rows. With ``n_local_trials > 1`` each seed is the best of that many D^2
+    draws (the one that lowers the seeding potential most: "greedy"
+    k-means++, scikit-learn's default). With ``n_init > 1`` k-means runs from
+    that many seedings and the centroids with the lowest final objective
+    (sum of squared distances on the training rows) are kept.
     """
     n, d = X.shape
     if not 1 <= k <= n:
@@ -108,16 +116,68 @@ def kmeans(X: np.ndarray, k: int, *, seed: int, niter: int = 20, max_points_per_
         weights = None if weights is None else weights[rows]
     X = np.ascontiguousarray(X, dtype=np.float32)
     rng = rng if rng is not None else np.random.default_rng(seed)
-    # k-means++ seeds (drawn from at most 8 rows per centroid: seeding costs k passes over them)
-    seed_rows = np.arange(len(X)) if len(X) <= 8 * k else np.sort(rng.choice(len(X), 8 * k, replace=False))
-    init = X[seed_rows[kmeans_plus_plus(X[seed_rows], k, rng,
-                                        weights=None if weights is None else weights[seed_rows])]]
-    km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False,
-                      max_points_per_centroid=max(len(X), 1), min_points_per_centroid=1)
-    with single_thread_if(len(X) * k * d < SMALL_WORK):
-        km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32),
-                 init_centroids=init)
-    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+    w32 = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
+    best, best_obj = None, np.inf
+    for _ in range(max(1, int(n_init))):
+        # k-means++ seeds (drawn from at most 8 rows per centroid: seeding costs k passes over them)
+        seed_rows = np.arange(len(X)) if len(X) <= 8 * k else np.sort(rng.choice(len(X), 8 * k, replace=False))
+        sw = None if weights is None else weights[seed_rows]
+        if n_local_trials > 1:
+            picked = greedy_kmeans_plus_plus(X[seed_rows], k, rng, n_local_trials, weights=sw)
+        else:
+            picked = kmeans_plus_plus(X[seed_rows], k, rng, weights=sw)
+        init = X[seed_rows[picked]]
+        km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False,
+                          max_points_per_centroid=max(len(X), 1), min_points_per_centroid=1)
+        with single_thread_if(len(X) * k * d < SMALL_WORK):
+            obj = km.train(X, weights=w32, init_centroids=init)
+        if n_init <= 1:
+            return np.ascontiguousarray(km.centroids, dtype=np.float32)
+        if obj < best_obj or best is None:
+            best, best_obj = np.array(km.centroids, dtype=np.float32), obj
+    return best
+
+
+def greedy_kmeans_plus_plus(X: np.ndarray, k: int, rng: np.random.Generator, n_trials: int,
+                            weights: np.ndarray | None = None) -> np.ndarray:
+    """Row indices of ``k`` greedy k-means++ seeds of ``X``.
+
+    Each next seed is the best of ``n_trials`` D^2 draws: the one whose
+    addition lowers the (weighted) sum of squared distances to the nearest
+    seed most (Arthur & Vassilvitskii, 2007, sec. 6; scikit-learn's default
+    uses ``2 + log k`` trials). Far less likely than plain k-means++ to put
+    two seeds in one well-separated cluster and none in another. Costs
+    ``k x n_trials`` distance passes over ``X``: use it on a small seeding sample.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    m = len(X)
+    x_sq = sq_norms(X).astype(np.float64)
+    w = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
+
+    def sqdist(cols):
+        d = x_sq[:, None] - 2.0 * (X @ X[cols].T).astype(np.float64) + x_sq[cols][None, :]
+        return np.maximum(d, 0.0)
+
+    first = int(rng.choice(m, p=None if weights is None or w.sum() <= 0 else w / w.sum()))
+    picks = [first]
+    D = sqdist([first])[:, 0]
+    used = np.zeros(m, dtype=bool)
+    used[first] = True
+    with sequential_blas():
+        while len(picks) < k:
+            p = D * w
+            p[used] = 0.0
+            total = p.sum()
+            if total > 0 and np.isfinite(total):
+                cand = rng.choice(m, size=n_trials, p=p / total)
+            else:   # every remaining row duplicates a seed
+                cand = rng.choice(np.flatnonzero(~used), size=1)
+            Dc = np.minimum(D[:, None], sqdist(cand))
+            j = int(np.argmin((Dc * w[:, None]).sum(axis=0)))
+            picks.append(int(cand[j]))
+            used[cand[j]] = True
+            D = Dc[:, j]
+    return np.asarray(picks, dtype=np.int64)
 
 
 def kmeans_plus_plus(X: np.ndarray, k: int, rng: np.random.Generator, weights: np.ndarray | None = None,

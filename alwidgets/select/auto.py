@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED
-from .base import Selection, Selector
+from .._validation import UNLABELED, Interval
+from .base import Selection, Selector, cold_start
 from .coverage import Coverage
 from .diversity import UncertaintyDiversity
 from .registry import register
@@ -27,6 +27,9 @@ class Auto(Selector):
     = columns of ``probs``); without ``probs`` (no model yet), or while fewer
     than two classes are labelled, it stays on coverage. ``Selection.info`` reports ``strategy`` (the one actually used),
     ``reason``, ``switch_at`` (labels at which it switches) and ``n_labelled``.
+    A ``cold`` strategy that needs ``probs`` runs as random until there are
+    some (:func:`~alwidgets.select.base.cold_start`). Extra per-call inputs
+    are passed to whichever of ``cold`` and ``warm`` accepts them.
 
     Parameters
     ----------
@@ -48,18 +51,28 @@ class Auto(Selector):
     """
 
     requires = ("embeddings",)
+    _parameter_constraints = {
+        "labels_per_class": [Interval(float, 0, None)],
+        "cold": [None, Selector],
+        "warm": [None, Selector],
+    }
 
     def __init__(self, labels_per_class: float = 5, cold: Selector | None = None, warm: Selector | None = None):
         self.labels_per_class = labels_per_class
         self.cold = cold
         self.warm = warm
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        if not (isinstance(self.labels_per_class, (int, float, np.integer, np.floating))
-                and not isinstance(self.labels_per_class, bool) and self.labels_per_class >= 0):
-            raise ValueError(f"labels_per_class must be a number >= 0, got {self.labels_per_class!r}")
-        cold = self.cold if self.cold is not None else Coverage()
-        warm = self.warm if self.warm is not None else UncertaintyDiversity()
+    def _strategies(self):
+        return (self.cold if self.cold is not None else Coverage(),
+                self.warm if self.warm is not None else UncertaintyDiversity())
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        cold, warm = self._strategies()
+        return tuple(dict.fromkeys((*cold.accepts, *warm.accepts)))
+
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, **extra):
+        cold, warm = self._strategies()
         n_labelled = int(np.count_nonzero(labels != UNLABELED))
         n_seen = len(np.unique(labels[labels != UNLABELED]))
         if probs is None:
@@ -77,16 +90,16 @@ class Auto(Selector):
             else:
                 chosen = warm
                 reason = f"{n_labelled} labels >= {self.labels_per_class} per class x {n_classes} classes"
-        if "probs" in chosen.requires and probs is None:
-            raise ValueError(f"Auto: {type(chosen).__name__} needs probs, but none were given")
-        if type(chosen).select is Selector.select:
-            # Inputs are already validated and n capped (Selector.select did both for Auto, and
-            # default_rng(rng) would hand back this same generator): run the inner strategy and
-            # its output check directly. Selectors with their own select() (CostAware) go through it.
-            sel = chosen._checked(chosen._select(n, labels=labels, embeddings=embeddings, probs=probs, rng=rng),
-                                  labels, n)
-        else:
-            sel = chosen.select(n, labels=labels, embeddings=embeddings, probs=probs, random_state=rng)
+        chosen, fallback = cold_start(chosen, labels, probs)
+        if fallback is not None:
+            reason = fallback
+        # Inputs are already validated and n capped (Selector.select did both for Auto, and
+        # default_rng(rng) would hand back this same generator): check the inner strategy's
+        # parameters, run it and its output check directly.
+        chosen._validate_params()
+        sub = {k: v for k, v in extra.items() if k in chosen.accepts}
+        sel = chosen._checked(chosen._select(n, labels=labels, embeddings=embeddings, probs=probs, model=model,
+                                             candidates=candidates, rng=rng, **sub), labels, n, candidates)
         info = {**sel.info, "strategy": chosen.name, "selector": "auto", "reason": reason,
                 "switch_at": switch_at, "n_labelled": n_labelled}
         return Selection(sel.indices, sel.scores, info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._faiss import sequential_blas, sq_norms
-from .base import Selection, Selector, unlabeled_indices
+from .base import Selection, Selector
 from .registry import register
 
 
@@ -123,8 +123,8 @@ class Badge(Selector):
 
     requires = ("embeddings", "probs")
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        unl = unlabeled_indices(labels)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        unl = candidates
         all_free = len(unl) == len(labels)
         H = embeddings if all_free else embeddings[unl]
         Q = np.array(probs if all_free else probs[unl], dtype=np.float32)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from .._validation import UNLABELED, check_probs
-from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
+from .._validation import UNLABELED, HasMethods, Interval, Options, check_probs
+from ..models import accepts_unlabeled
+from .base import Selection, Selector, cold_start_batch, n_classes_of, need_model, top_k
 from .committee import committee_probs
 from .registry import register
 
@@ -88,12 +89,14 @@ class BALD(Selector):
 
     Parameters
     ----------
-    model : classifier, optional
-        Model fitted on the current labels. One with a
-        ``predict_proba_mc(X, n_samples, random_state) -> (T, n, C)`` method
-        (like the default :class:`~alwidgets.heads.MLPHead`) gives MC-dropout
-        samples; any other scikit-learn classifier is turned into a bootstrap
-        ensemble of ``n_samples`` copies.
+    head : "mlp", estimator or None
+        Where the T stochastic predictions come from. ``"mlp"`` (default): a
+        fresh :class:`~alwidgets.heads.MLPHead` fitted on the current labels,
+        sampled with MC dropout. An estimator with
+        ``predict_proba_mc(X, n_samples, random_state) -> (T, n, C)`` (and
+        optionally ``sample_logits``, the chunked form): that head, cloned
+        and fitted. ``None``: a bootstrap ensemble of ``n_samples`` copies
+        of the ``model`` passed to :meth:`select` (the caller's model).
     n_samples : int
         T, the number of MC-dropout samples (or ensemble members).
     stochastic : bool
@@ -101,14 +104,16 @@ class BALD(Selector):
         of taking the top scores; reduces redundant batches.
     temperature : float
         Temperature of the stochastic variant; small values approach top-k.
-    mc_probs : array (T, n_items, n_classes), optional
-        Sampled predictions you computed yourself (MC dropout or an ensemble
-        of your models); then nothing is fitted and ``embeddings`` are not needed.
     n_classes : int, optional
         Number of classes when no ``probs`` are passed to ``select``.
 
     Notes
     -----
+    Per-call inputs of :meth:`select`: ``mc_probs``, an array
+    ``(T, n_items, n_classes)`` of sampled predictions you computed yourself
+    (MC dropout or an ensemble of your models): then nothing is fitted and
+    ``embeddings`` are not needed; ``model``, required with ``head=None``.
+
     With no labels, or a single labelled class, the model has nothing to be
     uncertain about: the batch is random and ``Selection.info`` says why.
 
@@ -118,44 +123,42 @@ class BALD(Selector):
     >>> from alwidgets.select import BALD
     >>> mc = np.array([[[0.5, 0.5], [0.9, 0.1], [0.1, 0.9]],
     ...                [[0.5, 0.5], [0.1, 0.9], [0.2, 0.8]]])   # T=2 samples, 3 items
-    >>> BALD(mc_probs=mc).select(1, labels=[-1, -1, -1]).indices.tolist()
+    >>> BALD().select(1, labels=[-1, -1, -1], mc_probs=mc).indices.tolist()
     [1]
     """
 
-    def __init__(self, model=None, n_samples: int = 20, stochastic: bool = False, temperature: float = 1.0,
-                 mc_probs=None, n_classes: int | None = None):
-        self.model = model
+    accepts = ("mc_probs",)
+    _parameter_constraints = {
+        "head": [Options(("mlp",), "head"), None, HasMethods("fit", "predict_proba_mc")],
+        "n_samples": [Interval(int, 2, None)],
+        "stochastic": ["boolean"],
+        "temperature": [Interval(float, 0, None, closed="neither")],
+        "n_classes": [None, Interval(int, 1, None)],
+    }
+
+    def __init__(self, head="mlp", n_samples: int = 20, stochastic: bool = False, temperature: float = 1.0,
+                 n_classes: int | None = None):
+        self.head = head
         self.n_samples = n_samples
         self.stochastic = stochastic
         self.temperature = temperature
-        self.mc_probs = mc_probs
         self.n_classes = n_classes
 
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return () if self.mc_probs is not None else ("embeddings",)
-
-    @classmethod
-    def from_mc_probs(cls, mc_probs, **params) -> "BALD":
-        """A BALD selector scoring your own ``(T, n_items, n_classes)`` sampled predictions."""
-        return cls(mc_probs=mc_probs, **params)
-
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        if isinstance(self.n_samples, bool) or int(self.n_samples) != self.n_samples or self.n_samples < 2:
-            raise ValueError(f"n_samples must be an integer >= 2, got {self.n_samples!r}")
-        candidates = unlabeled_indices(labels)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, mc_probs=None):
         info = {"variant": "stochastic" if self.stochastic else "top_k"}
-        if self.mc_probs is not None:
-            scores = _bald_scores(_check_mc_probs(self.mc_probs, n_items=len(labels))[:, candidates])
+        if mc_probs is not None:
+            scores = _bald_scores(_check_mc_probs(mc_probs, n_items=len(labels))[:, candidates])
             info["samples"] = "given mc_probs"
         else:
-            labelled = labels[labels != UNLABELED]
-            if len(labelled) == 0:
-                return random_batch(n, labels, rng, "no labels yet: BALD needs a fitted model")
-            if len(np.unique(labelled)) < 2:
-                return random_batch(n, labels, rng, "all labels are one class: the model cannot disagree with itself")
+            if self.head is None:
+                model = need_model(self, model, "for its bootstrap ensemble (head=None), or pass mc_probs=")
+            if embeddings is None:
+                raise ValueError("BALD needs `embeddings=` to fit its model (or pass mc_probs=)")
+            fallback = cold_start_batch(n, labels, candidates, rng)
+            if fallback is not None:
+                return fallback
             c = n_classes_of(labels, probs, self.n_classes)
-            scores = self._model_scores(embeddings, labels, candidates, c, rng, info)
+            scores = self._model_scores(embeddings, labels, candidates, c, model, rng, info)
         if self.stochastic:
             pos = gumbel_top_k(scores, n, float(self.temperature), rng)
             idx, s = candidates[pos], scores[pos]
@@ -164,32 +167,34 @@ class BALD(Selector):
             idx, s = top_k(scores, candidates, n, rng)
         return Selection(idx, s, info)
 
-    def _model_scores(self, X, labels, candidates, n_classes, rng, info) -> np.ndarray:
+    def _model_scores(self, X, labels, candidates, n_classes, model, rng, info) -> np.ndarray:
         t = int(self.n_samples)
-        if self.model is None:
+        if self.head is None:
+            p = committee_probs(model, X, labels, n_classes, t, rng, X_eval=X[candidates])
+            info["samples"] = f"ensemble of {t} bootstrap copies of {type(model).__name__}"
+            return bald_scores(p)
+        if isinstance(self.head, str):
             from ..heads import MLPHead  # torch is imported only when BALD first fits its head
 
-            model = MLPHead()
+            head = MLPHead()
         else:
-            model = self.model
-        if hasattr(model, "predict_proba_mc"):
-            model = clone(model)
-            params = model.get_params()
-            if "n_classes" in params:
-                model.set_params(n_classes=n_classes)
-            if "random_state" in params:
-                model.set_params(random_state=int(rng.integers(2**31 - 1)))
+            head = clone(self.head)
+        params = head.get_params()
+        if "n_classes" in params:
+            head.set_params(n_classes=n_classes)
+        if "random_state" in params:
+            head.set_params(random_state=int(rng.integers(2**31 - 1)))
+        if accepts_unlabeled(head):
+            head.fit(X, labels)
+        else:
             mask = labels != UNLABELED
-            model.fit(X[mask], labels[mask])
-            seed = int(rng.integers(2**31 - 1))
-            info["samples"] = f"{t} MC-dropout samples of {type(model).__name__}"
-            if not hasattr(model, "_iter_logits_mc"):
-                return bald_scores(model.predict_proba_mc(X[candidates], t, seed))
-            scores = np.empty(len(candidates))
-            rows = candidates if len(candidates) < len(X) else slice(None)
-            for start, logits in model._iter_logits_mc(X[rows], t, seed):
-                scores[start:start + logits.shape[2]] = _bald_from_logits(logits)
-            return scores
-        p = committee_probs(model, X, labels, n_classes, t, rng, X_eval=X[candidates])
-        info["samples"] = f"ensemble of {t} bootstrap copies of {type(model).__name__}"
-        return bald_scores(p)
+            head.fit(X[mask], labels[mask])
+        seed = int(rng.integers(2**31 - 1))
+        info["samples"] = f"{t} MC-dropout samples of {type(head).__name__}"
+        if not callable(getattr(head, "sample_logits", None)):
+            return bald_scores(head.predict_proba_mc(X[candidates], t, seed))
+        scores = np.empty(len(candidates))
+        rows = candidates if len(candidates) < len(X) else slice(None)
+        for start, logits in head.sample_logits(X[rows], t, seed):
+            scores[start:start + logits.shape[2]] = _bald_from_logits(logits)
+        return scores

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from .._validation import UNLABELED, check_probs
-from ..models import LinearProbe, default_model, fit_predict_proba, one_blas_thread
-from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
+from sklearn.utils.validation import has_fit_parameter
+
+from .._validation import UNLABELED, Interval, Options, check_probs
+from ..models import accepts_unlabeled, fit_predict_proba, one_blas_thread
+from .base import Selection, Selector, cold_start_batch, n_classes_of, need_model, top_k
 from .registry import register
 from .uncertainty import uncertainty
 
@@ -67,11 +69,17 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
     With ``bootstrap`` each copy sees a resample (with replacement) of the
     labelled rows, so members differ where the labels leave the decision open.
     Copies that take a ``random_state`` parameter get a distinct seed each.
+
+    A model that folds into one affine map (it has ``linear_map()``, takes
+    unlabelled rows and a ``sample_weight`` in ``fit``, like
+    :class:`~alwidgets.models.LinearProbe`) is fitted on the whole pool with
+    the bootstrap counts as sample weights, and the whole committee is then
+    scored with one matrix product.
     """
     labelled = np.flatnonzero(labels != UNLABELED)
     X_eval = X if X_eval is None else X_eval
     out = np.empty((n_members, len(X_eval), n_classes))
-    linear = type(model) is LinearProbe
+    linear = _foldable(model)
     maps = []
     with one_blas_thread():  # small fits: BLAS threads only contend (see models.one_blas_thread)
         for m in range(n_members):
@@ -80,13 +88,19 @@ def committee_probs(model, X, labels, n_classes: int, n_members: int, rng: np.ra
                 member.set_params(random_state=int(rng.integers(2**31 - 1)))
             rows = rng.choice(labelled, len(labelled), replace=True) if bootstrap else labelled
             if linear:
-                fitted = member.set_params(n_classes=n_classes).fit(X[rows], labels[rows], X_pool=X)
-                maps.append(_probe_affine(fitted))
+                weight = np.bincount(rows, minlength=len(X)).astype(np.float64)
+                maps.append(member.fit(X, labels, sample_weight=weight).linear_map())
             else:
                 _, out[m] = fit_predict_proba(member, X[rows], labels[rows], n_classes, X_eval=X_eval)
     if linear:
         _linear_members_proba(maps, X_eval, out)
     return out
+
+
+def _foldable(model) -> bool:
+    """Whether bootstrap copies of ``model`` can be fitted by weight and scored as one affine map each."""
+    return (callable(getattr(model, "linear_map", None)) and accepts_unlabeled(model)
+            and has_fit_parameter(model, "sample_weight"))
 
 
 def _seeded(model, rng: np.random.Generator):
@@ -98,25 +112,13 @@ def _seeded(model, rng: np.random.Generator):
     return model
 
 
-def _probe_affine(probe: LinearProbe):
-    """A fitted LinearProbe as ``(W, b, classes)`` acting on raw features, or ``(None, None, class)`` if constant.
-
-    The probe centres and rescales, then applies logistic regression; both are affine,
-    so they fold into one map and a whole committee is scored with one matrix product.
-    """
-    if probe.lr_ is None:
-        return None, None, int(probe.constant_)
-    coef = probe.lr_.coef_ / probe.scale_
-    return coef, probe.lr_.intercept_ - coef @ probe.mean_, np.asarray(probe.lr_.classes_, dtype=np.int64)
-
-
 def _linear_members_proba(maps, X, out, chunk: int = 16384) -> None:
-    """Fill ``out`` (M, n, C) with the class probabilities of folded linear probes."""
-    active = [(m, w, b, cls) for m, (w, b, cls) in enumerate(maps) if w is not None]
+    """Fill ``out`` (M, n, C) with the class probabilities of affine maps ``(W, b, classes)`` (see ``linear_map``)."""
+    active = [(m, w, b, cls) for m, (w, b, cls) in enumerate(maps) if len(w)]
     for m, (w, b, cls) in enumerate(maps):
-        if w is None:
+        if not len(w):                          # fitted on one class: predicts it with certainty
             out[m] = 0.0
-            out[m, :, cls] = 1.0
+            out[m, :, cls[0]] = 1.0
     if not active:
         return
     W = np.concatenate([w for _, w, _, _ in active]).astype(np.float32)
@@ -144,12 +146,10 @@ class Committee(Selector):
     Parameters
     ----------
     models : list of classifiers, optional
-        The committee (any scikit-learn classifiers with ``predict_proba``),
-        each fitted on all current labels. Default: ``n_members`` bootstrap
-        copies of ``model``.
-    model : classifier, optional
-        Model copied into a bootstrap committee when ``models`` is not given;
-        default :class:`~alwidgets.models.LinearProbe`.
+        A committee of different models (any scikit-learn classifiers with
+        ``predict_proba``, unfitted), each fitted on all current labels.
+        Default: ``n_members`` bootstrap copies of the ``model`` passed to
+        :meth:`select` (the caller's model).
     n_members : int
         Size of the bootstrap committee.
     measure : {"vote_entropy", "kl"}
@@ -159,15 +159,18 @@ class Committee(Selector):
         divergence of each member from the consensus, which also counts
         disagreement about how sure to be (with strongly regularised members
         it can peak away from the decision boundary).
-    member_probs : array (n_members, n_items, n_classes), optional
-        Predictions you already have (e.g. from two of your own models);
-        then nothing is fitted and ``embeddings`` are not needed.
     n_classes : int, optional
         Number of classes when no ``probs`` are passed to ``select``
         (default: largest label + 1).
 
     Notes
     -----
+    Per-call inputs of :meth:`select`: ``model`` (copied into the bootstrap
+    committee; required unless ``models`` or ``member_probs`` is given) and
+    ``member_probs``, an array ``(n_members, n_items, n_classes)`` of
+    predictions you already have (e.g. from two of your own models): then
+    nothing is fitted and ``embeddings`` are not needed.
+
     With no labels, or labels of a single class, a fitted committee cannot
     disagree: the batch is random and ``Selection.info`` says why.
 
@@ -177,53 +180,49 @@ class Committee(Selector):
     >>> from alwidgets.select import Committee
     >>> a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])   # model A
     >>> b = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])   # model B
-    >>> sel = Committee(member_probs=[a, b]).select(1, labels=[-1, -1, -1])
+    >>> sel = Committee().select(1, labels=[-1, -1, -1], member_probs=[a, b])
     >>> sel.indices.tolist()                                 # they disagree on item 1
     [1]
     """
 
-    def __init__(self, models=None, model=None, n_members: int = 5, measure: str = "vote_entropy",
-                 member_probs=None, n_classes: int | None = None):
+    accepts = ("member_probs",)
+    _parameter_constraints = {
+        "models": [None, list, tuple],
+        "n_members": [Interval(int, 2, None)],
+        "measure": [Options(MEASURES, "measure")],
+        "n_classes": [None, Interval(int, 1, None)],
+    }
+
+    def __init__(self, models=None, n_members: int = 5, measure: str = "vote_entropy", n_classes: int | None = None):
         self.models = models
-        self.model = model
         self.n_members = n_members
         self.measure = measure
-        self.member_probs = member_probs
         self.n_classes = n_classes
 
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return () if self.member_probs is not None else ("embeddings",)
-
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        if self.measure not in MEASURES:
-            raise ValueError(f"unknown measure {self.measure!r}; choose from {', '.join(MEASURES)}")
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, member_probs=None):
         info = {"measure": self.measure}
-        if self.member_probs is not None:
-            p = _check_member_probs(self.member_probs, n_items=len(labels))
+        if member_probs is not None:
+            p = _check_member_probs(member_probs, n_items=len(labels))
             info["committee"] = f"{p.shape[0]} given predictions"
         else:
-            labelled = labels[labels != UNLABELED]
-            if len(labelled) == 0:
-                return random_batch(n, labels, rng, "no labels yet: a committee needs labelled items to fit")
-            if len(np.unique(labelled)) < 2:
-                return random_batch(n, labels, rng, "all labels are one class: every member predicts it")
+            if self.models is None:
+                model = need_model(self, model, "to fit its bootstrap committee (or pass member_probs=)")
+            elif len(self.models) < 2:
+                raise ValueError(f"a committee needs at least 2 models, got {len(self.models)}")
+            if embeddings is None:
+                raise ValueError("Committee needs `embeddings=` to fit its members (or pass member_probs=)")
+            fallback = cold_start_batch(n, labels, candidates, rng)
+            if fallback is not None:
+                return fallback
             c = n_classes_of(labels, probs, self.n_classes)
             if self.models is not None:
-                models = list(self.models)
-                if len(models) < 2:
-                    raise ValueError(f"a committee needs at least 2 models, got {len(models)}")
-                p = np.stack([fit_predict_proba(_seeded(m, rng), embeddings, labels, c)[1] for m in models])
-                info["committee"] = f"{len(models)} given models"
+                p = np.stack([fit_predict_proba(_seeded(m, rng), embeddings, labels, c)[1] for m in self.models])
+                info["committee"] = f"{len(self.models)} given models"
             else:
-                if int(self.n_members) < 2:
-                    raise ValueError(f"n_members must be at least 2, got {self.n_members}")
-                model = default_model() if self.model is None else self.model
                 p = committee_probs(model, embeddings, labels, c, int(self.n_members), rng)
                 info["committee"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
-        candidates = unlabeled_indices(labels)
         pc = p[:, candidates]
-        if self.member_probs is None:
+        if member_probs is None:
             pc = _check_member_probs(pc)   # fitted predictions: checked once here (given ones were above)
         kl = _kl_to_consensus(pc)
         if self.measure == "kl":

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED, check_labels, check_positive_int
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .._validation import UNLABELED, Interval
+from .base import Selection, Selector, top_k
 from .registry import make_selector, register
 
 
@@ -23,24 +23,28 @@ class CostAware(Selector):
     selector : str or Selector
         The inner strategy whose scores measure utility (default ``"margin"``).
         Its scores must be non-negative and comparable across items.
-    costs : array (n_items,), optional
-        Positive labelling cost of every pool item (seconds, money, clicks).
-        Default: 1 for every item, i.e. the inner selector's ranking.
     budget : float, optional
         Cost units to spend on this batch. ``select(n, ...)`` then returns at
         most ``n`` items whose total cost is at most ``budget`` (possibly
         fewer than ``n``). Default: no cost cap, ``n`` items by best ratio.
     n_candidates : int, optional
         How many top items to ask the inner selector for before re-ranking
-        by cost; default all unlabelled items (exact for score-based
+        by cost; default all candidate items (exact for score-based
         selectors). Set it (e.g. ``10 * n``) for expensive batch selectors.
 
     Notes
     -----
+    Per-call input of :meth:`select`: ``costs``, an array ``(n_items,)`` of
+    the positive labelling cost of every pool item (seconds, money, clicks);
+    default 1 for every item, i.e. the inner selector's ranking. Every other
+    input (``model``, ``candidates``, the inner selector's extra inputs) is
+    passed on to the inner selector.
+
     Items are taken greedily by ``score / cost`` (ties at random); an item
     that no longer fits the remaining budget is skipped and cheaper ones are
     tried (greedy knapsack). ``Selection.scores`` are the ratios; ``info``
-    has the spend.
+    has the spend. Unlike other selectors the result may hold fewer than
+    ``n`` items: the budget, not the count, is the binding limit.
 
     Examples
     --------
@@ -48,50 +52,51 @@ class CostAware(Selector):
     >>> from alwidgets.select import CostAware
     >>> probs = np.array([[0.5, 0.5], [0.55, 0.45], [0.9, 0.1]])
     >>> costs = np.array([10.0, 1.0, 1.0])
-    >>> sel = CostAware("margin", costs=costs, budget=2.0).select(3, labels=[-1, -1, -1], probs=probs)
+    >>> sel = CostAware("margin", budget=2.0).select(3, labels=[-1, -1, -1], probs=probs, costs=costs)
     >>> sel.indices.tolist(), sel.info["spent"]     # item 0 is nearly as unsure but 10x dearer
     ([1, 2], 2.0)
     """
 
-    def __init__(self, selector="margin", costs=None, budget: float | None = None, n_candidates: int | None = None):
+    _exact_size = False
+    _parameter_constraints = {
+        "selector": [str, Selector],
+        "budget": [None, Interval(float, 0, None, closed="neither")],
+        "n_candidates": [None, Interval(int, 1, None)],
+    }
+
+    def __init__(self, selector="margin", budget: float | None = None, n_candidates: int | None = None):
         self.selector = selector
-        self.costs = costs
         self.budget = budget
         self.n_candidates = n_candidates
+
+    def _inner(self) -> Selector:
+        inner = make_selector(self.selector)
+        if isinstance(inner, CostAware):
+            raise ValueError("CostAware cannot wrap another CostAware")
+        return inner
 
     @property
     def requires(self) -> tuple[str, ...]:
         return tuple(make_selector(self.selector).requires)
 
-    def select(self, n, *, labels, embeddings=None, probs=None, random_state=None) -> Selection:
-        """Pick up to ``n`` unlabelled items whose total cost fits ``budget``.
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        return ("costs", *make_selector(self.selector).accepts)
 
-        Unlike other selectors the result may hold fewer than ``n`` items: the
-        budget, not the count, is the binding limit.
-        """
-        n = check_positive_int(n)
-        labels = check_labels(labels)
-        costs = self._costs(len(labels))
-        rng = np.random.default_rng(random_state)
-        n_unlabeled = int(np.count_nonzero(labels == UNLABELED))
-        if n_unlabeled == 0:
-            return Selection(np.empty(0, np.int64), np.empty(0), {"strategy": self.name})
-        inner = make_selector(self.selector)
-        if isinstance(inner, CostAware):
-            raise ValueError("CostAware cannot wrap another CostAware")
-        m = n_unlabeled if self.n_candidates is None else min(check_positive_int(self.n_candidates, "n_candidates"),
-                                                              n_unlabeled)
-        cand = inner.select(max(m, min(n, n_unlabeled)), labels=labels, embeddings=embeddings, probs=probs,
-                            random_state=rng)
-        return self._pick(n, cand, costs, labels, rng, inner)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, costs=None, **extra):
+        costs = self._costs(costs, len(labels))
+        inner = self._inner()
+        m = len(candidates) if self.n_candidates is None else min(self.n_candidates, len(candidates))
+        cand = inner.select(max(m, n), labels=labels, embeddings=embeddings, probs=probs, model=model,
+                            candidates=None if len(candidates) == np.count_nonzero(labels == UNLABELED)
+                            else candidates, random_state=rng, **extra)
+        return self._pick(n, cand, costs, candidates, rng, inner)
 
-    def _select(self, n, *, labels, embeddings, probs, rng):  # pragma: no cover - select() is overridden
-        return self.select(n, labels=labels, embeddings=embeddings, probs=probs, random_state=rng)
-
-    def _costs(self, n_items: int) -> np.ndarray:
-        if self.costs is None:
+    @staticmethod
+    def _costs(costs, n_items: int) -> np.ndarray:
+        if costs is None:
             return np.ones(n_items)
-        costs = np.asarray(self.costs, dtype=np.float64)
+        costs = np.asarray(costs, dtype=np.float64)
         if costs.shape != (n_items,):
             raise ValueError(f"costs must have one value per pool item ({n_items}), got shape {costs.shape}")
         bad = ~np.isfinite(costs) | (costs <= 0)
@@ -101,7 +106,7 @@ class CostAware(Selector):
                              + (f" and {len(rows) - 10} more" if len(rows) > 10 else "") + " are not")
         return costs
 
-    def _pick(self, n, cand: Selection, costs, labels, rng, inner) -> Selection:
+    def _pick(self, n, cand: Selection, costs, candidates, rng, inner) -> Selection:
         idx, scores = cand.indices, cand.scores
         info = {"strategy": self.name, "inner": inner.name, "inner_info": cand.info}
         if np.any(scores < 0):
@@ -109,9 +114,7 @@ class CostAware(Selector):
         c = costs[idx]
         ratio = scores / c
         budget = np.inf if self.budget is None else float(self.budget)
-        if not budget > 0:
-            raise ValueError(f"budget must be > 0 cost units, got {self.budget}")
-        cheapest = costs[unlabeled_indices(labels)].min()
+        cheapest = costs[candidates].min()
         if cheapest > budget:
             raise ValueError(f"budget {budget:g} is below the cheapest unlabelled item's cost ({cheapest:g})")
         keep, spent = _greedy(ratio, c, n, budget, rng)

@@ -5,7 +5,7 @@ import heapq
 
 import numpy as np
 
-from .._validation import UNLABELED, check_positive_int
+from .._validation import UNLABELED, Interval
 from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
@@ -52,6 +52,22 @@ class Coverage(Selector):
         start: 10 clusters x 40 = 400 items) a small sample gives poor
         centroids; on digits raising it from 400 to every item lifted
         accuracy at 1 label per class from 60.6% to 65.6% (5 splits).
+    n_init, n_local_trials : int
+        While the batch is at least as large as the labelled set
+        (``n >= #labelled``: the cold start, where most clusters hold no
+        label and two blobs merged into one cluster leave a region with no
+        label at all), k-means is seeded by greedy k-means++ (each seed the
+        best of ``n_local_trials`` D^2 draws; None = ``2 + ln K``, as in
+        scikit-learn) and run ``n_init`` times, keeping the lowest objective.
+        Later rounds use one plain k-means++ seeding. On 10 well-separated
+        Gaussian blobs (5,000 x 32, centres N(0, 3^2)) 10 picks from zero
+        labels hit all 10 blobs in 60 of 60 random pools (one plain seeding:
+        11 of 60); on the study's digits / Fashion
+        pixels cold starts (20 splits) accuracy at 1 label per class rose
+        2.5 / 0.4 points, at 2-5 per class it moved by -0.6 to +0.5 points
+        (noise level). Restarting in every round, as TypiClust's KMeans does,
+        had cost 0.6-1.6 points at 5 per class. ``n_init=1,
+        n_local_trials=1`` gives the earlier behaviour.
 
     Notes
     -----
@@ -71,10 +87,19 @@ class Coverage(Selector):
     """
 
     requires = ("embeddings",)
+    _parameter_constraints = {
+        **{key: [Interval(int, 1, None)] for key in (
+            "max_clusters", "min_cluster_size", "n_neighbors", "max_reference", "kmeans_iter",
+            "max_points_per_centroid", "min_train")},
+        "max_candidates": [Interval(int, 2, None)],
+        "n_init": [Interval(int, 1, None)],
+        "n_local_trials": [None, Interval(int, 1, None)],
+    }
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
                  max_candidates: int = 128, max_reference: int = 512, kmeans_iter: int = 10,
-                 max_points_per_centroid: int = 40, min_train: int = 4096):
+                 max_points_per_centroid: int = 40, min_train: int = 4096, n_init: int = 3,
+                 n_local_trials: int | None = None):
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors
@@ -83,29 +108,25 @@ class Coverage(Selector):
         self.kmeans_iter = kmeans_iter
         self.max_points_per_centroid = max_points_per_centroid
         self.min_train = min_train
+        self.n_init = n_init
+        self.n_local_trials = n_local_trials
 
-    def _check_params(self):
-        for key in ("max_clusters", "min_cluster_size", "n_neighbors", "max_candidates", "max_reference",
-                    "kmeans_iter", "max_points_per_centroid", "min_train"):
-            check_positive_int(getattr(self, key), f"Coverage: {key}")
-        if self.max_candidates < 2:
-            raise ValueError(f"Coverage: max_candidates must be >= 2, got {self.max_candidates}")
-
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        self._check_params()
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         X = l2_normalize(embeddings)
         N = len(X)
         labelled = labels != UNLABELED
         K = int(min(int(labelled.sum()) + n, self.max_clusters, N))
         C = kmeans(X, K, seed=int(rng.integers(2**31 - 1)), niter=self.kmeans_iter,
-                   max_points_per_centroid=max(self.max_points_per_centroid, -(-self.min_train // K)), rng=rng)
+                   max_points_per_centroid=max(self.max_points_per_centroid, -(-self.min_train // K)), rng=rng,
+                   **self._seeding(int(labelled.sum()), n, K))
         owner, d2 = nearest_center(X, C)
         sizes = np.bincount(owner, minlength=K)
         counts = np.bincount(owner[labelled], minlength=K)
-        open_ = np.bincount(owner[~labelled], minlength=K) > 0
+        taken = np.ones(N, dtype=bool)   # labelled, or not a candidate: never picked
+        taken[candidates] = False
+        open_ = np.bincount(owner[~taken], minlength=K) > 0
         order = np.argsort(owner, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
-        taken = labelled.copy()
 
         # heap key: (tier, labelled-or-picked count, -size, cluster); tier 0 = big enough,
         # 1 = tiny cluster, 2 = only duplicates of earlier picks left
@@ -135,6 +156,13 @@ class Coverage(Selector):
         info = {"n_clusters": K, "n_small_clusters": int(np.sum(open_ & (sizes < self.min_cluster_size))),
                 "clusters": clusters}
         return Selection(np.asarray(picks, np.int64), np.asarray(scores), info)
+
+    def _seeding(self, n_labelled: int, n: int, K: int) -> dict:
+        """k-means seeding for this call: robust (greedy, restarts) only while the batch outnumbers the labels."""
+        if n < n_labelled:
+            return {"n_init": 1, "n_local_trials": 1}
+        trials = 2 + int(np.log(K)) if self.n_local_trials is None else self.n_local_trials
+        return {"n_init": self.n_init, "n_local_trials": trials}
 
     def _next_item(self, c, members, X, d2, taken, ranked, picked_in, rng, allow_dup):
         """Most typical untaken member of cluster ``c`` (not a duplicate of a pick there, unless allowed)."""

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED, check_positive_int
+from .._validation import UNLABELED, Interval, Options
 from ._faiss import kmeans, sq_norms
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, top_k
 from .kcenter import farthest_first
 from .registry import register
 from .uncertainty import MEASURES, uncertainty
@@ -50,19 +50,19 @@ class UncertaintyDiversity(Selector):
     """
 
     requires = ("embeddings", "probs")
+    _parameter_constraints = {
+        "measure": [Options(MEASURES, "uncertainty measure")],
+        "factor": [Interval(int, 1, None)],
+        "method": [Options(METHODS, "method")],
+    }
 
     def __init__(self, measure: str = "margin", factor: int = 10, method: str = "kmeans"):
         self.measure = measure
         self.factor = factor
         self.method = method
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        if self.measure not in MEASURES:
-            raise ValueError(f"unknown uncertainty measure {self.measure!r}; choose from {', '.join(MEASURES)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        check_positive_int(self.factor, "factor")
-        unl = unlabeled_indices(labels)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        unl = candidates
         u = uncertainty(probs[unl], self.measure)
         m = min(self.factor * n, len(unl))
         cand, cu = top_k(u, unl, m, rng)

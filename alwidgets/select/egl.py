@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models import pool_scaling
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, top_k
 from .registry import register
 
 
@@ -79,13 +79,13 @@ class ExpectedGradientLength(Selector):
     """
 
     requires = ("embeddings", "probs")
+    _parameter_constraints = {"rescale": ["boolean"], "bias": ["boolean"]}
 
     def __init__(self, rescale: bool = True, bias: bool = True):
         self.rescale = rescale
         self.bias = bias
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        candidates = unlabeled_indices(labels)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         sq = _sq_norms(embeddings, self.rescale)[candidates]
         scores = _egl(probs[candidates], sq, self.bias)
         idx, s = top_k(scores, candidates, n, rng)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED, check_positive_int
+from .._validation import UNLABELED, Interval
 from ._faiss import kmeans, mean_knn_distance, nearest_center, sequential_blas, sq_norms
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, top_k
 from .registry import register
 
 
@@ -40,6 +40,8 @@ class Explore(Selector):
     """
 
     requires = ("embeddings",)
+    _parameter_constraints = {key: [Interval(int, 1, None)] for key in (
+        "n_neighbors", "max_exact", "n_clusters", "n_reference", "shortlist_factor")}
 
     def __init__(self, n_neighbors: int = 10, max_exact: int = 5000, n_clusters: int = 64,
                  n_reference: int = 4096, shortlist_factor: int = 8):
@@ -49,12 +51,10 @@ class Explore(Selector):
         self.n_reference = n_reference
         self.shortlist_factor = shortlist_factor
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        for key in ("n_neighbors", "max_exact", "n_clusters", "n_reference", "shortlist_factor"):
-            check_positive_int(getattr(self, key), f"Explore: {key}")
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         X = embeddings
         N = len(X)
-        unl = unlabeled_indices(labels)
+        unl = candidates
         lab = np.flatnonzero(labels != UNLABELED)
         if N <= self.max_exact:
             cand = unl

@@ -9,12 +9,14 @@ from .base import Selection, Selector
 from .registry import register
 
 
-def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None, chunk: int = 256):
+def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None, candidates: np.ndarray | None = None,
+                   chunk: int = 256):
     """Greedy k-center: ``n`` rows of ``X``, each the farthest from all rows chosen so far.
 
-    ``start`` are rows that already count as centres (labelled items); every
-    other row may be picked. Without ``start`` the first pick is the row
-    nearest to the mean of ``X``. Returns ``(rows, distances)``: each pick's Euclidean
+    ``start`` are rows that already count as centres (labelled items);
+    ``candidates`` (default: every other row) are the rows that may be
+    picked. Without ``start`` the first pick is the candidate nearest to the
+    mean of ``X``. Returns ``(rows, distances)``: each pick's Euclidean
     distance to its nearest earlier centre at the time it was picked.
 
     Exact, with lazy updates: every row keeps an upper bound on its distance
@@ -28,8 +30,12 @@ def farthest_first(X: np.ndarray, n: int, *, start: np.ndarray | None = None, ch
     X = np.ascontiguousarray(X, dtype=np.float32)
     N = len(X)
     x_sq = sq_norms(X)
-    allowed = np.ones(N, dtype=bool)
     start = np.empty(0, np.int64) if start is None else np.asarray(start, dtype=np.int64)
+    if candidates is None:
+        allowed = np.ones(N, dtype=bool)
+    else:
+        allowed = np.zeros(N, dtype=bool)
+        allowed[np.asarray(candidates, dtype=np.int64)] = True
     allowed[start] = False
     n_allowed = int(allowed.sum())
     if n_allowed == 0:
@@ -63,6 +69,8 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
     N = len(X)
 
     def refresh(rows, t):
+        if not len(rows):
+            return
         lo = int(applied[rows].min())
         C = X[centers[lo:t]]
         for s in range(0, len(rows), 16384):
@@ -93,9 +101,12 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
             if vals[i] >= rest:
                 j = int(top[i])
                 break
-            if work > N // 4:   # bounds are too loose here: update everything in one pass
+            if work > N // 4 or (b >= n_allowed and not len(stale)):
+                # bounds are too loose here: update everything in one pass. (The second test
+                # only fires on NaN bounds, which validated inputs cannot produce; it makes
+                # sure the loop ends whatever the input.)
                 refresh(np.flatnonzero((applied < t) & (ub >= 0)), t)
-                j = int(np.argmax(ub))
+                j = int(np.argmax(np.where(allowed, np.nan_to_num(ub, nan=-0.5), -1.0)))
                 break
             b = min(2 * b, n_allowed)   # many bounds dropped: look deeper next time
         picks.append(j)
@@ -132,7 +143,8 @@ class KCenterGreedy(Selector):
 
     requires = ("embeddings",)
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         start = np.flatnonzero(labels != UNLABELED)
-        idx, scores = farthest_first(embeddings, n, start=start)
+        idx, scores = farthest_first(embeddings, n, start=start,
+                                     candidates=None if len(candidates) + len(start) == len(labels) else candidates)
         return Selection(idx, scores, {"n_seed_centers": int(len(start))})

@@ -21,6 +21,6 @@ class Random(Selector):
     [1, 2]
     """
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        idx, scores = random_pick(n, labels, rng)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        idx, scores = random_pick(n, candidates, rng)
         return Selection(idx, scores)

@@ -15,11 +15,11 @@ import warnings
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from .._validation import UNLABELED
-from ..models import default_model, fit_predict_proba
-from .base import Selection, Selector, n_classes_of, random_batch, top_k, unlabeled_indices
+from .._validation import UNLABELED, Interval, Options
+from ..models import fit_predict_proba
+from .base import Selection, Selector, cold_start_batch, n_classes_of, need_model, random_batch, top_k
 from .registry import register
-from .uncertainty import uncertainty
+from .uncertainty import MEASURES, uncertainty
 
 
 def cv_recall(model, X, labels, n_classes: int, cv: int = 5, random_state=0) -> np.ndarray:
@@ -68,14 +68,6 @@ class ClassTargeted(Selector):
 
     Parameters
     ----------
-    class_scores : array (n_classes,) or dict, optional
-        Your per-class quality in [0, 1], higher = better (recall, IoU, F1
-        on your validation data). Default: cross-validated recall of
-        ``model`` on the current labels.
-    model : classifier, optional
-        Used for the cross-validated recall and, when ``select`` gets no
-        ``probs``, for the predictions; default
-        :class:`~alwidgets.models.LinearProbe`.
     measure : {"margin", "entropy", "least_confidence"}
         Uncertainty used to rank items within a class.
     cv : int
@@ -85,6 +77,13 @@ class ClassTargeted(Selector):
 
     Notes
     -----
+    Per-call inputs of :meth:`select`: ``class_scores``, an array
+    ``(n_classes,)`` or dict of your per-class quality in [0, 1], higher =
+    better (recall, IoU, F1 on your validation data); without it the quality
+    is the cross-validated recall of ``model`` (the caller's model, then
+    required) on the current labels. ``model`` also predicts the classes
+    when ``select`` gets no ``probs``.
+
     ``Selection.scores`` are ``weakness(predicted class) * uncertainty``;
     ``info`` holds the per-class quality and how the batch was shared. A
     class's share that its predicted items cannot fill goes to the best
@@ -97,25 +96,25 @@ class ClassTargeted(Selector):
     >>> import numpy as np
     >>> from alwidgets.select import ClassTargeted
     >>> probs = np.array([[0.6, 0.4, 0.0], [0.55, 0.45, 0.0], [0.0, 0.9, 0.1], [0.1, 0.0, 0.9]])
-    >>> sel = ClassTargeted(class_scores=[0.95, 0.4, 0.9]).select(1, labels=[-1] * 4, probs=probs)
+    >>> sel = ClassTargeted().select(1, labels=[-1] * 4, probs=probs, class_scores=[0.95, 0.4, 0.9])
     >>> sel.indices.tolist()          # the only item predicted as the weak class 1
     [2]
     """
 
-    def __init__(self, class_scores=None, model=None, measure: str = "margin", cv: int = 5,
-                 n_classes: int | None = None):
-        self.class_scores = class_scores
-        self.model = model
+    accepts = ("class_scores",)
+    _parameter_constraints = {
+        "measure": [Options(MEASURES, "uncertainty measure")],
+        "cv": [Interval(int, 2, None)],
+        "n_classes": [None, Interval(int, 1, None)],
+    }
+
+    def __init__(self, measure: str = "margin", cv: int = 5, n_classes: int | None = None):
         self.measure = measure
         self.cv = cv
         self.n_classes = n_classes
 
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return () if self.class_scores is not None else ("embeddings",)
-
-    def _quality(self, n_classes: int) -> np.ndarray:
-        cs = self.class_scores
+    @staticmethod
+    def _quality(cs, n_classes: int) -> np.ndarray:
         if isinstance(cs, dict):
             bad = [k for k in cs if not (isinstance(k, (int, np.integer)) and 0 <= k < n_classes)]
             if bad:
@@ -134,19 +133,23 @@ class ClassTargeted(Selector):
             raise ValueError(f"class_scores must lie in [0, 1] (e.g. recall, IoU, F1), got {q.tolist()}")
         return q
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, class_scores=None):
         labelled = labels[labels != UNLABELED]
-        model = default_model() if self.model is None else self.model
         c = n_classes_of(labels, probs, self.n_classes)
         info: dict = {"measure": self.measure}
-        if self.class_scores is not None:
-            quality = self._quality(c)
+        if class_scores is None or probs is None:
+            model = need_model(self, model, "to cross-validate per-class recall (or pass class_scores=)"
+                               if class_scores is None else "to predict classes (or pass probs=)")
+            if embeddings is None:
+                raise ValueError("ClassTargeted needs `embeddings=` to fit its model "
+                                 "(or pass class_scores= and probs=)")
+        if class_scores is not None:
+            quality = self._quality(class_scores, c)
             info["quality_source"] = "class_scores"
         else:
-            if len(labelled) == 0:
-                return random_batch(n, labels, rng, "no labels yet: per-class quality is unknown")
-            if len(np.unique(labelled)) < 2:
-                return random_batch(n, labels, rng, "all labels are one class: per-class recall is undefined")
+            fallback = cold_start_batch(n, labels, candidates, rng)
+            if fallback is not None:
+                return fallback
             quality = cv_recall(model, embeddings, labels, c, self.cv, int(rng.integers(2**31 - 1)))
             if np.isnan(quality).all():
                 quality = np.zeros(c)
@@ -156,12 +159,9 @@ class ClassTargeted(Selector):
                 folds = min(int(self.cv), int(np.bincount(labelled).max()))
                 info["quality_source"] = f"{folds}-fold cross-validated recall"
         if probs is None:
-            if embeddings is None:
-                raise ValueError("ClassTargeted needs `probs=` or `embeddings=` (to fit its model)")
             if len(labelled) == 0:
-                return random_batch(n, labels, rng, "no labels and no probs: nothing to predict classes with")
+                return random_batch(n, candidates, rng, "no labels and no probs: nothing to predict classes with")
             _, probs = fit_predict_proba(model, embeddings, labels, c)
-        candidates = unlabeled_indices(labels)
         p = probs[candidates]
         pred = p.argmax(axis=1)
         u = uncertainty(p, self.measure)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Selection, Selector, top_k, unlabeled_indices
+from .base import Selection, Selector, top_k
 from .registry import register
 
 MEASURES = ("least_confidence", "margin", "entropy")
@@ -34,8 +34,7 @@ class _Uncertainty(Selector):
     requires = ("probs",)
     measure: str
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        candidates = unlabeled_indices(labels)
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
         idx, scores = top_k(uncertainty(probs[candidates], self.measure), candidates, n, rng)
         return Selection(idx, scores)
 

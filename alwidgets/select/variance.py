@@ -6,21 +6,21 @@ ensemble of regressors (their spread) or from a Gaussian process (its
 posterior variance). Both grow away from the labelled data.
 
 Numeric targets do not fit the selector's integer ``labels`` contract, so
-they are passed as ``targets`` (float, NaN = unlabelled)::
+they are passed as the extra input ``targets`` (float, NaN = unlabelled) and
+``labels`` only mark which items are labelled (any class index, e.g. 0)::
 
-    Variance().select_regression(10, targets=y_with_nans, embeddings=X)
+    labels = np.where(np.isnan(y), -1, 0)
+    Variance().select(10, labels=labels, embeddings=X, targets=y)
 
-``select(n, labels=..., embeddings=...)`` also works: without ``targets`` the
-integer labels themselves are regressed on (meaningful for ordinal labels
-such as 1-5 ratings), with ``targets`` the ``labels`` only mark which items
-are labelled.
+Without ``targets`` the integer labels themselves are regressed on
+(meaningful for ordinal labels such as 1-5 ratings).
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
@@ -28,8 +28,8 @@ from sklearn.linear_model import BayesianRidge, ElasticNet, HuberRegressor, Lass
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .._validation import UNLABELED
-from .base import Selection, Selector, random_batch, top_k, unlabeled_indices
+from .._validation import UNLABELED, Interval, Options
+from .base import Selection, Selector, cold_start_batch, random_batch, top_k
 from .registry import register
 
 KINDS = ("ensemble", "gp")
@@ -116,20 +116,23 @@ class Variance(Selector):
     Parameters
     ----------
     kind : {"ensemble", "gp"}
-        ``"ensemble"``: variance across bootstrap copies of ``model``.
+        ``"ensemble"``: variance across bootstrap copies of the regressor.
         ``"gp"``: posterior variance of a Gaussian process (exact; best up
         to a few thousand labelled items; its kernel evaluation makes it
         slower on big pools, about 10 s for 100k x 512 items on 2 cores).
-    model : regressor, optional
-        Copied into the ensemble; default Ridge on standardised features.
     n_members : int
         Ensemble size.
-    targets : array (n_items,) of float, optional
-        Numeric target per item, NaN for unlabelled ones. Default: the
-        integer ``labels`` passed to ``select``, read as numbers.
 
     Notes
     -----
+    Per-call inputs of :meth:`select`: ``targets``, an array ``(n_items,)``
+    of floats, the numeric target per item (NaN for unlabelled ones; default:
+    the integer ``labels`` read as numbers); ``model``, the caller's
+    unfitted *regressor*, copied into the ensemble (without one, or when it
+    is a classifier, as in a classification loop with ordinal labels:
+    :func:`default_regressor`, Ridge on standardised features, named in
+    ``info["ensemble"]``).
+
     With fewer than two labelled items (or, for the ensemble, all labelled
     targets equal) there is no spread to measure: the batch is random and
     ``Selection.info`` says why.
@@ -141,25 +144,22 @@ class Variance(Selector):
     >>> X = np.linspace(0, 10, 21)[:, None]
     >>> y = np.full(21, np.nan)
     >>> y[[0, 1, 2, 3]] = [0.0, 0.4, 1.1, 1.4]           # labels only near x = 0
-    >>> sel = Variance(kind="gp").select_regression(1, targets=y, embeddings=X, random_state=0)
+    >>> labels = np.where(np.isnan(y), -1, 0)
+    >>> sel = Variance(kind="gp").select(1, labels=labels, embeddings=X, targets=y, random_state=0)
     >>> float(X[sel.indices[0], 0]) >= 9.0               # the far end is least pinned down
     True
     """
 
     requires = ("embeddings",)
+    accepts = ("targets",)
+    _parameter_constraints = {
+        "kind": [Options(KINDS, "kind")],
+        "n_members": [Interval(int, 2, None)],
+    }
 
-    def __init__(self, kind: str = "ensemble", model=None, n_members: int = 10, targets=None):
+    def __init__(self, kind: str = "ensemble", n_members: int = 10):
         self.kind = kind
-        self.model = model
         self.n_members = n_members
-        self.targets = targets
-
-    def select_regression(self, n, *, targets, embeddings, random_state=None) -> Selection:
-        """Pick ``n`` items given numeric ``targets`` (NaN = unlabelled)."""
-        t = self._check_targets(targets, None)
-        labels = np.where(np.isnan(t), UNLABELED, 0).astype(np.int64)
-        return clone(self).set_params(targets=t).select(n, labels=labels, embeddings=embeddings,
-                                                        random_state=random_state)
 
     @staticmethod
     def _check_targets(targets, n_items) -> np.ndarray:
@@ -175,32 +175,35 @@ class Variance(Selector):
             raise ValueError(f"targets has inf values in rows {np.flatnonzero(inf)[:10].tolist()}")
         return t
 
-    def _select(self, n, *, labels, embeddings, probs, rng):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown kind {self.kind!r}; choose from {', '.join(KINDS)}")
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, targets=None):
+        note = None
+        if model is not None and is_classifier(model):
+            # a classification loop's model (e.g. ordinal labels read as numbers): not a regressor
+            note = f"`model` {type(model).__name__} is a classifier; the default regressor is used"
+            model = None
         labelled = np.flatnonzero(labels != UNLABELED)
-        if self.targets is None:
+        if targets is None:
             y = labels.astype(np.float64)
             info = {"kind": self.kind, "targets": "integer labels read as numbers"}
         else:
-            y = self._check_targets(self.targets, len(labels))
+            y = self._check_targets(targets, len(labels))
             missing = labelled[np.isnan(y[labelled])]
             if len(missing):
                 raise ValueError(f"labelled rows {missing[:10].tolist()} have NaN targets")
             info = {"kind": self.kind, "targets": "numeric targets"}
-        if len(labelled) < 2:
-            return random_batch(n, labels, rng, "fewer than two labelled items: no predictive variance yet")
-        candidates = unlabeled_indices(labels)
+        fallback = cold_start_batch(n, labels, candidates, rng, min_labels=2, min_classes=1)
+        if fallback is not None:
+            return fallback
         X = embeddings   # validated by Selector.select
         if self.kind == "gp":
             var = gp_variance(X, y, labelled, X[candidates], rng)
         else:
             if np.ptp(y[labelled]) == 0:
-                return random_batch(n, labels, rng, "all labelled targets are equal: the ensemble cannot spread")
-            if int(self.n_members) < 2:
-                raise ValueError(f"n_members must be at least 2, got {self.n_members}")
-            model = default_regressor() if self.model is None else self.model
+                return random_batch(n, candidates, rng, "all labelled targets are equal: the ensemble cannot spread")
+            model = default_regressor() if model is None else model
             var = ensemble_variance(model, X, y, labelled, X[candidates], int(self.n_members), rng)
             info["ensemble"] = f"{self.n_members} bootstrap copies of {type(model).__name__}"
+            if note:
+                info["note"] = note
         idx, s = top_k(var, candidates, n, rng)
         return Selection(idx, s, info)

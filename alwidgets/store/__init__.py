@@ -1,8 +1,12 @@
-"""Labels are never lost: the SQLite label store.
+"""Labels are never lost: the label store (an SQLite file, or PostgreSQL for a team).
 
-See :class:`LabelStore` and ``docs/labels.md`` (where labels live, backups, resuming).
+See :class:`LabelStore`, :mod:`.io` (import/export), :mod:`.agreement` (annotators'
+agreement) and ``docs/labels.md`` (where labels live, leases, backups, teams).
 """
+from .agreement import agreement, annotators, cohen_kappa
 from .errors import (
+    LeaseConflictError,
+    StoreConnectionError,
     StoreCorruptError,
     StoreError,
     StoreFullError,
@@ -10,11 +14,11 @@ from .errors import (
     StoreMismatchError,
     StoreReadOnlyError,
 )
+from .io import ImportReport, export_labels, import_labels
 from .labelstore import (
     LABEL_COLUMNS,
     SOURCES,
     AttachReport,
-    ImportReport,
     LabelStore,
     check_classes,
     pool_fingerprint,
@@ -24,5 +28,6 @@ from .schema import SCHEMA_VERSION
 __all__ = [
     "LabelStore", "AttachReport", "ImportReport", "LABEL_COLUMNS", "SOURCES", "SCHEMA_VERSION",
     "StoreError", "StoreMismatchError", "StoreLockedError", "StoreReadOnlyError", "StoreFullError",
-    "StoreCorruptError", "check_classes", "pool_fingerprint",
+    "StoreCorruptError", "StoreConnectionError", "LeaseConflictError", "check_classes", "pool_fingerprint",
+    "import_labels", "export_labels", "agreement", "annotators", "cohen_kappa",
 ]

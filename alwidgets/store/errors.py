@@ -41,6 +41,27 @@ class StoreCorruptError(StoreError):
     """The file is not a readable SQLite label store."""
 
 
+class StoreConnectionError(StoreError):
+    """The database server could not be reached, or the connection was lost during a call.
+
+    Nothing from that call was acknowledged; the next call opens a new connection.
+    """
+
+
+class LeaseConflictError(StoreError):
+    """Items of a write belong to another session; nothing from the call was written.
+
+    ``conflicts`` maps each refused item id to the reason: leased to another live
+    session, relabelled by another session since this session was shown it, or (for
+    :meth:`~alwidgets.store.LabelStore.undo`) its current label was written by another
+    session. Retry without those items.
+    """
+
+    def __init__(self, message: str, path: str | None = None, conflicts: dict | None = None):
+        super().__init__(message, path)
+        self.conflicts = dict(conflicts or {})
+
+
 def _code(exc: sqlite3.Error) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     if isinstance(code, int):

@@ -1,10 +1,15 @@
-"""LabelStore: every label, undo, round and lease in one SQLite file that survives a dead kernel.
+"""LabelStore: every label, undo, payload, round and lease of one pool, in SQLite or PostgreSQL.
 
-Why SQLite: a single file next to the notebook, transactions (a label is
-acknowledged only after COMMIT), durability against a killed process (WAL
-journal, ``synchronous=FULL``), safe sharing by several kernels on one machine,
-and readable by any tool. History is append-only: a relabel or an undo adds a
-row and marks the previous one ``superseded_by`` it; triggers refuse anything else.
+Why SQLite by default: a single file next to the notebook, transactions (a
+label is acknowledged only after COMMIT), durability against a killed process
+(WAL journal, ``synchronous=FULL``), safe sharing by several kernels on one
+machine, and readable by any tool. A team on several machines points every
+session at one PostgreSQL database instead (``"postgresql://..."``): the same
+tables, rules and guarantees (see :mod:`.backends` and ``docs/labels.md``).
+
+History is append-only: a relabel or an undo adds a row and marks the previous
+one ``superseded_by`` it; triggers refuse anything else. Leases belong to a
+*session* (one per :class:`~alwidgets.Session`), not to an annotator name.
 """
 from __future__ import annotations
 
@@ -13,30 +18,32 @@ import hashlib
 import json
 import math
 import numbers
-import os
-import sqlite3
-import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.request import pathname2url
 
+from .._files import atomic_write
 from .._validation import duplicates
-from .errors import StoreError, StoreMismatchError, translate
+from .backends import open_backend
+from .errors import LeaseConflictError, StoreError, StoreMismatchError
 from .schema import migrate
 
-SOURCES = ("human", "accepted", "imported")
-"""Where a label came from: typed by a person, an accepted model suggestion, or an import."""
+SOURCES = ("human", "accepted", "imported", "simulated")
+"""Where a label came from: typed by a person, an accepted model suggestion, an import, or a simulated oracle."""
 
 LABEL_COLUMNS = ["item_id", "label", "annotator", "created_at", "seconds", "round", "source"]
-"""Columns of :meth:`LabelStore.labels_df` (``history=True`` adds ``label_id`` and ``superseded_by``)."""
+"""Columns of :meth:`LabelStore.labels_df`; ``history=True`` adds ``label_id, superseded_by, session, media_type``."""
 
-_RECORD_KEYS = {"item_id", "label", "seconds", "round", "source", "annotator"}
+HISTORY_COLUMNS = LABEL_COLUMNS + ["label_id", "superseded_by", "session", "media_type"]
+
+MAX_PAYLOAD_BYTES = 64 * 2**20
+"""Largest annotation payload one label row may carry (a PNG mask is a few kB)."""
+
+_RECORD_KEYS = {"item_id", "label", "seconds", "round", "source", "annotator", "payload", "media_type"}
 _CHUNK = 900  # bound parameters per IN (...) query
 
 
@@ -73,36 +80,8 @@ class AttachReport:
     matched_by: str = "fingerprint"
 
 
-@dataclass
-class ImportReport:
-    """Outcome of :meth:`LabelStore.import_labels`.
-
-    ``accepted`` rows were written (``replaced`` of them changed an existing
-    label); ``unchanged`` rows equalled the current label and were skipped, so
-    importing the same file twice adds nothing; ``rejected`` is a DataFrame with
-    columns ``row, item_id, label, reason`` (``row`` = 0-based data row; CSV line = row + 2).
-    """
-
-    accepted: int
-    replaced: int
-    unchanged: int
-    rejected: object
-    label_ids: list
-
-    def __str__(self) -> str:
-        text = (f"imported {self.accepted} labels ({self.replaced} replaced an earlier label), "
-                f"{self.unchanged} unchanged, {len(self.rejected)} rejected")
-        if len(self.rejected):
-            shown = self.rejected.head(10)
-            text += ":\n" + "\n".join(f"  row {r.row}: {r.item_id!r} -> {r.label!r}: {r.reason}"
-                                      for r in shown.itertuples())
-            if len(self.rejected) > len(shown):
-                text += f"\n  ... and {len(self.rejected) - len(shown)} more"
-        return text
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds")
 
 
 def _default_annotator() -> str:
@@ -112,44 +91,68 @@ def _default_annotator() -> str:
         return "anonymous"
 
 
+def _text_problem(value, *, blank_ok: bool = False) -> str | None:
+    """Why ``value`` cannot be a name in the store (None when it can); item ids may be blank (``blank_ok``)."""
+    if not isinstance(value, str) or not (value if blank_ok else value.strip()):
+        return "must be a non-empty string"
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _check_name(value, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    problem = _text_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}, got {_short(value)}")
     return value
 
 
 def _listing(values, limit: int = 10) -> str:
     values = list(values)
-    shown = ", ".join(repr(v) for v in values[:limit])
+    shown = ", ".join(_short(v, 60) for v in values[:limit])
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return f"[{shown}{more}]"
 
 
-def _check_ids(ids) -> list[str]:
+def _check_ids(ids, *, allow_empty: bool = False, what: str = "ids") -> list[str]:
+    """``ids`` as a list of valid item id strings (ValueError naming the bad ones)."""
     if isinstance(ids, (str, bytes)):
-        raise TypeError("ids must be a list of item id strings, not a single string")
-    ids = list(ids)
-    if not ids:
-        raise ValueError("ids is empty: a pool needs at least one item")
-    bad = [k for k, i in enumerate(ids) if not isinstance(i, str) or not i]
+        raise TypeError(f"{what} must be a list of item id strings, not the single string {_short(ids)}")
+    if isinstance(ids, Mapping):
+        raise TypeError(f"{what} must be a list of item id strings, not a {type(ids).__name__}")
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise TypeError(f"{what} must be a list of item id strings, got {type(ids).__name__}") from None
+    if not ids and not allow_empty:
+        raise ValueError(f"{what} is empty: a pool needs at least one item")
+    bad = [k for k, i in enumerate(ids) if _text_problem(i, blank_ok=True)]
     if bad:
         raise ValueError(f"item ids must be non-empty strings; positions {_listing(bad)} are not "
-                         f"(first: {ids[bad[0]]!r})")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
+                         f"(first: {_short(ids[bad[0]])}: {_text_problem(ids[bad[0]], blank_ok=True)})")
     return ids
 
 
 def check_classes(classes) -> list[str]:
     """Return ``classes`` as a list of unique, non-empty class names (ValueError naming the bad ones)."""
     if isinstance(classes, (str, bytes)):
-        raise TypeError(f"classes must be a list of names, not the single string {classes!r}")
+        raise TypeError(f"classes must be a list of names, not the single string {_short(classes)}")
     classes = list(classes)
     if not classes:
         raise ValueError("classes is empty: give at least one class name")
-    bad = [c for c in classes if not isinstance(c, str) or not c.strip()]
+    bad = [c for c in classes if _text_problem(c)]
     if bad:
-        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)}")
+        raise ValueError(f"class names must be non-empty strings; got {_listing(bad)} "
+                         f"({_short(bad[0], 40)} {_text_problem(bad[0])})")
     dups = sorted({c for c in classes if classes.count(c) > 1})
     if dups:
         raise ValueError(f"duplicate class names {_listing(dups)}")
@@ -160,7 +163,7 @@ def _seconds(value, where: str):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where}: seconds must be a number or None, got {value!r}")
+        raise ValueError(f"{where}: seconds must be a number or None, got {_short(value)}")
     value = float(value)
     if math.isnan(value):
         return None
@@ -184,47 +187,37 @@ def _json(obj, what: str) -> str:
     if not isinstance(obj, Mapping):
         raise TypeError(f"{what} must be a dict, got {type(obj).__name__}")
     try:
-        return json.dumps(dict(obj), default=default, sort_keys=True)
+        text = json.dumps(dict(obj), default=default, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what} must be JSON-serialisable: {e}") from None
-
-
-def _cell(value):
-    """A table cell as a string, or None when missing (None, NaN, empty)."""
-    if value is None:
-        return None
-    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        return str(int(value)) if value.is_integer() else str(value)
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
-    try:
-        import pandas as pd
-
-        if value is pd.NA or value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    text = str(value)
-    return text if text.strip() else None
+    return text
 
 
 class LabelStore:
-    """Append-only label history of one pool, in an SQLite file.
+    """Append-only label history of one pool, in an SQLite file or a PostgreSQL database.
+
+    Sessions and leases: every :class:`~alwidgets.Session` passes its own id
+    (``session=``) to :meth:`lease`, :meth:`release`, :meth:`add_labels` and
+    :meth:`undo`; items leased to one session are never handed to another
+    while the lease lives, and a session's write is refused with
+    :class:`LeaseConflictError` for items another session holds or relabelled
+    since this one was shown them.
 
     Parameters
     ----------
     path : str or Path
-        The store's file (created if missing; its folder must exist).
-        ``":memory:"`` gives a throw-away store and must be asked for explicitly.
+        The store's file (created if missing; its folder must exist),
+        ``":memory:"`` for a throw-away store (asked for explicitly), or a
+        PostgreSQL connection string ``"postgresql://user@host:port/db"``
+        (needs ``pip install 'alwidgets[postgres]'``).
     annotator : str, optional
         Name recorded with labels, rounds and leases; defaults to the OS user.
     timeout : float
-        Seconds to wait for another writer's lock before :class:`StoreLockedError`.
+        Seconds to wait for another writer's lock before :class:`StoreLockedError`
+        (and, on PostgreSQL, to connect).
     read_only : bool
-        Open without ever writing (e.g. to export a store another kernel is using).
+        Open without ever writing (e.g. to export a store another kernel is
+        using, or a backup in a read-only folder).
 
     Examples
     --------
@@ -237,52 +230,37 @@ class LabelStore:
     ...     _ = store.add_labels([{"item_id": "b", "label": "dog"}])
     ...     store.current_labels(), len(store.labels_df(history=True))
     ({'b': 'dog'}, 4)
+
+    Two sessions on one store:
+
+    >>> with LabelStore(":memory:") as store:
+    ...     _ = store.attach_pool(["a", "b", "c"], ["cat", "dog"])
+    ...     store.lease(["a", "b"], session="kernel-1"), store.lease(["b", "c"], session="kernel-2")
+    (['a', 'b'], ['c'])
     """
 
     def __init__(self, path, *, annotator=None, timeout: float = 10.0, read_only: bool = False):
         if path is None:
             raise TypeError("path is required: a file such as 'labels.db' (or ':memory:' for a throw-away store)")
         self.annotator = _check_name(_default_annotator() if annotator is None else annotator, "annotator")
-        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0 <= timeout < math.inf:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         self.timeout = float(timeout)
         self.read_only = bool(read_only)
         self._lock = threading.RLock()
-        self._conn = None
-        self._memory = isinstance(path, str) and path == ":memory:"
-        if self._memory:
-            self.path, target = ":memory:", ":memory:"
-        else:
-            p = Path(os.fspath(path)).expanduser().absolute()
-            if p.is_dir():
-                raise StoreError(f"{p} is a folder; give a file name such as {p / 'labels.db'}", str(p))
-            if not p.parent.is_dir():
-                raise StoreError(f"cannot create the label store {p}: folder {p.parent} does not exist", str(p))
-            if read_only and not p.exists():
-                raise StoreError(f"no label store at {p} (read_only=True never creates one)", str(p))
-            self.path = str(p)
-            target = f"file:{pathname2url(self.path)}?mode={'ro' if read_only else 'rwc'}"
+        self._db = None
+        db = open_backend(path, timeout=self.timeout, read_only=self.read_only)
+        self.path, self.backend = db.path, db.kind
         try:
-            conn = sqlite3.connect(target, uri=not self._memory, timeout=self.timeout,
-                                   isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise translate(e, self.path, "opening", self.timeout) from e
-        try:
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not self._memory and not read_only:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreError(f"{self.path}: could not switch the journal to WAL (got {mode!r}); "
-                                     f"is the file on a network filesystem?", self.path)
-            conn.execute("PRAGMA synchronous = FULL")
-            migrate(conn, self.path, read_only=read_only)
-        except sqlite3.Error as e:
-            conn.close()
-            raise translate(e, self.path, "opening", self.timeout) from e
+            migrate(db, read_only=self.read_only)
+        except db.errors as e:
+            err = db.translate(e, "opening")
+            db.close()
+            raise err from e
         except BaseException:
-            conn.close()
+            db.close()
             raise
-        self._conn = conn
+        self._db = db
 
     # ------------------------------------------------------------------ plumbing
     def __enter__(self):
@@ -292,83 +270,149 @@ class LabelStore:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (idempotent); every acknowledged label is already on disk."""
+        """Close the connection (idempotent); every acknowledged label is already committed."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def __repr__(self) -> str:
-        if self._conn is None:
+        if self._db is None:
             return f"LabelStore({self.path!r}, closed)"
         n_items = self._scalar("SELECT COUNT(*) FROM items WHERE in_pool = 1")
         n_labelled = self._scalar(
             "SELECT COUNT(*) FROM labels l JOIN items i USING (item_id) "
-            "WHERE l.superseded_by IS NULL AND l.class_id IS NOT NULL AND i.in_pool = 1")
+            "WHERE l.superseded_by IS NULL AND l.source <> 'undo' AND i.in_pool = 1")
         return (f"LabelStore({self.path!r}, items={n_items}, labelled={n_labelled}, "
                 f"classes={len(self.classes)}, annotator={self.annotator!r})")
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+    def _backend(self):
+        if self._db is None:
             raise StoreError(f"the label store {self.path} is closed", self.path)
-        return self._conn
+        return self._db
+
+    def _connection(self):
+        """The raw driver connection (sqlite3 or psycopg), for tests and diagnostics."""
+        db = self._backend()
+        db.ensure()
+        return db.conn
 
     @contextmanager
     def _transaction(self, action: str):
-        """One write transaction: BEGIN IMMEDIATE (take the write lock first), COMMIT or roll back."""
+        """One write transaction holding the store's write lock: COMMIT, or roll back and raise."""
         with self._lock:
-            conn = self._connection()
+            db = self._backend()
+            for attempt in (0, 1):
+                try:
+                    db.ensure()
+                    db.begin()
+                    break
+                except db.errors as e:  # a connection that died while idle: nothing was sent, so reconnect
+                    if attempt == 0 and db.is_disconnect(e):
+                        db.translate(e, action)  # closes it; ensure() opens a new one
+                        continue
+                    db.rollback()
+                    raise db.translate(e, action) from e
+            db.deferred = []
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise translate(e, self.path, action, self.timeout) from e
-            try:
-                yield conn
-                conn.execute("COMMIT")
+                yield db
+                with db.pipeline():  # the writes, the change counter and COMMIT: one round trip on PostgreSQL
+                    for sql, params, many in db.deferred:
+                        (db.executemany if many else db.execute)(sql, params)
+                    db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
+                    db.commit()
             except BaseException as e:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if isinstance(e, sqlite3.Error):
-                    raise translate(e, self.path, action, self.timeout) from e
+                db.rollback()
+                if isinstance(e, db.errors):
+                    raise db.translate(e, action) from e
                 raise
 
     def _query(self, sql: str, params=(), action: str = "reading"):
+        """Run a read; on PostgreSQL a lost connection is re-opened and the read retried once."""
         with self._lock:
-            conn = self._connection()
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as e:
-                raise translate(e, self.path, action, self.timeout) from e
+            db = self._backend()
+            for attempt in (0, 1):
+                try:
+                    db.ensure()
+                    return db.execute(sql, params).fetchall()
+                except db.errors as e:
+                    if attempt == 0 and db.is_disconnect(e):
+                        db.translate(e, action)  # closes the dead connection; ensure() opens a new one
+                        continue
+                    raise db.translate(e, action) from e
 
     def _scalar(self, sql: str, params=()):
         return self._query(sql, params)[0][0]
 
     @staticmethod
-    def _known_ids(conn, ids) -> set[str]:
+    def _known_ids(db, ids) -> set[str]:
         """The subset of ``ids`` that are items of the attached pool."""
         ids = list(dict.fromkeys(ids))
         found = set()
         for chunk, marks in _chunks(ids):
-            found.update(r[0] for r in conn.execute(
+            found.update(r[0] for r in db.execute(
                 f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
         return found
 
     @staticmethod
-    def _class_ids(conn) -> dict[str, int]:
-        return {name: cid for cid, name in conn.execute("SELECT class_id, name FROM classes ORDER BY class_id")}
+    def _require_known(ids, snap, doing: str) -> None:
+        unknown = [i for i in dict.fromkeys(ids) if i not in snap["known"]]
+        if unknown:
+            raise ValueError(f"{doing}: item ids not in the pool: {_listing(unknown)}; nothing was written")
 
     @staticmethod
-    def _meta(conn, key: str):
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def _class_ids(db) -> dict[str, int]:
+        return {name: cid for cid, name in db.execute("SELECT class_id, name FROM classes ORDER BY class_id")}
+
+    @staticmethod
+    def _meta(db, key: str):
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     @staticmethod
-    def _set_meta(conn, key: str, value) -> None:
-        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
-                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, str(value)))
+    def _set_meta(db, key: str, value) -> None:
+        db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, str(value)))
+
+    @staticmethod
+    def _snapshot(db, items, *, leases=False, rounds=()) -> dict:
+        """Everything a write needs to decide, read in one pipeline (one round trip on PostgreSQL):
+        ``known`` ids of ``items`` in the pool, ``class_ids``, the ``rounds`` that exist, the items'
+        current rows (``heads``: label_id, class_id, session, payload, media_type, source), with
+        ``leases=True`` every lease row of the items, live or not (item, session, annotator,
+        expires_at, after_label), and ``last``, the newest label row id."""
+        items = list(dict.fromkeys(items))
+        queries = [("SELECT class_id, name FROM classes ORDER BY class_id", ()),
+                   ("SELECT COALESCE(MAX(label_id), 0) FROM labels", ())]
+        rounds = sorted(set(rounds))
+        if rounds:
+            queries.append((f"SELECT round_id FROM rounds WHERE round_id IN ({','.join('?' * len(rounds))})",
+                            rounds))
+        chunks = list(_chunks(items))
+        for chunk, marks in chunks:
+            queries.append((f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
+            queries.append(("SELECT item_id, label_id, class_id, session, payload, media_type, source FROM labels "
+                            f"WHERE superseded_by IS NULL AND item_id IN ({marks})", chunk))
+            if leases:
+                queries.append(("SELECT item_id, session, annotator, expires_at, after_label FROM leases "
+                                f"WHERE item_id IN ({marks})", chunk))
+        with db.pipeline():
+            cursors = [db.execute(sql, params) for sql, params in queries]
+            results = [c.fetchall() for c in cursors]
+        snap = {"class_ids": {name: cid for cid, name in results[0]}, "last": int(results[1][0][0]),
+                "rounds": {r[0] for r in results[2]} if rounds else set(), "known": set(), "heads": {},
+                "leases": []}
+        k = 3 if rounds else 2
+        per = 3 if leases else 2
+        for c in range(len(chunks)):
+            block = results[k + per * c: k + per * (c + 1)]
+            snap["known"].update(r[0] for r in block[0])
+            for row in block[1]:
+                snap["heads"][row[0]] = (row[1], row[2], row[3], None if row[4] is None else bytes(row[4]),
+                                         row[5], row[6])
+            if leases:
+                snap["leases"] += [tuple(r) for r in block[2]]
+        return snap
 
     # ------------------------------------------------------------------ pool and classes
     @property
@@ -382,6 +426,26 @@ class LabelStore:
         rows = self._query("SELECT value FROM meta WHERE key = 'pool_fingerprint'")
         return rows[0][0] if rows else None
 
+    @property
+    def item_ids(self) -> list[str]:
+        """Ids of the attached pool's items (sorted)."""
+        return sorted(r[0] for r in self._query("SELECT item_id FROM items WHERE in_pool = 1"))
+
+    @property
+    def changes(self) -> int:
+        """A counter that grows with every committed write, by any process or connection.
+
+        Cheap to read (one tiny query): cache :meth:`current_labels` and read it
+        again only when ``changes`` moved.
+
+        >>> with LabelStore(":memory:") as s:
+        ...     _ = s.attach_pool(["a"], ["x"]); before = s.changes
+        ...     _ = s.add_labels([{"item_id": "a", "label": "x"}])
+        ...     s.changes > before
+        True
+        """
+        return int(self._scalar("SELECT n FROM changes WHERE id = 1"))
+
     def attach_pool(self, ids, classes=None, *, match: str = "fingerprint") -> AttachReport:
         """Bind the store to a pool: record its ids and classes the first time, check them later.
 
@@ -394,37 +458,40 @@ class LabelStore:
         if match not in ("fingerprint", "ids"):
             raise ValueError(f"match must be 'fingerprint' or 'ids', got {match!r}")
         ids = _check_ids(ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate item ids {_listing(duplicates(ids))}")
         classes = None if classes is None else check_classes(classes)
         fp = pool_fingerprint(ids)
-        with self._transaction("attaching the pool") as conn:
-            stored_fp = self._meta(conn, "pool_fingerprint")
+        with self._transaction("attaching the pool") as db:
+            stored_fp = self._meta(db, "pool_fingerprint")
             if stored_fp is None:
                 if classes is None:
                     raise ValueError("classes are needed the first time a pool is attached to a store")
             elif stored_fp != fp:
-                n_stored = conn.execute("SELECT COUNT(*) FROM items WHERE in_pool = 1").fetchone()[0]
+                n_stored = db.execute("SELECT COUNT(*) FROM items WHERE in_pool = 1").fetchone()[0]
                 if match == "fingerprint":
-                    common = len(self._known_ids(conn, ids))
+                    common = len(self._known_ids(db, ids))
                     raise StoreMismatchError(
                         f"the label store {self.path} belongs to a different pool: it has {n_stored} items "
                         f"(fingerprint {stored_fp[:12]}), this pool has {len(ids)} items (fingerprint {fp[:12]}), "
                         f"{common} ids in common. Use another store file for this pool, or attach by matching "
                         f"item ids with match='ids' (labels of ids missing from this pool are kept and reported).",
                         self.path)
-                conn.execute("UPDATE items SET in_pool = 0 WHERE in_pool = 1")
+                db.execute("UPDATE items SET in_pool = 0 WHERE in_pool = 1")
             if stored_fp != fp:  # a new pool, or another one attached by ids
-                conn.executemany("INSERT INTO items(item_id, in_pool) VALUES (?, 1) "
-                                 "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1", ((i,) for i in ids))
-            new_classes = self._extend_classes(conn, classes)
+                db.executemany("INSERT INTO items(item_id, in_pool) VALUES (?, 1) "
+                               "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1", ((i,) for i in ids))
+            new_classes = self._extend_classes(db, classes)
             if stored_fp != fp:
-                self._set_meta(conn, "pool_fingerprint", fp)
-                self._set_meta(conn, "n_items", len(ids))
-                conn.execute("INSERT INTO pools(fingerprint, n_items, match, attached_at) VALUES (?, ?, ?, ?)",
-                             (fp, len(ids), "fingerprint" if stored_fp is None else match, _now_iso()))
-            heads = conn.execute(
+                self._set_meta(db, "pool_fingerprint", fp)
+                self._set_meta(db, "n_items", len(ids))
+                db.execute("INSERT INTO pools(pool_id, fingerprint, n_items, match, attached_at) "
+                           "VALUES ((SELECT COALESCE(MAX(pool_id), 0) + 1 FROM pools), ?, ?, ?, ?)",
+                           (fp, len(ids), "fingerprint" if stored_fp is None else match, _iso(db.now())))
+            heads = db.execute(
                 "SELECT l.item_id, i.in_pool FROM labels l JOIN items i USING (item_id) "
-                "WHERE l.superseded_by IS NULL AND l.class_id IS NOT NULL ORDER BY l.item_id").fetchall()
-        orphaned = [i for i, in_pool in heads if not in_pool]
+                "WHERE l.superseded_by IS NULL AND l.source <> 'undo'").fetchall()
+        orphaned = sorted(i for i, in_pool in heads if not in_pool)
         report = AttachReport(fingerprint=fp, n_items=len(ids), n_labelled=len(heads) - len(orphaned),
                               new_classes=new_classes, orphaned=orphaned,
                               matched_by=match if stored_fp not in (None, fp) else "fingerprint")
@@ -434,10 +501,10 @@ class LabelStore:
                           UserWarning, stacklevel=2)
         return report
 
-    def _extend_classes(self, conn, classes) -> list[str]:
+    def _extend_classes(self, db, classes) -> list[str]:
         if classes is None:
             return []
-        stored = list(self._class_ids(conn))
+        stored = list(self._class_ids(db))
         if classes[:len(stored)] != stored:
             missing = [c for c in stored if c not in classes]
             if missing:
@@ -449,134 +516,293 @@ class LabelStore:
                 f"classes are in a different order than in the label store {self.path}: stored {stored}, "
                 f"given {classes}; keep the stored order and append new classes at the end.", self.path)
         new = classes[len(stored):]
-        conn.executemany("INSERT INTO classes(name) VALUES (?)", ((c,) for c in new))
+        for name in new:
+            db.execute("INSERT INTO classes(class_id, name) "
+                       "VALUES ((SELECT COALESCE(MAX(class_id), 0) + 1 FROM classes), ?)", (name,))
         return new
 
     # ------------------------------------------------------------------ labels
-    def add_labels(self, records) -> list[int]:
-        """Save labels in one transaction; returns their row ids only after COMMIT.
-
-        ``records`` is an iterable of dicts ``{item_id, label, seconds=None,
-        round=None, source="human"|"accepted"|"imported", annotator=None}``
-        (``label`` is a class name). Everything is validated first: unknown ids,
-        classes or rounds raise ValueError naming them, and nothing is written.
-        """
+    def _records(self, records) -> list[tuple]:
+        """Validate ``records`` (no database needed); ValueError listing every problem."""
         if isinstance(records, Mapping):
             records = [records]
         elif hasattr(records, "to_dict") and hasattr(records, "columns"):
             records = records.to_dict("records")
+        elif isinstance(records, (str, bytes)) or not hasattr(records, "__iter__"):
+            raise TypeError(f"records must be a list of dicts, got {type(records).__name__}")
         rows, problems = [], []
         for k, rec in enumerate(records):
             if not isinstance(rec, Mapping):
-                problems.append(f"record {k} is not a dict: {rec!r}")
+                problems.append(f"record {k} is not a dict: {_short(rec)}")
                 continue
             extra = set(rec) - _RECORD_KEYS
             if extra:
-                problems.append(f"record {k} has unknown keys {sorted(extra)} (allowed: {sorted(_RECORD_KEYS)})")
+                problems.append(f"record {k} has unknown keys {_listing(sorted(map(str, extra)))} "
+                                f"(allowed: {sorted(_RECORD_KEYS)})")
             item_id, label = rec.get("item_id"), rec.get("label")
-            if not isinstance(item_id, str) or not item_id:
-                problems.append(f"record {k}: item_id must be a non-empty string, got {item_id!r}")
-            if not isinstance(label, str) or not label.strip():
-                problems.append(f"record {k}: label must be a class name, got {label!r}")
+            payload, media_type = rec.get("payload"), rec.get("media_type")
+            if _text_problem(item_id, blank_ok=True):
+                problems.append(f"record {k}: item_id {_text_problem(item_id, blank_ok=True)}, got {_short(item_id)}")
+            if payload is not None:
+                if not isinstance(payload, (bytes, bytearray, memoryview)):
+                    problems.append(f"record {k}: payload must be bytes, got {type(payload).__name__}")
+                    payload = None
+                else:
+                    payload = bytes(payload)
+                    if len(payload) > MAX_PAYLOAD_BYTES:
+                        problems.append(f"record {k}: payload of {len(payload)} bytes is larger than "
+                                        f"{MAX_PAYLOAD_BYTES} bytes")
+                if _text_problem(media_type) or "/" not in str(media_type):
+                    problems.append(f"record {k}: a payload needs a media_type such as 'image/png', "
+                                    f"got {_short(media_type)}")
+            elif media_type is not None:
+                problems.append(f"record {k}: media_type {_short(media_type)} given without a payload")
+            if label is None and payload is None:
+                problems.append(f"record {k}: label must be a class name (or give a payload), got None")
+            elif label is not None and _text_problem(label):
+                problems.append(f"record {k}: label must be a class name, got {_short(label)} "
+                                f"(it {_text_problem(label).replace('must be', 'is not')})")
             source = rec.get("source") or "human"
             if source not in SOURCES:
-                problems.append(f"record {k}: source must be one of {SOURCES}, got {source!r}")
+                problems.append(f"record {k}: source must be one of {SOURCES}, got {_short(source)}")
             annotator = rec.get("annotator") or self.annotator
-            if not isinstance(annotator, str) or not annotator.strip():
-                problems.append(f"record {k}: annotator must be a non-empty string, got {annotator!r}")
+            if _text_problem(annotator):
+                problems.append(f"record {k}: annotator {_text_problem(annotator)}, got {_short(annotator)}")
             rnd = rec.get("round")
             if rnd is not None and (isinstance(rnd, bool) or not isinstance(rnd, numbers.Integral)):
-                problems.append(f"record {k}: round must be an int from start_round() or None, got {rnd!r}")
+                problems.append(f"record {k}: round must be an int from start_round() or None, got {_short(rnd)}")
             try:
                 seconds = _seconds(rec.get("seconds"), f"record {k}")
             except ValueError as e:
                 problems.append(str(e))
                 seconds = None
-            rows.append((item_id, label, seconds, None if rnd is None else int(rnd), source, annotator))
+            rows.append((item_id, label, seconds, None if rnd is None else int(rnd), source, annotator,
+                         payload, media_type if payload is not None else None))
         if problems:
             raise ValueError("cannot save labels, nothing was written:\n  " + "\n  ".join(problems[:20])
                              + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""))
+        return rows
+
+    def add_labels(self, records, *, session: str | None = None, skip_unchanged: bool = False) -> list:
+        """Save labels in one transaction; returns their row ids only after COMMIT.
+
+        ``records`` is an iterable of dicts ``{item_id, label, seconds=None,
+        round=None, source="human"|"accepted"|"imported"|"simulated",
+        annotator=None, payload=None, media_type=None}`` (``label`` is a class
+        name; ``payload`` optional bytes such as a PNG mask, with its
+        ``media_type``; a record may carry a payload and ``label=None``).
+        Everything is validated first: unknown ids, classes or rounds raise
+        ValueError naming them, and nothing is written.
+
+        ``session`` (the writing session's id) is recorded on each row and
+        enforces the leases: if any item is leased to another live session, or
+        its current label was written by another session after this session's
+        lease on it was granted (relabelled since shown), :class:`LeaseConflictError`
+        is raised *before* anything is written; its ``conflicts`` maps those
+        ids to the reason, so the caller can retry without them. A record equal
+        to the current label written by the same session is not stored again
+        (its existing row id is returned): resubmitting after a lost
+        acknowledgement is safe.
+
+        ``skip_unchanged=True`` skips records equal to the item's current label
+        (their id is ``None``), as imports do.
+        """
+        rows = self._records(records)
+        if session is not None:
+            session = _check_name(session, "session")
         if not rows:
             return []
-        with self._transaction("saving labels") as conn:
-            class_ids = self._validate(conn, rows)
-            return self._insert(conn, [(i, class_ids[lab], s, r, src, a) for i, lab, s, r, src, a in rows])
+        with self._transaction("saving labels") as db:
+            items = [r[0] for r in rows]
+            snap = self._snapshot(db, items, leases=session is not None,
+                                  rounds=[r[3] for r in rows if r[3] is not None])
+            now = db.now()  # read with the write lock, in the snapshot's round trip
+            class_ids = self._validate(rows, snap)
+            heads = dict(snap["heads"])
+            if session is not None:
+                conflicts = self._conflicts(items, session, snap, now)
+                if conflicts:
+                    raise LeaseConflictError(
+                        f"not saved: {len(conflicts)} of {len(set(items))} items belong to another session "
+                        f"({'; '.join(f'{_short(i, 40)}: {why}' for i, why in list(conflicts.items())[:5])}"
+                        f"{' ...' if len(conflicts) > 5 else ''}); nothing from this call was written. "
+                        f"Save the others again without them.", self.path, conflicts)
+            out, write = [], []  # out: ("new", index into write) or ("old", existing id or None)
+            for item_id, label, seconds, rnd, source, annotator, payload, media_type in rows:
+                cid = None if label is None else class_ids[label]
+                head = heads.get(item_id)
+                same = head is not None and head[5] != "undo" and head[1] == cid and head[3] == payload
+                if same and skip_unchanged:
+                    out.append(("old", None))
+                elif same and session is not None and head[2] == session:
+                    out.append(head[0] if isinstance(head[0], tuple) else ("old", head[0]))
+                else:
+                    out.append(("new", len(write)))
+                    write.append((item_id, cid, seconds, rnd, source, annotator, session, payload, media_type))
+                    heads[item_id] = (out[-1], cid, session, payload, media_type, source)  # a repeat in this call
+            new_ids = self._insert(db, write, now, snap) if write else []
+        return [new_ids[v] if kind == "new" else v for kind, v in out]
 
-    def _validate(self, conn, rows) -> dict[str, int]:
+    @staticmethod
+    def _validate(rows, snap) -> dict[str, int]:
         """Raise ValueError naming unknown ids, classes or rounds of ``rows``; returns the class ids by name."""
         problems = []
-        ids = [r[0] for r in rows]
-        known = self._known_ids(conn, ids)
-        unknown = [i for i in dict.fromkeys(ids) if i not in known]
+        unknown = [i for i in dict.fromkeys(r[0] for r in rows) if i not in snap["known"]]
         if unknown:
             problems.append(f"item ids not in the pool: {_listing(unknown)}")
-        class_ids = self._class_ids(conn)
-        bad = [c for c in dict.fromkeys(r[1] for r in rows) if c not in class_ids]
+        class_ids = snap["class_ids"]
+        bad = [c for c in dict.fromkeys(r[1] for r in rows) if c is not None and c not in class_ids]
         if bad:
             problems.append(f"unknown classes {_listing(bad)} (known: {list(class_ids)})")
-        rounds = {r[3] for r in rows if r[3] is not None}
-        if rounds:
-            marks = ",".join("?" * len(rounds))
-            have = {r[0] for r in conn.execute(f"SELECT round_id FROM rounds WHERE round_id IN ({marks})",
-                                               sorted(rounds))}
-            if rounds - have:
-                problems.append(f"unknown rounds {sorted(rounds - have)} (start them with start_round())")
+        missing = sorted({r[3] for r in rows if r[3] is not None} - snap["rounds"])
+        if missing:
+            problems.append(f"unknown rounds {missing} (start them with start_round())")
         if problems:
             raise ValueError("cannot save labels, nothing was written: " + "; ".join(problems))
         return class_ids
 
     @staticmethod
-    def _insert(conn, rows) -> list[int]:
-        """Append rows ``(item_id, class_id or None, seconds, round, source, annotator)``; caller holds the lock."""
-        next_id = conn.execute("SELECT COALESCE(MAX(label_id), 0) + 1 FROM labels").fetchone()[0]
-        now, out = _now_iso(), []
-        for item_id, class_id, seconds, rnd, source, annotator in rows:
-            conn.execute("UPDATE labels SET superseded_by = ? WHERE item_id = ? AND superseded_by IS NULL",
-                         (next_id, item_id))
-            conn.execute(
-                "INSERT INTO labels(label_id, item_id, class_id, annotator, created_at, seconds, round_id, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (next_id, item_id, class_id, annotator, now, seconds, rnd, "undo" if class_id is None else source))
-            out.append(next_id)
-            next_id += 1
-        conn.executemany("DELETE FROM leases WHERE item_id = ?", ((r[0],) for r in rows if r[1] is not None))
+    def _conflicts(items, session, snap, now) -> dict[str, str]:
+        """Why ``session`` may not write each of ``items`` (absent = it may)."""
+        held, mine = {}, {}
+        for item_id, holder, annotator, expires_at, after in snap["leases"]:
+            if holder == session:
+                mine[item_id] = after
+            elif expires_at > now:
+                held[item_id] = (annotator, expires_at)
+        out = {}
+        for item_id in dict.fromkeys(items):
+            if item_id in held:
+                annotator, expires_at = held[item_id]
+                out[item_id] = (f"leased to another session (annotator {annotator!r}) for "
+                                f"{max(0.0, expires_at - now):.0f} more s")
+                continue
+            head = snap["heads"].get(item_id)
+            if head is not None and item_id in mine and head[2] != session and head[0] > mine[item_id]:
+                out[item_id] = ("relabelled by another session since this session was shown it"
+                                if head[5] != "undo" else "its label was retracted by another session since "
+                                                           "this session was shown it")
         return out
 
-    def undo(self, item_id: str, annotator: str | None = None) -> int:
-        """Retract the current label of ``item_id`` by appending an undo row; returns its row id."""
-        annotator = self.annotator if annotator is None else _check_name(annotator, "annotator")
-        with self._transaction("undoing a label") as conn:
-            if not self._known_ids(conn, [item_id]):
-                raise ValueError(f"item id {item_id!r} is not in the pool")
-            head = conn.execute("SELECT class_id FROM labels WHERE item_id = ? AND superseded_by IS NULL",
-                                (item_id,)).fetchone()
-            if head is None or head[0] is None:
-                raise ValueError(f"item {item_id!r} has no label to undo")
-            return self._insert(conn, [(item_id, None, None, None, "undo", annotator)])[0]
+    @staticmethod
+    def _insert(db, rows, now: float, snap: dict) -> list[int]:
+        """Append rows ``(item_id, class_id, seconds, round, source, annotator, session, payload, media_type)``
+        (``class_id`` and ``payload`` None = an undo) after ``snap`` (:meth:`_snapshot` of their items);
+        ends the leases on labelled items. Returns the new row ids; the writes run at COMMIT.
 
-    def current_labels(self) -> dict[str, str]:
-        """``item_id -> class name``: the latest label of every labelled item of the attached pool."""
+        Two batched statements whatever the number of rows: the items' current rows are pointed at
+        their first new row, then the new rows are inserted with ``superseded_by`` already set where a
+        later row of this call replaces them.
+        """
+        ids = list(range(snap["last"] + 1, snap["last"] + 1 + len(rows)))
+        first, after, last_row = {}, [None] * len(rows), {}
+        for k, r in enumerate(rows):
+            first.setdefault(r[0], ids[k])
+            if r[0] in last_row:
+                after[last_row[r[0]]] = ids[k]
+            last_row[r[0]] = k
+        supersede = [(first[i], snap["heads"][i][0]) for i in first if i in snap["heads"]]
+        if supersede:
+            db.deferred.append(("UPDATE labels SET superseded_by = ? WHERE label_id = ?", supersede, True))
+        created = _iso(now)
+        db.deferred.append((
+            "INSERT INTO labels(label_id, item_id, class_id, annotator, session, created_at, seconds, round_id, "
+            "source, payload, media_type, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(ids[k], item_id, class_id, annotator, session, created, seconds, rnd,
+              "undo" if class_id is None and payload is None else source, payload, media_type, after[k])
+             for k, (item_id, class_id, seconds, rnd, source, annotator, session, payload, media_type)
+             in enumerate(rows)], True))
+        labelled = list(dict.fromkeys(r[0] for r in rows if r[1] is not None or r[7] is not None))
+        for chunk, marks in _chunks(labelled):  # labelling ends every live lease; the rows stay as evidence
+            db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE expires_at > ? AND item_id IN ({marks})",
+                                [now, now, *chunk], False))
+        return ids
+
+    def undo(self, item_id: str, *, session: str | None = None, annotator: str | None = None) -> int:
+        """Retract the current label of ``item_id`` by appending an undo row; returns its row id.
+
+        With ``session``, only a label that session wrote can be retracted: if the
+        current label was written by another session (or without one),
+        :class:`LeaseConflictError` is raised and nothing is written. Without
+        ``session`` (tools, scripts) the current label is retracted whoever wrote it.
+        ValueError when the item has no label.
+        """
+        _check_ids([item_id], what="item_id")
+        annotator = self.annotator if annotator is None else _check_name(annotator, "annotator")
+        if session is not None:
+            session = _check_name(session, "session")
+        with self._transaction("undoing a label") as db:
+            snap = self._snapshot(db, [item_id])
+            now = db.now()
+            if item_id not in snap["known"]:
+                raise ValueError(f"item id {_short(item_id)} is not in the pool")
+            head = snap["heads"].get(item_id)
+            if head is None or head[5] == "undo":
+                raise ValueError(f"item {_short(item_id)} has no label to undo")
+            if session is not None and head[2] != session:
+                why = "its current label was written by another session" if head[2] else \
+                    "its current label was written outside any session (an import or a script)"
+                raise LeaseConflictError(f"cannot undo {_short(item_id)}: {why}; this session can only retract "
+                                         f"its own labels. Nothing was written.", self.path, {item_id: why})
+            return self._insert(db, [(item_id, None, None, None, "undo", annotator, session, None, None)],
+                                now, snap)[0]
+
+    def current_labels(self) -> dict:
+        """``item_id -> class name``: the latest label of every labelled item of the attached pool.
+
+        An item whose latest record carries only a payload maps to ``None``;
+        see :meth:`payload`. Check :attr:`changes` to know when to read again.
+        """
         rows = self._query(
-            "SELECT l.item_id, c.name FROM labels l JOIN classes c USING (class_id) JOIN items i USING (item_id) "
-            "WHERE l.superseded_by IS NULL AND i.in_pool = 1 ORDER BY l.label_id")
+            "SELECT l.item_id, c.name FROM labels l LEFT JOIN classes c USING (class_id) "
+            "JOIN items i USING (item_id) WHERE l.superseded_by IS NULL AND l.source <> 'undo' AND i.in_pool = 1 "
+            "ORDER BY l.label_id")
         return dict(rows)
+
+    def payload(self, item_id: str, *, label_id: int | None = None):
+        """``(bytes, media_type)`` of the current label of ``item_id`` (or of history row ``label_id``);
+        ``None`` when it carries no payload or the item has no label.
+
+        >>> with LabelStore(":memory:") as s:
+        ...     _ = s.attach_pool(["a"], ["road", "sky"])
+        ...     _ = s.add_labels([{"item_id": "a", "label": "road", "payload": b"PNG..", "media_type": "image/png"}])
+        ...     s.payload("a")
+        (b'PNG..', 'image/png')
+        """
+        _check_ids([item_id], what="item_id")
+        if label_id is None:
+            rows = self._query("SELECT payload, media_type, source FROM labels "
+                               "WHERE item_id = ? AND superseded_by IS NULL", (item_id,))
+        else:
+            if isinstance(label_id, bool) or not isinstance(label_id, numbers.Integral):
+                raise TypeError(f"label_id must be an int from labels_df(history=True), got {_short(label_id)}")
+            rows = self._query("SELECT payload, media_type, source FROM labels WHERE item_id = ? AND label_id = ?",
+                               (item_id, int(label_id)))
+            if not rows:
+                raise ValueError(f"no label row {label_id} for item {_short(item_id)}")
+        if not rows or rows[0][0] is None:
+            return None
+        return bytes(rows[0][0]), rows[0][1]
 
     def labels_df(self, history: bool = False):
         """Labels as a DataFrame with columns ``item_id, label, annotator, created_at, seconds, round, source``.
 
         ``history=False``: one row per labelled item of the pool (its current
         label). ``history=True``: every row ever written, undos included
-        (``label`` None, ``source`` "undo"), plus ``label_id`` and ``superseded_by``.
+        (``label`` None, ``source`` "undo"), plus ``label_id``,
+        ``superseded_by``, ``session`` (who wrote it; None before schema v2 or
+        outside a session) and ``media_type`` (of its payload, if any).
         """
         import pandas as pd
 
-        where = "" if history else "WHERE l.superseded_by IS NULL AND l.class_id IS NOT NULL AND i.in_pool = 1"
+        where = "" if history else "WHERE l.superseded_by IS NULL AND l.source <> 'undo' AND i.in_pool = 1"
         rows = self._query(
             "SELECT l.item_id, c.name, l.annotator, l.created_at, l.seconds, l.round_id, l.source, "
-            "l.label_id, l.superseded_by FROM labels l LEFT JOIN classes c USING (class_id) "
+            "l.label_id, l.superseded_by, l.session, l.media_type FROM labels l LEFT JOIN classes c USING (class_id) "
             f"JOIN items i USING (item_id) {where} ORDER BY l.label_id")
-        df = pd.DataFrame.from_records(rows, columns=LABEL_COLUMNS + ["label_id", "superseded_by"])
-        df["label"] = pd.Series([r[1] for r in rows], dtype=object)  # None (not NaN) for undo rows
+        df = pd.DataFrame.from_records(rows, columns=HISTORY_COLUMNS)
+        for col, k in (("label", 1), ("session", 9), ("media_type", 10)):
+            df[col] = pd.Series([r[k] for r in rows], dtype=object)  # None (not NaN) when missing
         df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")
         df["seconds"] = df["seconds"].astype("float64")
         df["round"] = df["round"].astype("Int64")
@@ -591,22 +817,26 @@ class LabelStore:
         if not isinstance(model, str):
             raise TypeError(f"model must be a string describing the model, got {type(model).__name__}")
         params_json = _json(params, "params")
-        with self._transaction("starting a round") as conn:
-            cur = conn.execute("INSERT INTO rounds(strategy, params, model, annotator, started_at) "
-                               "VALUES (?, ?, ?, ?, ?)", (strategy, params_json, model, self.annotator, _now_iso()))
-            return cur.lastrowid
+        with self._transaction("starting a round") as db:
+            rid = db.execute("SELECT COALESCE(MAX(round_id), 0) + 1 FROM rounds").fetchone()[0]
+            db.execute("INSERT INTO rounds(round_id, strategy, params, model, annotator, started_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (rid, strategy, params_json, model, self.annotator,
+                                                     _iso(db.now())))
+            return int(rid)
 
     def finish_round(self, round_id: int, metrics: dict | None = None, timings: dict | None = None) -> None:
         """Record a round's metrics (e.g. accuracy) and timings (seconds per step); once per round."""
         metrics_json, timings_json = _json(metrics, "metrics"), _json(timings, "timings")
-        with self._transaction("finishing a round") as conn:
-            row = conn.execute("SELECT finished_at FROM rounds WHERE round_id = ?", (round_id,)).fetchone()
+        if isinstance(round_id, bool) or not isinstance(round_id, numbers.Integral):
+            raise ValueError(f"unknown round {round_id!r} (start it with start_round())")
+        with self._transaction("finishing a round") as db:
+            row = db.execute("SELECT finished_at FROM rounds WHERE round_id = ?", (int(round_id),)).fetchone()
             if row is None:
                 raise ValueError(f"unknown round {round_id!r} (start it with start_round())")
             if row[0] is not None:
                 raise ValueError(f"round {round_id} was already finished at {row[0]}")
-            conn.execute("UPDATE rounds SET metrics = ?, timings = ?, finished_at = ? WHERE round_id = ?",
-                         (metrics_json, timings_json, _now_iso(), round_id))
+            db.execute("UPDATE rounds SET metrics = ?, timings = ?, finished_at = ? WHERE round_id = ?",
+                       (metrics_json, timings_json, _iso(db.now()), int(round_id)))
 
     def rounds_df(self):
         """One row per round: ``round, strategy, params, model, metrics, timings, annotator,
@@ -615,7 +845,7 @@ class LabelStore:
 
         rows = self._query(
             "SELECT r.round_id, r.strategy, r.params, r.model, r.metrics, r.timings, r.annotator, r.started_at, "
-            "r.finished_at, (SELECT COUNT(*) FROM labels l WHERE l.round_id = r.round_id AND l.class_id IS NOT NULL) "
+            "r.finished_at, (SELECT COUNT(*) FROM labels l WHERE l.round_id = r.round_id AND l.source <> 'undo') "
             "FROM rounds r ORDER BY r.round_id")
         cols = ["round", "strategy", "params", "model", "metrics", "timings", "annotator", "started_at",
                 "finished_at", "n_labels"]
@@ -628,307 +858,153 @@ class LabelStore:
         df["n_labels"] = df["n_labels"].astype("int64")
         return df
 
-    # ------------------------------------------------------------------ several annotators
-    def lease(self, item_ids, annotator: str | None = None, ttl: float = 600) -> list[str]:
-        """Hand items to ``annotator`` for ``ttl`` seconds; returns the ids now leased to them.
+    # ------------------------------------------------------------------ sessions and leases
+    def lease(self, item_ids, *, session: str, annotator: str | None = None, ttl: float = 600) -> list[str]:
+        """Hand items to ``session`` for ``ttl`` seconds; returns the ids now leased to it (in the given order).
 
-        Skips items already labelled or leased by someone else (until their
-        lease expires), so two kernels on one store never label the same item
-        by accident. Leasing again renews; labelling an item ends its lease.
+        Skips items already labelled and items leased to another session until
+        that lease expires, so two sessions (two kernels of one user, or two
+        people sharing a login) are never shown the same item while a lease
+        lives. Leasing again renews. Labelling an item ends its lease.
+        ``annotator`` (default the store's) is recorded to say who holds it.
+        Unknown or malformed ids raise ValueError and nothing is leased.
         """
+        session = _check_name(session, "session")
         annotator = self.annotator if annotator is None else _check_name(annotator, "annotator")
         if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real) or not 0 < ttl < math.inf:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        ids = list(dict.fromkeys(item_ids))
+        ids = list(dict.fromkeys(_check_ids(item_ids, allow_empty=True, what="item_ids")))
         if not ids:
             return []
-        with self._transaction("leasing items") as conn:
-            known = self._known_ids(conn, ids)
-            unknown = [i for i in ids if i not in known]
-            if unknown:
-                raise ValueError(f"item ids not in the pool: {_listing(unknown)}")
-            now = time.time()
-            conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
-            got = []
-            for item_id in ids:
-                labelled = conn.execute("SELECT 1 FROM labels WHERE item_id = ? AND superseded_by IS NULL "
-                                        "AND class_id IS NOT NULL", (item_id,)).fetchone()
-                holder = conn.execute("SELECT annotator FROM leases WHERE item_id = ?", (item_id,)).fetchone()
-                if labelled or (holder is not None and holder[0] != annotator):
-                    continue
-                conn.execute("INSERT INTO leases(item_id, annotator, expires_at) VALUES (?, ?, ?) "
-                             "ON CONFLICT(item_id) DO UPDATE SET expires_at = excluded.expires_at",
-                             (item_id, annotator, now + float(ttl)))
-                got.append(item_id)
+        with self._transaction("leasing items") as db:
+            snap = self._snapshot(db, ids, leases=True)
+            now = db.now()
+            self._require_known(ids, snap, "leasing")
+            busy = {i for i, h in snap["heads"].items() if h[5] != "undo"}  # labelled
+            busy |= {i for i, holder, _, expires_at, _ in snap["leases"] if holder != session and expires_at > now}
+            live_mine = {i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now}
+            got = [i for i in ids if i not in busy]
+            renew = [(now + float(ttl), i, session) for i in got if i in live_mine]
+            grant = [(i, session, annotator, now + float(ttl), snap["last"]) for i in got if i not in live_mine]
+            if renew:
+                db.deferred.append(("UPDATE leases SET expires_at = ? WHERE item_id = ? AND session = ?", renew, True))
+            if grant:
+                db.deferred.append(("INSERT INTO leases(item_id, session, annotator, expires_at, after_label) "
+                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, session) DO UPDATE SET "
+                                    "annotator = excluded.annotator, expires_at = excluded.expires_at, "
+                                    "after_label = excluded.after_label", grant, True))
             return got
 
-    def release(self, item_ids, annotator: str | None = None) -> int:
-        """End ``annotator``'s leases on ``item_ids`` (others' leases are untouched); returns how many ended."""
-        annotator = self.annotator if annotator is None else _check_name(annotator, "annotator")
-        ids = list(dict.fromkeys(item_ids))
-        with self._transaction("releasing items") as conn:
-            n = 0
-            for chunk, marks in _chunks(ids):
-                n += conn.execute(f"DELETE FROM leases WHERE annotator = ? AND item_id IN ({marks})",
-                                  [annotator, *chunk]).rowcount
-            return n
+    def release(self, item_ids, *, session: str) -> int:
+        """End ``session``'s live leases on ``item_ids`` (other sessions' are untouched); returns how many ended.
 
-    def _latest_by_annotator(self):
-        """DataFrame of every annotator's latest label per item (undone ones dropped)."""
+        The released items can be leased by any session again. Unknown or
+        malformed ids raise ValueError and nothing is released.
+        """
+        session = _check_name(session, "session")
+        ids = list(dict.fromkeys(_check_ids(item_ids, allow_empty=True, what="item_ids")))
+        if not ids:
+            return 0
+        with self._transaction("releasing items") as db:
+            snap = self._snapshot(db, ids, leases=True)
+            now = db.now()
+            self._require_known(ids, snap, "releasing")
+            mine = [i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now]
+            for chunk, marks in _chunks(mine):
+                db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE session = ? AND item_id IN ({marks})",
+                                    [now, session, *chunk], False))
+            return len(mine)
+
+    def leases_df(self):
+        """Live leases: ``item_id, session, annotator, expires_at`` (UTC), soonest to expire first."""
         import pandas as pd
 
-        rows = self._query(
-            "SELECT l.annotator, l.item_id, c.name FROM labels l LEFT JOIN classes c USING (class_id) "
-            "WHERE l.label_id IN (SELECT MAX(label_id) FROM labels GROUP BY annotator, item_id)")
-        df = pd.DataFrame.from_records(rows, columns=["annotator", "item_id", "label"])
-        return df[df["label"].notna()]
-
-    def agreement(self):
-        """Pairwise agreement: ``annotator_a, annotator_b, n_items`` (labelled by both), ``agreement``
-        (fraction equal) and Cohen's ``kappa`` (NaN when undefined, e.g. one class only)."""
-        return self._agreement(self._latest_by_annotator())
-
-    def _agreement(self, latest):
-        """:meth:`agreement` from ``latest`` (:meth:`_latest_by_annotator`)."""
-        import numpy as np
-        import pandas as pd
-        from sklearn.metrics import cohen_kappa_score
-
-        names = sorted(set(self._query("SELECT DISTINCT annotator FROM labels")), key=lambda r: r[0])
-        names = [r[0] for r in names]
-        out = []
-        for a_i, a in enumerate(names):
-            la = latest[latest.annotator == a].set_index("item_id")["label"]
-            for b in names[a_i + 1:]:
-                lb = latest[latest.annotator == b].set_index("item_id")["label"]
-                both = la.index.intersection(lb.index)
-                ya, yb = la.loc[both].to_numpy(), lb.loc[both].to_numpy()
-                kappa = np.nan
-                if len(both) and len(set(ya) | set(yb)) > 1:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        kappa = float(cohen_kappa_score(ya, yb))
-                out.append((a, b, len(both), float(np.mean(ya == yb)) if len(both) else np.nan, kappa))
-        return pd.DataFrame(out, columns=["annotator_a", "annotator_b", "n_items", "agreement", "kappa"])
-
-    def annotators(self):
-        """Per annotator: ``n_labels`` (label rows written), ``n_items`` (items they currently label),
-        ``seconds_per_label``, ``total_seconds`` and one ``kappa_<other>`` column per other annotator
-        (Cohen's kappa on items both labelled; see :meth:`agreement`)."""
-        import pandas as pd
-
-        rows = self._query("SELECT annotator, COUNT(class_id), AVG(seconds), TOTAL(seconds) "
-                           "FROM labels GROUP BY annotator ORDER BY annotator")
-        df = pd.DataFrame.from_records(rows, columns=["annotator", "n_labels", "seconds_per_label",
-                                                      "total_seconds"]).set_index("annotator")
-        latest = self._latest_by_annotator()
-        df.insert(1, "n_items", latest.groupby("annotator").size().reindex(df.index, fill_value=0))
-        df["n_labels"] = df["n_labels"].astype("int64")
-        df["n_items"] = df["n_items"].astype("int64")
-        df["seconds_per_label"] = df["seconds_per_label"].astype("float64")
-        pairs = self._agreement(latest)
-        for name in df.index:
-            col = pd.Series(float("nan"), index=df.index)
-            for r in pairs.itertuples():
-                if r.annotator_a == name:
-                    col[r.annotator_b] = r.kappa
-                elif r.annotator_b == name:
-                    col[r.annotator_a] = r.kappa
-            df[f"kappa_{name}"] = col
+        with self._lock:
+            db = self._backend()
+            db.ensure()
+            now = db.now()
+        rows = self._query("SELECT item_id, session, annotator, expires_at FROM leases WHERE expires_at > ? "
+                           "ORDER BY expires_at, item_id", (now,))
+        df = pd.DataFrame.from_records(rows, columns=["item_id", "session", "annotator", "expires_at"])
+        df["expires_at"] = pd.to_datetime(df["expires_at"].astype("float64"), unit="s", utc=True)
         return df
 
-    # ------------------------------------------------------------------ import / export
-    def import_labels(self, df_or_path, *, source: str = "imported", annotator: str | None = None) -> ImportReport:
-        """Import labels from a DataFrame or a CSV / Parquet / JSON-lines file.
-
-        Needs columns ``item_id`` and ``label`` (a class name); optional
-        ``annotator`` and ``seconds``. Valid rows are written in one
-        transaction; bad rows (unknown id or class, missing values, duplicate
-        ids) are returned in the report's ``rejected`` table with a reason.
-        """
-        import pandas as pd
-
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        default_annotator = self.annotator if annotator is None else _check_name(annotator, "annotator")
-        table, name = _read_table(df_or_path)
-        missing = [c for c in ("item_id", "label") if c not in table.columns]
-        if missing:
-            raise ValueError(f"{name}: needs columns item_id and label; missing {missing} "
-                             f"(found {list(table.columns)})")
-        with self._transaction("importing labels") as conn:
-            ids = [_cell(v) for v in table["item_id"]]
-            labels = [_cell(v) for v in table["label"]]
-            annotators = [_cell(v) for v in table["annotator"]] if "annotator" in table else [None] * len(table)
-            seconds = list(table["seconds"]) if "seconds" in table else [None] * len(table)
-            known = self._known_ids(conn, [i for i in ids if i is not None])
-            class_ids = self._class_ids(conn)
-            current = dict(conn.execute("SELECT item_id, class_id FROM labels WHERE superseded_by IS NULL"))
-            rejected, accepted, first_row = [], [], {}
-            replaced = unchanged = 0
-            for k, (item_id, label) in enumerate(zip(ids, labels)):
-                reason = None
-                if item_id is None:
-                    reason = "missing item_id"
-                elif label is None:
-                    reason = "missing label"
-                elif item_id not in known:
-                    reason = "item id not in the pool"
-                elif label not in class_ids:
-                    reason = f"unknown class (known: {list(class_ids)})"
-                elif item_id in first_row:
-                    reason = f"duplicate item id (first at row {first_row[item_id]})"
-                else:
-                    try:
-                        secs = _seconds(_number(seconds[k]), "seconds")
-                    except ValueError:
-                        reason = f"seconds must be a number >= 0, got {seconds[k]!r}"
-                if reason is not None:
-                    rejected.append((table.index[k], item_id, label, reason))
-                    continue
-                first_row[item_id] = table.index[k]
-                if current.get(item_id) == class_ids[label]:
-                    unchanged += 1
-                    continue
-                replaced += current.get(item_id) is not None
-                accepted.append((item_id, class_ids[label], secs, None, source, annotators[k] or default_annotator))
-            label_ids = self._insert(conn, accepted) if accepted else []
-        rej = pd.DataFrame(rejected, columns=["row", "item_id", "label", "reason"])
-        return ImportReport(accepted=len(accepted), replaced=replaced, unchanged=unchanged, rejected=rej,
-                            label_ids=label_ids)
-
-    def export_csv(self, path, *, history: bool = False) -> Path:
-        """Write :meth:`labels_df` to a CSV file (atomically: a crash never leaves half a file)."""
-        df = self.labels_df(history=history)
-        return _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-
-    def export_parquet(self, path, *, history: bool = False) -> Path:
-        """Write :meth:`labels_df` to a Parquet file (needs ``pyarrow``)."""
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ImportError("export_parquet needs pyarrow: pip install pyarrow") from None
-        df = self.labels_df(history=history)
-        return _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-    def export_jsonl(self, path, *, history: bool = False) -> Path:
-        """Write one JSON object per label (``item_id, label, annotator, created_at, ...``) per line,
-        the interchange format labelling tools read."""
-        df = self.labels_df(history=history)
-
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                for rec in df.to_dict("records"):
-                    rec = {k: (None if _missing(v) else v) for k, v in rec.items()}
-                    rec["created_at"] = rec["created_at"].isoformat()
-                    for k in ("round", "label_id", "superseded_by"):
-                        if rec.get(k) is not None:
-                            rec[k] = int(rec[k])
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-        return _atomic_write(path, write)
-
+    # ------------------------------------------------------------------ copies and checks
     def backup(self, path) -> Path:
-        """Copy the whole store to ``path`` consistently, even while other kernels write to it."""
+        """Copy the whole store to the SQLite file ``path`` consistently, even while others write to it.
+
+        The copy uses a rollback journal, so it opens (``read_only=True``) in a
+        read-only folder too. A PostgreSQL store is copied row by row in one
+        snapshot into an SQLite store of the same schema version.
+        """
         dest = Path(path).expanduser().absolute()
-        if not self._memory and dest == Path(self.path):
+        if self.backend == "sqlite" and self.path != ":memory:" and dest == Path(self.path):
             raise ValueError("backup path is the store itself; choose another file")
-
-        def write(tmp):
-            target = sqlite3.connect(tmp)
+        with self._lock:
+            db = self._backend()
+            db.ensure()
             try:
-                with self._lock:
-                    self._connection().backup(target)
-            finally:
-                target.close()
-
-        try:
-            return _atomic_write(dest, write)
-        except sqlite3.Error as e:
-            raise translate(e, self.path, f"backing up to {dest}", self.timeout) from e
+                if db.kind == "sqlite":
+                    return atomic_write(dest, db.backup_to)
+                return atomic_write(dest, lambda tmp: _copy_to_sqlite(db, tmp, self.annotator))
+            except db.errors as e:
+                db.rollback()
+                raise db.translate(e, f"backing up to {dest}") from e
 
     def check(self) -> list[str]:
-        """Problems found by SQLite's integrity and foreign-key checks and the history invariants ([] = healthy)."""
-        problems = [r[0] for r in self._query("PRAGMA integrity_check") if r[0] != "ok"]
-        problems += [f"foreign key: {r}" for r in self._query("PRAGMA foreign_key_check")]
+        """Problems found by the database's integrity checks and the history invariants ([] = healthy)."""
+        with self._lock:
+            db = self._backend()
+            try:
+                db.ensure()
+                problems = db.integrity()
+            except db.errors as e:
+                raise db.translate(e, "checking") from e
         bad = self._scalar("SELECT COUNT(*) FROM labels a JOIN labels b ON a.superseded_by = b.label_id "
-                           "WHERE a.item_id != b.item_id OR b.label_id <= a.label_id")
+                           "WHERE a.item_id <> b.item_id OR b.label_id <= a.label_id")
         if bad:
             problems.append(f"{bad} label rows are superseded by a row of another item")
         orphan = self._scalar("SELECT COUNT(*) FROM (SELECT item_id FROM labels GROUP BY item_id "
-                              "HAVING SUM(superseded_by IS NULL) != 1)")
+                              "HAVING SUM(CASE WHEN superseded_by IS NULL THEN 1 ELSE 0 END) <> 1) t")
         if orphan:
             problems.append(f"{orphan} items do not have exactly one current label row")
         return problems
 
 
-def _missing(v) -> bool:
+_TABLES = {  # copied by backup() from PostgreSQL, in an order that satisfies the foreign keys
+    "meta": "key, value",
+    "pools": "pool_id, fingerprint, n_items, match, attached_at",
+    "items": "item_id, in_pool",
+    "classes": "class_id, name",
+    "rounds": "round_id, strategy, params, model, metrics, timings, annotator, started_at, finished_at",
+    "labels": "label_id, item_id, class_id, annotator, session, created_at, seconds, round_id, source, payload, "
+              "media_type, superseded_by",
+    "leases": "item_id, session, annotator, expires_at, after_label",
+}
+
+
+def _copy_to_sqlite(src, tmp: str, annotator: str) -> None:
+    """Copy every table of the PostgreSQL back end ``src`` into a new SQLite store at ``tmp`` (one snapshot)."""
+    import os
+
+    os.unlink(tmp)  # LabelStore creates the schema in a fresh file
+    dst = LabelStore(tmp, annotator=annotator)
     try:
-        import pandas as pd
-
-        return v is None or (not isinstance(v, str) and bool(pd.isna(v)))
-    except (TypeError, ValueError):
-        return False
-
-
-def _number(v):
-    """A table cell meant as a number: None when missing, float when numeric text."""
-    if _missing(v):
-        return None
-    if isinstance(v, str):
-        if not v.strip():
-            return None
+        conn = dst._connection()
+        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
-
-
-def _read_table(src):
-    """``(DataFrame, name for messages)`` from a DataFrame or a CSV / Parquet / JSON-lines path."""
-    import pandas as pd
-
-    if isinstance(src, pd.DataFrame):
-        return src, "the DataFrame"
-    if not isinstance(src, (str, os.PathLike)):
-        raise TypeError(f"expected a DataFrame or a file path, got {type(src).__name__}")
-    path = Path(src)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv", ".txt"):
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
-        elif suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False)
-        else:
-            raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .parquet or .jsonl)")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise ValueError(f"{path}: cannot read labels: {e}") from e
-    except ValueError as e:
-        if str(path) in str(e):
-            raise
-        raise ValueError(f"{path}: cannot read labels: {e}") from e
-    return df, str(path)
-
-
-def _atomic_write(path, write) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path).expanduser().absolute()
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+            conn.execute("BEGIN IMMEDIATE")
+            for table, cols in _TABLES.items():
+                marks = ",".join("?" * len(cols.split(",")))
+                key = cols.split(",")[0]
+                rows = src.execute(f"SELECT {cols} FROM {table} ORDER BY {key}").fetchall()
+                conn.executemany(f"INSERT INTO {table}({cols}) VALUES ({marks})",
+                                 [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows])
+            n = src.execute("SELECT n FROM changes WHERE id = 1").fetchone()[0]
+            conn.execute("UPDATE changes SET n = ? WHERE id = 1", (n,))
+            conn.execute("COMMIT")
+        finally:
+            src.rollback()
+        conn.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        dst.close()

@@ -1,13 +1,19 @@
-"""The label store's schema and its migrations.
+"""The label store's schema and its migrations, for SQLite and PostgreSQL.
 
-The schema version lives in ``PRAGMA user_version`` (checked on every open)
-and in the ``schema_version`` table (when each migration ran). A migration is
-a list of SQL statements run in one transaction, so a store is always at a
-whole version, even if the kernel dies half-way.
+The schema version lives in the ``schema_version`` table (when each migration
+ran) and, for SQLite, also in ``PRAGMA user_version`` (checked on every open).
+A migration is a list of SQL statements run in one transaction, so a store is
+always at a whole version, even if the process dies half-way.
+
+- v1: labels (append-only, supersede/undo), rounds, leases per annotator name.
+- v2: every label row may carry an annotation payload (bytes + media type, e.g. a
+  PNG mask), versioned with the row; the session that wrote it; source
+  ``"simulated"``; leases belong to a session (a v1 lease is kept, held by the
+  session ``"v1:<annotator>"``, so it still blocks everyone until it expires);
+  a change counter. PostgreSQL stores start at v2.
 """
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timezone
 
 from .errors import StoreError, StoreReadOnlyError
@@ -80,47 +86,202 @@ SCHEMA_V1 = (
         expires_at REAL NOT NULL)""",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: SCHEMA_V1}
-"""version -> statements that take a store from ``version - 1`` to ``version``."""
+
+_LABELS_V2_SQLITE = """CREATE TABLE labels_v2 (
+        label_id      INTEGER PRIMARY KEY,
+        item_id       TEXT NOT NULL REFERENCES items(item_id),
+        class_id      INTEGER REFERENCES classes(class_id),
+        annotator     TEXT NOT NULL CHECK (length(annotator) > 0),
+        session       TEXT,
+        created_at    TEXT NOT NULL,
+        seconds       REAL CHECK (seconds IS NULL OR seconds >= 0),
+        round_id      INTEGER REFERENCES rounds(round_id),
+        source        TEXT NOT NULL CHECK (source IN ('human', 'accepted', 'imported', 'simulated', 'undo')),
+        payload       BLOB,
+        media_type    TEXT,
+        superseded_by INTEGER REFERENCES labels_v2(label_id) DEFERRABLE INITIALLY DEFERRED,
+        CHECK (source != 'undo' OR (class_id IS NULL AND payload IS NULL)),
+        CHECK (source = 'undo' OR class_id IS NOT NULL OR payload IS NOT NULL),
+        CHECK ((payload IS NULL) = (media_type IS NULL)),
+        CHECK (superseded_by IS NULL OR superseded_by > label_id))"""
+
+_LABEL_TRIGGERS_SQLITE = (
+    """CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
+       BEGIN SELECT RAISE(ABORT, 'labels are append-only: rows are never deleted'); END""",
+    """CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels
+       WHEN OLD.superseded_by IS NOT NULL
+         OR NEW.label_id IS NOT OLD.label_id OR NEW.item_id IS NOT OLD.item_id
+         OR NEW.class_id IS NOT OLD.class_id OR NEW.annotator IS NOT OLD.annotator
+         OR NEW.session IS NOT OLD.session OR NEW.created_at IS NOT OLD.created_at
+         OR NEW.seconds IS NOT OLD.seconds OR NEW.round_id IS NOT OLD.round_id
+         OR NEW.source IS NOT OLD.source OR NEW.payload IS NOT OLD.payload
+         OR NEW.media_type IS NOT OLD.media_type
+       BEGIN SELECT RAISE(ABORT, 'labels are append-only: only superseded_by may be set, once'); END""",
+)
+
+# SQLite cannot change a CHECK constraint in place: the labels and leases tables are
+# rebuilt (https://www.sqlite.org/lang_altertable.html#otheralter); foreign keys are
+# switched off around the migration and checked before it commits.
+SQLITE_V2 = (
+    "DROP TRIGGER labels_no_delete",
+    "DROP TRIGGER labels_no_update",
+    _LABELS_V2_SQLITE,
+    """INSERT INTO labels_v2(label_id, item_id, class_id, annotator, session, created_at, seconds, round_id,
+                             source, payload, media_type, superseded_by)
+       SELECT label_id, item_id, class_id, annotator, NULL, created_at, seconds, round_id, source, NULL, NULL,
+              superseded_by FROM labels ORDER BY label_id""",
+    "DROP TABLE labels",
+    "ALTER TABLE labels_v2 RENAME TO labels",
+    "CREATE UNIQUE INDEX labels_head ON labels(item_id) WHERE superseded_by IS NULL",
+    "CREATE INDEX labels_item ON labels(item_id, label_id)",
+    "CREATE INDEX labels_annotator ON labels(annotator, item_id)",
+    *_LABEL_TRIGGERS_SQLITE,
+    # a lease is held by a session; after_label is the newest label row when it was granted,
+    # so "relabelled by someone else since shown" is label_id > after_label (no clocks compared)
+    """CREATE TABLE leases_v2 (
+        item_id     TEXT NOT NULL REFERENCES items(item_id),
+        session     TEXT NOT NULL CHECK (length(session) > 0),
+        annotator   TEXT NOT NULL,
+        expires_at  REAL NOT NULL,
+        after_label INTEGER NOT NULL,
+        PRIMARY KEY (item_id, session))""",
+    """INSERT INTO leases_v2(item_id, session, annotator, expires_at, after_label)
+       SELECT item_id, 'v1:' || annotator, annotator, expires_at,
+              (SELECT COALESCE(MAX(label_id), 0) FROM labels) FROM leases""",
+    "DROP TABLE leases",
+    "ALTER TABLE leases_v2 RENAME TO leases",
+    "CREATE INDEX leases_session ON leases(session)",
+    "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)",
+    "INSERT INTO changes(id, n) VALUES (1, 0)",
+)
+
+# PostgreSQL: the same tables and rules at v2 (DOUBLE PRECISION where SQLite has REAL,
+# BYTEA for BLOB, a PL/pgSQL trigger for append-only history).
+POSTGRES_V2 = (
+    """CREATE TABLE schema_version (
+        version    INTEGER PRIMARY KEY,
+        applied_at TEXT NOT NULL,
+        alwidgets  TEXT NOT NULL)""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE pools (
+        pool_id     BIGINT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        n_items     BIGINT NOT NULL,
+        match       TEXT NOT NULL CHECK (match IN ('fingerprint', 'ids')),
+        attached_at TEXT NOT NULL)""",
+    """CREATE TABLE items (
+        item_id TEXT PRIMARY KEY CHECK (length(item_id) > 0),
+        in_pool INTEGER NOT NULL DEFAULT 1 CHECK (in_pool IN (0, 1)))""",
+    """CREATE TABLE classes (
+        class_id BIGINT PRIMARY KEY,
+        name     TEXT NOT NULL UNIQUE CHECK (length(trim(name)) > 0))""",
+    """CREATE TABLE rounds (
+        round_id    BIGINT PRIMARY KEY,
+        strategy    TEXT NOT NULL,
+        params      TEXT NOT NULL,
+        model       TEXT NOT NULL,
+        metrics     TEXT,
+        timings     TEXT,
+        annotator   TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT)""",
+    """CREATE TABLE labels (
+        label_id      BIGINT PRIMARY KEY,
+        item_id       TEXT NOT NULL REFERENCES items(item_id),
+        class_id      BIGINT REFERENCES classes(class_id),
+        annotator     TEXT NOT NULL CHECK (length(annotator) > 0),
+        session       TEXT,
+        created_at    TEXT NOT NULL,
+        seconds       DOUBLE PRECISION CHECK (seconds IS NULL OR seconds >= 0),
+        round_id      BIGINT REFERENCES rounds(round_id),
+        source        TEXT NOT NULL CHECK (source IN ('human', 'accepted', 'imported', 'simulated', 'undo')),
+        payload       BYTEA,
+        media_type    TEXT,
+        superseded_by BIGINT REFERENCES labels(label_id) DEFERRABLE INITIALLY DEFERRED,
+        CHECK (source <> 'undo' OR (class_id IS NULL AND payload IS NULL)),
+        CHECK (source = 'undo' OR class_id IS NOT NULL OR payload IS NOT NULL),
+        CHECK ((payload IS NULL) = (media_type IS NULL)),
+        CHECK (superseded_by IS NULL OR superseded_by > label_id))""",
+    "CREATE UNIQUE INDEX labels_head ON labels(item_id) WHERE superseded_by IS NULL",
+    "CREATE INDEX labels_item ON labels(item_id, label_id)",
+    "CREATE INDEX labels_annotator ON labels(annotator, item_id)",
+    """CREATE FUNCTION alwidgets_labels_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP <> 'UPDATE' THEN
+        RAISE EXCEPTION 'labels are append-only: rows are never deleted';
+      END IF;
+      IF OLD.superseded_by IS NOT NULL
+         OR NEW.label_id IS DISTINCT FROM OLD.label_id OR NEW.item_id IS DISTINCT FROM OLD.item_id
+         OR NEW.class_id IS DISTINCT FROM OLD.class_id OR NEW.annotator IS DISTINCT FROM OLD.annotator
+         OR NEW.session IS DISTINCT FROM OLD.session OR NEW.created_at IS DISTINCT FROM OLD.created_at
+         OR NEW.seconds IS DISTINCT FROM OLD.seconds OR NEW.round_id IS DISTINCT FROM OLD.round_id
+         OR NEW.source IS DISTINCT FROM OLD.source OR NEW.payload IS DISTINCT FROM OLD.payload
+         OR NEW.media_type IS DISTINCT FROM OLD.media_type THEN
+        RAISE EXCEPTION 'labels are append-only: only superseded_by may be set, once';
+      END IF;
+      RETURN NEW;
+    END $$""",
+    """CREATE TRIGGER labels_append_only BEFORE UPDATE OR DELETE ON labels
+       FOR EACH ROW EXECUTE FUNCTION alwidgets_labels_append_only()""",
+    """CREATE TRIGGER labels_no_truncate BEFORE TRUNCATE ON labels
+       FOR EACH STATEMENT EXECUTE FUNCTION alwidgets_labels_append_only()""",
+    """CREATE TABLE leases (
+        item_id     TEXT NOT NULL REFERENCES items(item_id),
+        session     TEXT NOT NULL CHECK (length(session) > 0),
+        annotator   TEXT NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL,
+        after_label BIGINT NOT NULL,
+        PRIMARY KEY (item_id, session))""",
+    "CREATE INDEX leases_session ON leases(session)",
+    "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL)",
+    "INSERT INTO changes(id, n) VALUES (1, 0)",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: SCHEMA_V1, 2: SQLITE_V2}
+"""SQLite: version -> statements that take a store from ``version - 1`` to ``version``."""
+
+POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {2: POSTGRES_V2}
+"""PostgreSQL: the same; a new database is created at version 2 directly."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
+assert SCHEMA_VERSION == max(POSTGRES_MIGRATIONS)
 
 
-def _version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
+def migrate(db, *, read_only: bool = False) -> int:
+    """Bring the store behind ``db`` (a back end of :mod:`.backends`) to the newest version.
 
-
-def migrate(conn: sqlite3.Connection, path: str, *, read_only: bool = False) -> int:
-    """Bring the store at ``conn`` to :data:`SCHEMA_VERSION`; returns the version found on open."""
+    Returns the version found on open. Refuses a newer store, a foreign database,
+    and a store that needs upgrading but was opened read-only.
+    """
     from .. import __version__
 
-    found = _version(conn)
-    target = max(MIGRATIONS)
+    migrations = MIGRATIONS if db.kind == "sqlite" else POSTGRES_MIGRATIONS
+    target = max(migrations)
+    found = db.schema_version()
     if found > target:
-        raise StoreError(f"{path} has schema version {found}, newer than this alwidgets understands "
-                         f"({target}); upgrade alwidgets to open it.", path)
+        raise StoreError(f"{db.path} has schema version {found}, newer than this alwidgets understands "
+                         f"({target}); upgrade alwidgets to open it.", db.path)
     if found == 0:
-        others = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        others = db.table_names()
         if others:
-            raise StoreError(f"{path} is an SQLite file but not an alwidgets label store "
-                             f"(it has tables {others[:5]}); choose another file name.", path)
+            raise StoreError(f"{db.path} is {db.describe} but not an alwidgets label store "
+                             f"(it has tables {others[:5]}); choose another {db.noun}.", db.path)
     if found == target:
         return found
     if read_only:
-        raise StoreReadOnlyError(f"{path} has schema version {found} and needs upgrading to {target}, "
-                                 f"but it was opened read-only; open it once writable.", path)
-    conn.execute("BEGIN IMMEDIATE")
+        raise StoreReadOnlyError(f"{db.path} has schema version {found} and needs upgrading to {target}, "
+                                 f"but it was opened read-only; open it once writable.", db.path)
+    db.begin_migration()
     try:
-        current = _version(conn)  # another process may have migrated while we waited for the lock
-        for version in range(current + 1, target + 1):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version(version, applied_at, alwidgets) VALUES (?, ?, ?)",
-                         (version, datetime.now(timezone.utc).isoformat(timespec="microseconds"), __version__))
-            conn.execute(f"PRAGMA user_version = {int(version)}")
-        conn.execute("COMMIT")
+        current = db.schema_version()  # another process may have migrated while we waited for the lock
+        for version in sorted(v for v in migrations if current < v <= target):
+            for statement in migrations[version]:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version(version, applied_at, alwidgets) VALUES (?, ?, ?)",
+                       (version, datetime.now(timezone.utc).isoformat(timespec="microseconds"), __version__))
+            db.set_schema_version(version)
+        db.end_migration()
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        db.abort_migration()
         raise
     return found

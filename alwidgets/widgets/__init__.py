@@ -1,4 +1,8 @@
-"""Notebook widgets: the labelling grid and the app that composes it with live plots."""
-from .labelgrid import DEFAULT_KEYMAP, LabelGrid
+"""Notebook widgets: the labelling grid, the app that composes it with live plots, and the
+view that binds them to a headless :class:`~alwidgets.Session`."""
+from .app import LabelApp
+from .keymap import ACTIONS, build_keymap
+from .labelgrid import LabelGrid
+from .view import SessionView
 
-__all__ = ["LabelGrid", "DEFAULT_KEYMAP"]
+__all__ = ["LabelGrid", "LabelApp", "SessionView", "build_keymap", "ACTIONS"]

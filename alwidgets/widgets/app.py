@@ -1,72 +1,43 @@
-"""LabelApp: the label grid and live plotly figures in one widget.
+"""LabelApp: the label grid above live plotly panels, in one widget.
 
-One ``FigureWidget`` with side-by-side panels is updated in place after each
-submit, so the plots change without re-running a cell.
+Each panel (accuracy vs labels, per-class accuracy, labels per class, and the
+reliability diagram with calibration) is its own ``FigureWidget`` of a fixed
+width in a wrapping row, so a narrow notebook (700 px) puts them on two rows
+instead of cutting them. The panels are updated in place; what they draw is
+:func:`alwidgets.plots.draw_session`.
 """
 from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
 
 import ipywidgets as ipw
 import numpy as np
 
-ACCURACY, PER_CLASS, BALANCE, RELIABILITY = "accuracy", "per_class", "balance", "reliability"
+from .. import plots
 
-
-def _panels(calibration: bool) -> list[str]:
-    return [ACCURACY, PER_CLASS, BALANCE] + ([RELIABILITY] if calibration else [])
+log = logging.getLogger(__name__)
 
 
 class LabelApp(ipw.VBox):
-    """Grid above, plots below: accuracy vs labels, per-class accuracy, class balance, reliability.
+    """Grid above, plots below.
 
     Attributes
     ----------
     grid : LabelGrid
-    figure : plotly.graph_objects.FigureWidget
+    figures : dict of str -> plotly.graph_objects.FigureWidget
+        ``"accuracy"``, ``"per_class"``, ``"balance"`` (and ``"reliability"``).
     """
 
     def __init__(self, grid, classes, *, calibration: bool = False):
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
         self.grid = grid
         self.classes = list(classes)
-        self.panels = _panels(calibration)
-        titles = {ACCURACY: "accuracy vs labels", PER_CLASS: "per-class accuracy",
-                  BALANCE: "labels per class", RELIABILITY: "reliability"}
-        fig = make_subplots(rows=1, cols=len(self.panels), subplot_titles=[titles[p] for p in self.panels],
-                            horizontal_spacing=0.07)
-        col = {p: i + 1 for i, p in enumerate(self.panels)}
-        self._trace = {}
-
-        def add(name, trace, panel):
-            fig.add_trace(trace, row=1, col=col[panel])
-            self._trace[name] = len(fig.data) - 1
-
-        add("session", go.Scatter(x=[], y=[], mode="lines+markers", name="this session",
-                                  line=dict(color="#1f77b4", width=2)), ACCURACY)
-        add("baseline", go.Scatter(x=[], y=[], mode="lines", name="random (simulated)", visible=False,
-                                   line=dict(color="#000000", dash="dash")), ACCURACY)
-        add("baseline_band", go.Scatter(x=[], y=[], fill="toself", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0),
-                                        hoverinfo="skip", showlegend=False, visible=False), ACCURACY)
-        add("per_class", go.Bar(x=self.classes, y=[0] * len(self.classes), name="per-class accuracy",
-                                marker_color="#2ca02c", showlegend=False), PER_CLASS)
-        add("balance", go.Bar(x=self.classes, y=[0] * len(self.classes), name="labels",
-                              marker_color="#ff7f0e", showlegend=False), BALANCE)
-        if calibration:
-            add("diagonal", go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dot"),
-                                       showlegend=False, hoverinfo="skip"), RELIABILITY)
-            add("reliability", go.Scatter(x=[], y=[], mode="lines+markers", name="model",
-                                          marker=dict(color="#9467bd"), showlegend=False), RELIABILITY)
-        fig.update_layout(template="plotly_white", height=310, margin=dict(l=40, r=10, t=55, b=40),
-                          legend=dict(orientation="h", y=-0.25, x=0))
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=col[ACCURACY])
-        fig.update_xaxes(title_text="labels", row=1, col=col[ACCURACY])
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=col[PER_CLASS])
-        if calibration:
-            fig.update_xaxes(range=[0, 1], title_text="confidence", row=1, col=col[RELIABILITY])
-            fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=col[RELIABILITY])
-        self.figure = go.FigureWidget(fig)
-        super().__init__([grid, self.figure])
+        self.figures = {name: _live(fig) for name, fig in
+                        plots.session_panels(self.classes, calibration=calibration).items()}
+        self.panels = list(self.figures)
+        self._row = ipw.Box(list(self.figures.values()),
+                            layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        super().__init__([grid, self._row])
 
     def _repr_mimebundle_(self, **kwargs):
         # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
@@ -74,43 +45,59 @@ class LabelApp(ipw.VBox):
 
         data = super()._repr_mimebundle_(**kwargs)
         if isinstance(data, dict):
-            data["text/html"] = snapshot_html(self)
+            try:
+                data["text/html"] = snapshot_html(self)
+            except Exception:  # the live widget must show even if its static copy cannot be made
+                log.warning("LabelApp: no static snapshot", exc_info=True)
         return data
 
     def trace(self, name: str):
-        """The plotly trace called ``name`` (``"session"``, ``"per_class"``, ``"balance"``, ...)."""
-        return self.figure.data[self._trace[name]]
+        """The plotly trace called ``name`` (``"session"``, ``"earlier"``, ``"per_class"``, ``"balance"``, ...)."""
+        for fig in self.figures.values():
+            for t in fig.data:
+                if t.meta == name:
+                    return t
+        raise KeyError(f"no trace {name!r}; the panels have "
+                       f"{', '.join(t.uid for f in self.figures.values() for t in f.data)}")
 
-    def update(self, history, metrics: dict | None, counts) -> None:
+    def update(self, history, metrics: dict | None, counts, *, session_id=None) -> None:
         """Redraw from the session's history, latest metrics and label counts per class."""
-        with self.figure.batch_update():
-            s = self.trace("session")
-            if len(history):
-                s.x = history["n_labels"].tolist()
-                s.y = history["accuracy"].tolist()
-            else:
-                s.x, s.y = [], []
-            self.trace("balance").y = [int(c) for c in counts]
-            if metrics:
-                per = metrics.get("per_class") or {}
-                self.trace("per_class").y = [per.get(c, None) for c in self.classes]
-                source = metrics.get("source_text", "")
-                idx = self.panels.index(ACCURACY)
-                self.figure.layout.annotations[idx].text = f"accuracy vs labels<br><sub>{source}</sub>" if source else \
-                    "accuracy vs labels"
-                if RELIABILITY in self.panels and metrics.get("reliability"):
-                    rel = metrics["reliability"]
-                    r = self.trace("reliability")
-                    r.x, r.y = rel["confidence"], rel["accuracy"]
-                    r.text = [f"{n} items" for n in rel["count"]]
+        with ExitStack() as stack:
+            for fig in self.figures.values():
+                stack.enter_context(fig.batch_update())
+            plots.draw_session(self.figures, self.classes, history, metrics, counts, session_id=session_id)
 
     def show_baseline(self, n_labels, mean, std) -> None:
         """Draw the simulated random-sampling curve (mean ± std) on the accuracy panel."""
         n_labels, mean, std = (np.asarray(a, dtype=float) for a in (n_labels, mean, std))
-        with self.figure.batch_update():
+        fig = self.figures[plots.ACCURACY]
+        with fig.batch_update():
             b = self.trace("baseline")
             b.x, b.y, b.visible = n_labels.tolist(), mean.tolist(), True
             band = self.trace("baseline_band")
             band.x = n_labels.tolist() + n_labels[::-1].tolist()
             band.y = (mean + std).tolist() + (mean - std)[::-1].tolist()
             band.visible = True
+            top = int(np.ceil(n_labels.max())) + 1 if len(n_labels) else 10
+            if top > fig.layout.xaxis.range[1]:
+                fig.update_layout(showlegend=True, xaxis=dict(range=[0, top], **plots.integer_axis(top)))
+            else:
+                fig.update_layout(showlegend=True)
+
+
+
+def _live(fig):
+    """A ``FigureWidget`` showing ``fig``, filled by messages rather than by its initial state.
+
+    plotly's FigureWidget sends its traces and layout as a state update right after the
+    widget opens, and a view that renders before that update lands draws an empty
+    default plot for good (its view only follows the add-traces/relayout messages). An
+    empty widget that then gets ``add_traces`` and ``update_layout`` is drawn right
+    whichever comes first: the view renders what the model has and follows the rest.
+    """
+    import plotly.graph_objects as go
+
+    widget = go.FigureWidget()
+    widget.add_traces(list(fig.data))
+    widget.update_layout(fig.layout)
+    return widget

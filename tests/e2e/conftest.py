@@ -28,6 +28,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
 SLOW = 120_000  # ms: kernel start and first render on a busy 2-core machine
 STEP = 30_000   # ms: one interaction's effect
 
@@ -125,6 +126,8 @@ def jupyter(sync_api, tmp_path_factory):
     env.update(JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(_settings(base)), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               # kernels import the checkout under test, not whichever copy is installed
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("JUPYTER_PLATFORM_DIRS", None)
     log = base / "server.log"

@@ -3,7 +3,8 @@
 The notebook builds ``Session(Pool.digits(), selector="margin", store=<tmp db>)`` and
 shows ``session.label(8)``. The test clicks tiles and class buttons, presses the
 documented keys (digits, arrows, z, Space, Enter), shift-clicks a range, and then
-runs a following cell that prints what the kernel holds.
+runs a following cell that prints what the kernel holds. The classes are the digits
+``0``-``9``: pressing a digit gives the class of that name (issue 14, item 2).
 """
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ SETUP = """\
 import json
 from alwidgets import Pool, Session
 session = Session(Pool.digits(), selector="margin", store={store!r}, random_state=0)
-session.label(8)"""
+app = session.label(8)
+app"""
 
 REPORT = """\
-app = session.app
+labels = dict(zip(session.labels_df()["item_id"], session.labels_df()["label"]))
+offered = {session.pool.ids[i] for i in session.candidates()}
 print("RESULT:" + json.dumps({
-    "labels": dict(zip(session.labels_df()["item_id"], session.labels_df()["label"])),
+    "labels": labels,
     "history": session.history[["n_labels", "n_added", "strategy"]].to_dict("records"),
-    "plot_x": list(app.figure.data[0].x),
-    "skipped": sorted(session._skipped),
+    "plot_x": list(app.trace("session").x),
+    "not_offered": sorted(set(session.pool.ids) - offered - set(labels)),
 }))"""
 
 
@@ -59,36 +62,51 @@ def test_label_batch_in_browser(ui, server, page, sync_api):
     expect(page.locator(".js-plotly-plot .main-svg").first).to_be_attached(timeout=SLOW)
     assert points.count() == 0  # no round finished yet
 
+    # the cursor ring shows only while the grid has the focus; without it the grid says "click a tile"
+    grid = page.locator(".alw-grid")
+    focused, ring, hint = grid.evaluate(
+        "g => [g.contains(document.activeElement), g.classList.contains('alw-active'),"
+        " !g.querySelector('.alw-hint').hidden]")
+    assert ring == focused and hint == (not focused), (focused, ring, hint)
+
     # Jupyter's own command-mode shortcuts (a/b: insert cell, dd: delete, m: markdown) must not fire
     n_cells = page.locator(".jp-Notebook .jp-Cell").count()
     tiles.nth(0).click()
+    expect(grid).to_have_class(re.compile(r"\balw-active\b"))
+    expect(grid.locator(".alw-hint")).to_be_hidden()
     _press(page, "b", "d", "d", "m", "a")
     expect(page.locator(".jp-Notebook .jp-Cell")).to_have_count(n_cells)
     expect(cell(page, 0)).to_have_class(re.compile(r"\bjp-CodeCell\b"))
     expect(page.locator(".alw-grid .alw-done")).to_have_count(0)  # 'a' had no suggestion to accept
 
-    # keys: 2 -> class "1" on tile 0; Space skips tile 1; 3 then z (undo) on tile 2; arrow right; 4 on tile 3
+    # keys: 2 -> class "2" on tile 0; Space skips tile 1; 3 then z (undo) on tile 2; arrow right; 4 on tile 3
     _press(page, "2", "Space", "3", "z", "ArrowRight", "4")
     # mouse: click tile 5, shift-click tile 7, then the class button "9" labels the range
     tiles.nth(5).click()
     tiles.nth(7).click(modifiers=["Shift"])
     expect(page.locator(".alw-grid .alw-selected")).to_have_count(3)
-    page.locator(".alw-grid .alw-class").nth(9).click()
-    # focus wrapped to the first open tile (2): 5 gives class "4"; then left to tile 3 and 7 relabels it "6"
-    _press(page, "5", "ArrowLeft", "7")
-    want = {ids[0]: "1", ids[2]: "4", ids[3]: "6", ids[5]: "9", ids[6]: "9", ids[7]: "9"}
+    nine = page.locator(".alw-grid .alw-class").nth(9)
+    expect(nine).to_have_text("9")                 # the key is the class name: one keycap, no "0 9"
+    nine.click()
+    # focus wrapped to the first open tile (2): 5 gives class "5"; then left to tile 3 and 7 relabels it "7"
+    # the cursor moved on to tile 4, the last open one: 8 labels it, and the batch is complete
+    _press(page, "5", "ArrowLeft", "7", "8")
+    want = {ids[0]: "2", ids[2]: "5", ids[3]: "7", ids[4]: "8", ids[5]: "9", ids[6]: "9", ids[7]: "9"}
     shown = {ids[i]: tiles.nth(i).locator(".alw-assigned").inner_text() for i in range(8)}
     assert shown == {**{i: "" for i in ids}, **want, ids[1]: "skipped"}
 
     page.keyboard.press("Enter")
-    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 6 labels", timeout=SLOW)
+    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 7 labels", timeout=SLOW)
+    # no bare "0/0": what happened and what to run next
+    expect(page.locator(".alw-grid .alw-notice")).to_contain_text("saved 7 labels — run session.label() again")
+    expect(page.locator(".alw-grid .alw-progress")).not_to_contain_text("0/0")
     expect(points).to_have_count(1, timeout=STEP)  # the accuracy plot gained a point
 
     got = cell_json(page, 1)
     assert got["labels"] == want
-    assert got["skipped"] == [ids[1]]
-    assert got["plot_x"] == [6]
-    assert [(h["n_labels"], h["n_added"]) for h in got["history"]] == [(6, 6)]
+    assert got["not_offered"] == [ids[1]]           # the skipped item is not offered again
+    assert got["plot_x"] == [7]
+    assert [(h["n_labels"], h["n_added"]) for h in got["history"]] == [(7, 7)]
     assert got["history"][0]["strategy"].startswith("random")  # cold start: no model to be uncertain with
 
     from alwidgets.store import LabelStore
@@ -134,9 +152,10 @@ def _check_export(page, path, sync_api, want):
     state = json.loads(re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>',
                                  html, re.S).group(1))["state"]
     grids = [m["state"] for m in state.values() if "LabelGrid" in str(m["state"].get("_anywidget_id", ""))]
-    assert len(grids) == 1 and "saved 6 labels" in grids[0]["status"]      # the last state of the grid
-    figs = [m["state"] for m in state.values() if "FigureWidget" in str(m["state"].get("_anywidget_id", ""))]
-    assert len(figs) == 1 and figs[0]["_widget_data"][0]["x"] == [6]     # the last accuracy curve
+    assert len(grids) == 1 and "saved 7 labels" in grids[0]["status"]      # the last state of the grid
+    traces = [t for m in state.values() if "FigureWidget" in str(m["state"].get("_anywidget_id", ""))
+              for t in m["state"]["_widget_data"]]
+    assert [t["x"] for t in traces if t.get("meta") == "session"] == [[7]]  # the last accuracy curve
 
     nb = json.loads(path.read_text())
     del nb["metadata"]["widgets"]
@@ -151,3 +170,36 @@ def _check_export(page, path, sync_api, want):
     assert min(tiles.evaluate_all("els => els.map(e => e.naturalWidth)")) > 0
     sync_api.expect(view.locator(".alw-static svg.alw-static-plot")).to_have_count(3)
     view.close()
+
+
+SIXES = """\
+import numpy as np
+from alwidgets import Pool, Session
+digits = Pool.digits()
+pool = digits.subset(np.flatnonzero(digits.targets == 6)[:6])   # every tile shows a six
+session = Session(pool, classes=[str(d) for d in range(10)], selector="random", store={store!r})
+session.label(6)"""
+
+
+def test_pressing_6_on_a_six_labels_it_6(server, page, sync_api):
+    """Issue 14, item 2: with classes 0-9 the key is the class name (it was off by one)."""
+    expect = sync_api.expect
+    name = "sixes.ipynb"
+    store = server.root / "sixes.db"
+    write_notebook(server.root, name, [SIXES.format(store=str(store))])
+    open_notebook(page, server, "lab", name)
+    run_cell(page, 0)
+    tiles = _tiles(page)
+    expect(tiles).to_have_count(6, timeout=SLOW)
+    expect(page.locator(".alw-grid .alw-class").nth(6)).to_have_text("6")
+    tiles.nth(2).click()
+    page.keyboard.press("6")
+    expect(tiles.nth(2).locator(".alw-assigned")).to_have_text("6")
+    item = tiles.nth(2).get_attribute("data-id")
+    page.keyboard.press("Enter")
+    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 1 labels", timeout=SLOW)
+    from alwidgets.store import LabelStore
+
+    with LabelStore(store, read_only=True) as s:
+        assert s.current_labels() == {item: "6"}
+    assert not page.dialogs and not our_errors(page)

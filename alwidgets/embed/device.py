@@ -1,0 +1,243 @@
+"""Decoding on the model's device: the ``decode="device"`` input pipeline of :class:`TimmEmbedder`.
+
+A pool of I/O threads reads file bytes (I/O only); a producer thread decodes each batch's
+JPEGs in one ``torchvision.io.decode_jpeg(list, device=...)`` call (nvJPEG on CUDA), runs the
+model's resize/crop (:func:`~alwidgets.embed.preprocess.resize_crop`) on the device and queues
+the uint8 batch, on its own CUDA stream, while the main thread runs the forward of the batch
+before: decoding of batch k+1 overlaps the forward of batch k, and the reads of batch k+2 overlap
+both. Files the device decoder does not take (PNG, WebP, progressive, CMYK/Adobe or 12-bit JPEG,
+a JPEG without its end marker, or one the decoder rejects) go through the CPU path per image
+(PIL in the I/O thread); unreadable files come back as per-item errors and never stop the run.
+
+Everything here is device-agnostic torch code: with ``device="cpu"`` the same pipeline runs on
+the CPU (libjpeg-turbo through torchvision), which is how it is tested without a GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .preprocess import read_image, resize_crop, to_uint8_hwc
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_END = object()
+
+
+def device_decodable(data) -> bool:
+    """Whether ``data`` (bytes or uint8 array) is a JPEG the batched device decoder should get.
+
+    Baseline or extended sequential (SOF0/SOF1), 8-bit samples, 1 or 3 components, no Adobe
+    (APP14) colour transform marker, ending with the EOI marker; anything else goes to PIL.
+
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO(); Image.new("RGB", (8, 8)).save(buf, "JPEG")
+    >>> device_decodable(buf.getvalue()), device_decodable(buf.getvalue()[:-2])
+    (True, False)
+    >>> buf = io.BytesIO(); Image.new("RGB", (8, 8)).save(buf, "JPEG", progressive=True)
+    >>> device_decodable(buf.getvalue())
+    False
+    """
+    head = bytes(data[:2])
+    tail = bytes(data[-2:])
+    if head != b"\xff\xd8" or tail != b"\xff\xd9":
+        return False
+    n, i = len(data), 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = (int(data[i + 2]) << 8) | int(data[i + 3])
+        if marker == 0xEE:  # Adobe: CMYK/YCCK or a non-default transform
+            return False
+        if marker in _SOF:
+            if i + 10 > n:
+                return False
+            precision, components = int(data[i + 4]), int(data[i + 9])
+            return marker in (0xC0, 0xC1) and precision == 8 and components in (1, 3)
+        if marker == 0xDA:  # scan data before any frame header
+            return False
+        i += 2 + length
+    return False
+
+
+class DeviceBatches:
+    """Iterable of ``(x, rows, messages)``: ``x`` uint8 ``(n, h, w, 3)`` on ``device``, ``rows`` the
+    pool rows, ``messages[k]`` the reason row ``k`` is unreadable (``""`` when fine; its ``x`` is zero).
+
+    Parameters
+    ----------
+    pool, tf, size
+        The pool, the model's resize/crop steps (:func:`~alwidgets.embed.preprocess.split_transform`)
+        and its ``(h, w)`` output.
+    batches : list of lists of rows
+        Batches in the order they are yielded.
+    device : torch.device
+    io_workers : int
+        Threads that read files (and run the CPU fallback for files the device decoder does not take).
+    skip : set of rows
+        Rows known to be unreadable (``pool.errors``): not read, reported with their reason.
+    prefetch : int
+        Batches prepared ahead of the consumer.
+    """
+
+    def __init__(self, pool, tf, size, batches, device, io_workers: int = 4, skip=frozenset(), prefetch: int = 2):
+        self.pool, self.tf, self.size, self.batches = pool, tf, tuple(size), batches
+        self.device, self.io_workers, self.skip, self.prefetch = device, max(1, int(io_workers)), skip, max(1, prefetch)
+        self.fallbacks = 0  # images that went through the CPU path although the device decoder was tried
+
+    # ------------------------------------------------------------- I/O threads
+    def _load(self, i):
+        """``("jpeg", uint8 array)``, ``("pixels", uint8 HWC array)`` or ``("error", reason)``."""
+        from ..pool import _reason
+
+        pool = self.pool
+        if i in self.skip:
+            return "error", pool.errors.get(pool.ids[i], "skipped")
+        if pool.paths is not None:
+            try:
+                data = np.fromfile(pool.paths[i], dtype=np.uint8)
+            except OSError as e:
+                return "error", _reason(e)
+            if len(data) == 0:
+                return "error", "zero-byte file"
+            if device_decodable(data):
+                return "jpeg", data
+        return self._cpu(i)
+
+    def _cpu(self, i):
+        """The CPU path for one item: PIL decode (reduced-scale for JPEGs) and PIL resize/crop."""
+        from ..pool import ImageReadError
+
+        try:
+            im = self.tf(read_image(self.pool, i, self.tf))
+        except ImageReadError as e:
+            return "error", e.reason
+        try:
+            return "pixels", to_uint8_hwc(im, self.size)
+        except ValueError as e:
+            raise ValueError(f"item {self.pool.ids[i]!r}: {e}") from None
+
+    # ---------------------------------------------------------- producer thread
+    def _decode(self, arrays):
+        """Decode a list of JPEG byte arrays on the device; ``None`` where the decoder refused one."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        datas = [torch.from_numpy(a) for a in arrays]
+        try:
+            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device))
+        except (RuntimeError, ValueError):  # one bad image fails the whole call: find it
+            out = []
+            for d in datas:
+                try:
+                    out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device))
+                except (RuntimeError, ValueError):
+                    out.append(None)
+            return out
+
+    def _prepare(self, rows, loaded):
+        import torch
+
+        n, (h, w) = len(rows), self.size
+        x = torch.zeros((n, h, w, 3), dtype=torch.uint8, device=self.device)
+        msgs = [""] * n
+        jpeg = [k for k, (kind, _) in enumerate(loaded) if kind == "jpeg"]
+        if jpeg:
+            imgs = self._decode([loaded[k][1] for k in jpeg])
+            ok = [(k, im) for k, im in zip(jpeg, imgs) if im is not None]
+            for k, im in zip(jpeg, imgs):
+                if im is None:  # the device decoder refused it: the CPU path decides
+                    self.fallbacks += 1
+                    loaded[k] = self._cpu(rows[k])
+            if ok:
+                x[[k for k, _ in ok]] = resize_crop(self.tf, [im for _, im in ok], (h, w))
+        host = [k for k, (kind, _) in enumerate(loaded) if kind == "pixels"]
+        if host:
+            a = torch.from_numpy(np.stack([loaded[k][1] for k in host]))
+            if self.device.type == "cuda":
+                a = a.pin_memory()
+            x[host] = a.to(self.device, non_blocking=True)
+        for k, (kind, v) in enumerate(loaded):
+            if kind == "error":
+                msgs[k] = v
+        return x, list(rows), msgs
+
+    def _produce(self, out: queue.Queue, stop: threading.Event):
+        import torch
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        cuda = self.device.type == "cuda"
+        try:
+            stream = torch.cuda.Stream(self.device) if cuda else None
+            with ThreadPoolExecutor(self.io_workers, thread_name_prefix="alwidgets-io") as io, \
+                    torch.inference_mode(), (torch.cuda.stream(stream) if cuda else contextlib.nullcontext()):
+                pending = deque()
+                todo = iter(self.batches)
+                for rows in todo:  # reads of up to two batches in flight
+                    pending.append((rows, [io.submit(self._load, i) for i in rows]))
+                    if len(pending) < 2:
+                        continue
+                    rows0, futs = pending.popleft()
+                    if stop.is_set() or not self._emit(rows0, futs, stream, put):
+                        return
+                while pending:
+                    rows0, futs = pending.popleft()
+                    if stop.is_set() or not self._emit(rows0, futs, stream, put):
+                        return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put(e)
+
+    def _emit(self, rows, futs, stream, put) -> bool:
+        item = self._prepare(rows, [f.result() for f in futs])
+        if stream is not None:
+            stream.synchronize()  # the batch is complete before the consumer sees it
+        return put(item)
+
+    def __iter__(self):
+        import torch
+
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(out, stop), daemon=True, name="alwidgets-decode")
+        worker.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                x = item[0]
+                if x.is_cuda:  # made on the producer's stream, used on this one: keep the memory until done
+                    x.record_stream(torch.cuda.current_stream(x.device))
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    out.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            worker.join()
+

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# One call on a CUDA machine (about 5 minutes): the embedding checks of issue 16.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        # default /tmp/alwidgets-gpu-check
+#
+# 1. prints the device; 2. runs the embed tests on CUDA (slow ones included); 3. makes 3,000
+# 500x375 JPEGs (quality 90) from the CIFAR-10 subset in ../shared; 4. runs
+# benchmarks/embed_throughput.py for mobilenetv1_100 (the ../shared checkpoint), resnet50 and
+# vit_base_patch16_224 (RANDOM weights, pretrained=False: throughput only, no network needed)
+# with 8 baseline workers, decode=device (nvJPEG) and decode=pil side by side; 5. the precision
+# check (benchmarks/embed_precision.py): fp32/fp16/bf16 on CUDA against CPU fp32 for MobileNet V1,
+# and fp16/bf16 against CUDA fp32 for the two random-weight models; ends with one table.
+# Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's alwidgets, whatever is installed
+PY=${PYTHON:-python}
+OUT=${1:-/tmp/alwidgets-gpu-check}
+SHARED=${SHARED:-../shared}
+CIFAR=$SHARED/data/cifar10-subset
+WEIGHTS=$SHARED/weights/mobilenetv1_100.coral_in1k.safetensors
+N=${N_IMAGES:-3000}
+mkdir -p "$OUT"
+status=0
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+fail() { echo "!!! $*"; status=1; }
+
+step "1/5 device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || fail "nvidia-smi"
+$PY - <<'EOF' || fail "torch sees no CUDA device"
+import os, torch, torchvision, timm
+assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
+print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, torchvision {torchvision.__version__}, "
+      f"timm {timm.__version__}; {len(os.sched_getaffinity(0))} CPU cores")
+EOF
+[ -d "$CIFAR" ] || { fail "no CIFAR subset at $CIFAR (put ../shared beside the repo)"; exit 1; }
+
+step "2/5 embed tests on CUDA"
+$PY -m pytest -q -x -m "slow or not slow" -p no:cacheprovider tests/test_embed*.py -rs 2>&1 | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] && echo "TESTS passed" > "$OUT/tests.txt" || { echo "TESTS FAILED" > "$OUT/tests.txt"; fail "embed tests"; }
+
+step "3/5 $N JPEGs at 500x375 from the CIFAR subset"
+$PY - "$CIFAR/train" "$OUT/jpeg500" "$N" <<'EOF' || fail "making the JPEG set"
+import sys, time
+sys.path.insert(0, "benchmarks")
+from embed_throughput import make_jpegs
+from alwidgets import Pool
+src, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = time.perf_counter()
+pool = Pool.from_folder(src)
+make_jpegs(pool.subset(range(min(n, len(pool)))), (500, 375), out)
+print(f"{out}: {n} JPEGs in {time.perf_counter() - t:.0f} s")
+EOF
+
+step "4/5 throughput (3 rounds; decode=device and decode=pil; 8 baseline workers)"
+bench() {  # model json [extra args]
+  local model=$1 json=$2; shift 2
+  $PY benchmarks/embed_throughput.py --folder "$OUT/jpeg500" --model "$model" --limit "$N" --repeats 3 \
+      --baseline-workers 8 --decode device,pil --json "$json" "$@" 2>&1 | grep -v Warning || fail "throughput $model"
+}
+bench mobilenetv1_100 "$OUT/tp_mobilenetv1_100.json" --checkpoint "$WEIGHTS" --model-kwargs '{"pad_type": "same"}'
+bench resnet50 "$OUT/tp_resnet50.json"                  # random weights: speed only
+bench vit_base_patch16_224 "$OUT/tp_vit_base_patch16_224.json" --pretrained-cfg \
+  '{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "crop_pct": 0.9}'
+
+step "5/5 precision (min cosine vs fp32)"
+$PY benchmarks/embed_precision.py --cifar "$CIFAR" --json "$OUT/prec_mobilenetv1_100.json" \
+  --reference device=cpu,precision=fp32,decode=pil-full \
+  --variant device=cuda,precision=fp32,decode=pil-full --variant device=cuda,precision=fp16,decode=pil-full \
+  --variant device=cuda,precision=bf16,decode=pil-full --variant device=cuda 2>&1 | grep -v Warning \
+  || fail "precision mobilenetv1_100"
+for m in resnet50 vit_base_patch16_224; do
+  $PY benchmarks/embed_precision.py --cifar "$CIFAR" --model "$m" --per-class 100 --json "$OUT/prec_$m.json" \
+    --reference device=cuda,precision=fp32,decode=pil-full \
+    --variant device=cuda,precision=fp16,decode=pil-full --variant device=cuda,precision=bf16,decode=pil-full \
+    --variant device=cuda 2>&1 | grep -v Warning || fail "precision $m"
+done
+
+step "summary"
+$PY - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+import numpy as np
+out = Path(sys.argv[1])
+print((out / "tests.txt").read_text().strip() if (out / "tests.txt").exists() else "TESTS not run")
+print("| model | weights | (a) bare fwd | (b) device decode | (b) PIL decode | (c) ImageFolder, 8 workers "
+      "| b/a | b/c | 1st round / best later | min cos fp16 (default) | min cos bf16 |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for m in ("mobilenetv1_100", "resnet50", "vit_base_patch16_224"):
+    f, p = out / f"tp_{m}.json", out / f"prec_{m}.json"
+    if not f.exists():
+        print(f"| {m} | benchmark failed |")
+        continue
+    t = json.loads(f.read_text())
+    a, c, bd, bp = t["a"], t["c"], t["b"]["device"], t["b"]["pil"]
+    med = lambda xs: float(np.median(xs))
+    ba = med([y / x for x, y in zip(a, bd)])
+    bc = med([y / z for y, z in zip(bd, c)])
+    first = bd[0] / max(bd[1:])
+    cos = {}
+    if p.exists():
+        for row in json.loads(p.read_text())[1:]:
+            s = row["setting"]
+            if s.get("precision") in ("fp16", "bf16") and s.get("decode") == "pil-full":
+                cos[s["precision"]] = row["min_cos"]
+    w = "checkpoint" if m == "mobilenetv1_100" else "random"
+    print(f"| {m} | {w} | {max(a):,.0f} | {max(bd):,.0f} | {max(bp):,.0f} | {max(c):,.0f} | {ba:.2f} | {bc:.2f} | "
+          f"{first:.2f} | {cos.get('fp16', float('nan')):.4f} | {cos.get('bf16', float('nan')):.4f} |")
+print(f"device: {t['device']}; images/s best of 3 rounds; ratios: median of per-round ratios; "
+      f"{t['images']} JPEGs 500x375 q90 from CIFAR-10; precision: MobileNet V1 vs CPU fp32, others vs CUDA fp32")
+EOF
+exit $status
