@@ -99,7 +99,8 @@ def main(argv=None):
             ptr, train.masks, pte, test.masks, n_classes=11, ignore_index=11,
             model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
             budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
-            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, on_record=write,
+            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split,
+            on_record=lambda rec, s=split: write({**rec, "split": s}),   # one split per call: label it
             reference=json.loads(args.reference) if args.reference else None)
         res.curves["split"] = split
         res.reference["split"] = split

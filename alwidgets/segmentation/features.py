@@ -31,7 +31,8 @@ import numpy as np
 
 from .._files import atomic_write
 from ..embed.cache import cache_key, default_cache_dir
-from ..embed.timm import TimmEmbedder, _cores, _progress
+from ..embed.base import _progress
+from ..embed.timm import TimmEmbedder, _cores
 from ..pool import ImageReadError
 
 CACHE_FORMAT = "timm-dense-v1"
