@@ -656,10 +656,14 @@ class Session:
         if item_id not in self.store.current_labels():  # already retracted
             self._undo.pop()
             return f"{item_id} has no label to retract"
-        retracted = self.store.undo(item_id, session=self.session_id)  # popped only once committed
-        self._undo.pop()
-        if not retracted:
+        from .store import LeaseConflictError
+
+        try:
+            self.store.undo(item_id, session=self.session_id)  # popped only once committed
+        except LeaseConflictError:
+            self._undo.pop()
             return f"{item_id} was relabelled by another session; its label stays"
+        self._undo.pop()
         self._fit(self.labels())
         self.metrics_ = self._evaluate(self.labels())
         msg = f"retracted the label of {item_id}"

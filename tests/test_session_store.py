@@ -233,6 +233,10 @@ def test_two_sessions_on_one_store_get_disjoint_batches_and_every_label_lands_on
     assert len(ana.labels_df()) == len(bo.labels_df()) == 61
     # undo retracts only what this session wrote
     assert ana.undo().startswith("retracted") and len(bo.labels_df()) == 60
+    last_of_ana = ana._undo[-1]
+    ana.store.add_labels([{"item_id": last_of_ana, "label": "0", "annotator": "bo"}])   # someone relabels it
+    assert ana.undo() == f"{last_of_ana} was relabelled by another session; its label stays"
+    assert ana.store.current_labels()[last_of_ana] == "0"
     shown = list(ana.next_batch(8))                 # closing gives the shown batch back
     ana.close()
     assert sorted(bo.store.lease(shown, session=bo.session_id)) == sorted(shown)
