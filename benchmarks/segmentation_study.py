@@ -158,6 +158,15 @@ def curve(ptr, pte, train, test, counts, args):
     pd.DataFrame(rows).to_csv(OUT / f"segmentation_curve{tag}.csv", index=False)
 
 
+def _md(df: pd.DataFrame, index: bool = True) -> str:
+    """A DataFrame as a Markdown table (no tabulate dependency)."""
+    d = df.reset_index() if index else df
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [" | ".join(map(str, d.columns)), " | ".join("---" for _ in d.columns)]
+    rows += [" | ".join(fmt(v) for v in r) for r in d.itertuples(index=False)]
+    return "\n".join(f"| {r} |" for r in rows)
+
+
 def report(curves, refs, out, tag, args):
     """Summary table, ratios against random of the same run, and the targets of issue 15."""
     rare = CAMVID_RARE
@@ -170,16 +179,17 @@ def report(curves, refs, out, tag, args):
              "", f"splits: {sorted(set(curves['split']))}; full-pool mIoU per split: "
              + ", ".join(f"{r.miou:.1f} ({int(r.n_masks)} masks)" for r in refs.itertuples()),
              f"score scale: {args.score_scale} (1 = every test pixel)", "",
-             "## mIoU (mean over splits) by masks", "", mean.round(1).to_markdown(), ""]
+             "## mIoU (mean over splits) by masks", "", _md(mean), ""]
     if rnd is not None:
-        lines += ["## Difference to random (same run), mIoU points", "", (mean - rnd).round(1).to_markdown(), ""]
-    lines += ["## Summary", "", table.round(2).to_markdown(index=False), ""]
+        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), ""]
+    lines += ["## Summary", "", _md(table, index=False), ""]
     if rnd is not None and "masks_to_95%" in table:
         r95 = table.set_index("strategy")["masks_to_95%"]
         lines += ["## Masks to 95 % of full-pool mIoU, ratio to random", ""]
+        reached = table.set_index("strategy")["reached_95%"]
         for s, v in r95.items():
-            lines.append(f"- {s}: {v:.1f} masks, {v / r95['random']:.2f}x random" if np.isfinite(v) and np.isfinite(r95["random"])
-                         else f"- {s}: {v} masks (not reached by it or by random within the budgets)")
+            ratio = f", {v / r95['random']:.2f}x random" if np.isfinite(v) and np.isfinite(r95["random"]) else ""
+            lines.append(f"- {s}: {v:.1f} masks{ratio} (reached in {reached[s]} splits within the budgets)")
         lines.append("")
     (out / f"segmentation_study{tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -161,6 +161,6 @@ def test_simulation_runs_every_budget_and_summarises(shapes):
     assert len(c) == 9 and set(c["strategy"]) == {"random", "coverage", "class_weighted"}
     assert c[c.strategy == "class_weighted"]["temperature"].iloc[1:].notna().all()
     table = res.summary(rare=["triangle"], at=4)
-    assert {"miou@2", "miou@8", "masks_to_95%", "rare_iou@4"} <= set(table.columns)
+    assert {"miou@2", "miou@8", "masks_to_95%", "reached_95%", "rare_iou@4"} <= set(table.columns)
     with pytest.raises(ValueError, match="increasing"):
         simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, budgets=[4, 2], progress=False)
