@@ -61,6 +61,8 @@ def main(argv=None):
                          "--pool-fraction 1")
     ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
                                                   "(e.g. 10,20,40,80,367), scored on every test pixel")
+    ap.add_argument("--timing", action="store_true",
+                    help="only CPU seconds per training step at 20/80/100/367 masks and the refit they imply")
     ap.add_argument("--report-from", default=None,
                     help="no run: join the curves of these comma-separated tags (parallel runs) into one report")
     args = ap.parse_args(argv)
@@ -83,6 +85,8 @@ def main(argv=None):
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
+    if args.timing:
+        return timing(ptr, train)
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"_{args.tag}" if args.tag else ""
     curves_csv = OUT / f"segmentation_curves{tag}.csv"
@@ -133,6 +137,26 @@ def projected(emb, train, test):
     np.savez(tmp, **{f"tr{k}": m for k, m in enumerate(ptr.maps)}, **{f"te{k}": m for k, m in enumerate(pte.maps)})
     tmp.replace(cache)
     return ptr, pte
+
+
+def timing(ptr, train, steps: int = 30):
+    """CPU seconds of a training step (process time, so other jobs on the machine do not count) and
+    the refit each schedule implies; a step costs the same whatever the number of masks."""
+    order = np.random.default_rng(0).permutation(len(train))
+    schedule = DenseDecoder(11, 11, n_components=None)
+    for n in (20, 80, 100, 367):
+        masks = [None] * len(train)
+        for i in order[:n]:
+            masks[i] = train.masks[i]
+        m = DenseDecoder(11, 11, n_components=None, min_steps=steps, max_steps=steps, random_state=0).fit(ptr, masks)
+        t = time.process_time()
+        m.predict_proba(ptr, order[:16])
+        per = m.fit_cpu_seconds_ / steps
+        print(json.dumps(dict(n=n, cpu_per_step=round(per, 3), steps_cold=schedule.n_steps_for(n),
+                              steps_warm=schedule.n_steps_for(n, True),
+                              refit_cold_cpu_s=round(schedule.n_steps_for(n) * per, 1),
+                              refit_warm_cpu_s=round(schedule.n_steps_for(n, True) * per, 1),
+                              predict_cpu_s_per_image=round((time.process_time() - t) / 16, 3))), flush=True)
 
 
 def curve(ptr, pte, train, test, counts, args):
