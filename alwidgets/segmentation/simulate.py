@@ -173,8 +173,11 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
                 if calibrate and fitted:
                     from .calibrate import fit_pixel_temperature
 
-                    ts = fit_pixel_temperature(mdl, sub, labels, batch[:16], size=None, random_state=split)
-                    temperature = ts.temperature_
+                    try:
+                        ts = fit_pixel_temperature(mdl, sub, labels, batch[:16], size=None, random_state=split)
+                        temperature = ts.temperature_
+                    except ValueError:   # e.g. the new masks hold a single class: keep the last temperature
+                        pass
                 mdl.fit(sub, labels)
                 if temperature is not None:
                     mdl.temperature_ = temperature
