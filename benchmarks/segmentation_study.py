@@ -61,6 +61,9 @@ def main(argv=None):
                          "--pool-fraction 1")
     ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
                                                   "(e.g. 10,20,40,80,367), scored on every test pixel")
+    ap.add_argument("--class-iou", default="labelled", choices=["labelled", "heldout"],
+                    help="per-class IoU for the class-weighted/targeted selectors: on the model's training masks "
+                         "or on each new batch before the refit (rows are named STRATEGY+heldout)")
     ap.add_argument("--timing", action="store_true",
                     help="only CPU seconds per training step at 20/80/100/367 masks and the refit they imply")
     ap.add_argument("--report-from", default=None,
@@ -104,7 +107,8 @@ def main(argv=None):
             model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
             budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
             score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split,
-            on_record=lambda rec, s=split: write({**rec, "split": s}),   # one split per call: label it
+            class_iou=args.class_iou, on_record=lambda rec, s=split: write(
+                {**rec, "split": s, "strategy": rec["strategy"] + ("+heldout" if args.class_iou == "heldout" else "")}),
             reference=json.loads(args.reference) if args.reference else None)
         res.curves["split"] = split
         res.reference["split"] = split

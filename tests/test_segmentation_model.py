@@ -164,3 +164,24 @@ def test_simulation_runs_every_budget_and_summarises(shapes):
     assert {"miou@2", "miou@8", "masks_to_95%", "reached_95%", "rare_iou@4"} <= set(table.columns)
     with pytest.raises(ValueError, match="increasing"):
         simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, budgets=[4, 2], progress=False)
+
+
+def test_simulation_with_heldout_class_iou(shapes, monkeypatch):
+    from alwidgets.segmentation import select as seg_select
+    from alwidgets.segmentation.simulate import simulate_segmentation
+
+    train, test, ftr, fte = shapes
+    seen = []
+    original = seg_select.ClassWeightedUncertainty._select
+
+    def spy(self, n, **kw):
+        seen.append(kw["extra"].get("class_iou"))
+        return original(self, n, **kw)
+
+    monkeypatch.setattr(seg_select.ClassWeightedUncertainty, "_select", spy)
+    simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, ignore_index=4,
+                          model=_decoder(min_steps=10, max_steps=10), strategies=["class_weighted"],
+                          budgets=[2, 4, 8], splits=1, class_iou="heldout", progress=False)
+    assert seen[0] is None and seen[1] is not None and np.shape(seen[1]) == (4,)   # from round 2 on
+    with pytest.raises(ValueError, match="class_iou must be"):
+        simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, class_iou="cv", progress=False)

@@ -114,6 +114,20 @@ def labelled_class_iou(probs, masks, rows, n_classes: int, ignore_index=None) ->
     NaN for a class absent from both. Masks are sampled at the grid's cell
     centres, so no full-resolution prediction is needed.
     """
+    return iou_from_confusion(grid_confusion(probs, masks, rows, n_classes, ignore_index))
+
+
+def iou_from_confusion(cm) -> np.ndarray:
+    """Per-class IoU of a confusion matrix (rows = truth); NaN for a class absent from both."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def grid_confusion(probs, masks, rows, n_classes: int, ignore_index=None) -> np.ndarray:
+    """Confusion matrix of the arg-max of ``probs[r]`` against ``masks[r]`` sampled on the probability grid."""
     cm = np.zeros((n_classes, n_classes), np.int64)
     for r in rows:
         p = np.asarray(probs[r])
@@ -123,10 +137,7 @@ def labelled_class_iou(probs, masks, rows, n_classes: int, ignore_index=None) ->
         if ignore_index is not None:
             keep &= t != ignore_index
         cm += np.bincount(t[keep] * n_classes + pred[keep], minlength=n_classes ** 2).reshape(n_classes, n_classes)
-    tp = np.diag(cm).astype(float)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+    return cm
 
 
 def class_weakness(class_iou, power: float = 1.0, floor: float = 0.05) -> np.ndarray:
