@@ -34,6 +34,7 @@ from alwidgets.segmentation import (  # noqa: E402
     CAMVID_CLASSES,
     CAMVID_RARE,
     DenseDecoder,
+    DenseLinearProbe,
     PCAProjection,
     camvid,
     mobilenet_v1,
@@ -64,6 +65,8 @@ def main(argv=None):
     ap.add_argument("--class-iou", default="labelled", choices=["labelled", "heldout"],
                     help="per-class IoU for the class-weighted/targeted selectors: on the model's training masks "
                          "or on each new batch before the refit (rows are named STRATEGY+heldout)")
+    ap.add_argument("--model", default="decoder", choices=["decoder", "probe"],
+                    help="with --curve: the DenseDecoder (default) or the DenseLinearProbe on the raw stride-8/16 maps")
     ap.add_argument("--timing", action="store_true",
                     help="only CPU seconds per training step at 20/80/100/367 masks and the refit they imply")
     ap.add_argument("--report-from", default=None,
@@ -87,6 +90,8 @@ def main(argv=None):
     ptr, pte = projected(emb, train, test)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
+        if args.model == "probe":   # the probe reads the raw (unprojected) maps
+            ptr, pte = emb.embed(train.pool), emb.embed(test.pool)
         return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
     if args.timing:
         return timing(ptr, train)
@@ -169,7 +174,8 @@ def curve(ptr, pte, train, test, counts, args):
     rows = []
     for seed in range(args.first_split, args.first_split + args.splits):
         order = np.random.default_rng(seed).permutation(len(train))
-        model = DenseDecoder(11, 11, n_components=None, random_state=seed)
+        model = (DenseLinearProbe(11, 11, random_state=seed) if args.model == "probe"
+                 else DenseDecoder(11, 11, n_components=None, random_state=seed))
         for n in counts:
             masks = [None] * len(train)
             for i in order[:n]:
@@ -178,12 +184,13 @@ def curve(ptr, pte, train, test, counts, args):
             s = model.score(pte, test.masks, scale=args.score_scale)
             rows.append({"seed": seed, "n_masks": n, "miou": 100 * s.miou, "rare4": 100 * s.mean_iou_of(rare),
                          "pixel_accuracy": 100 * s.pixel_accuracy, "fit_seconds": model.fit_seconds_,
-                         "steps": model.n_steps_, "warm": model.warm_started_,
+                         "steps": getattr(model, "n_steps_", None), "warm": getattr(model, "warm_started_", None),
                          **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, s.iou)}})
             print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
                   flush=True)
     tag = f"_{args.tag}" if args.tag else ""
-    pd.DataFrame(rows).to_csv(OUT / f"segmentation_curve{tag}.csv", index=False)
+    name = "segmentation_curve" + ("_probe" if args.model == "probe" else "")
+    pd.DataFrame(rows).to_csv(OUT / f"{name}{tag}.csv", index=False)
 
 
 def _md(df: pd.DataFrame, index: bool = True) -> str:
