@@ -34,6 +34,7 @@ from alwidgets.segmentation import (  # noqa: E402
     CAMVID_CLASSES,
     CAMVID_RARE,
     DenseDecoder,
+    DenseLinearProbe,
     PCAProjection,
     camvid,
     mobilenet_v1,
@@ -61,6 +62,13 @@ def main(argv=None):
                          "--pool-fraction 1")
     ap.add_argument("--curve", default=None, help="only the learning curve of random masks at these counts "
                                                   "(e.g. 10,20,40,80,367), scored on every test pixel")
+    ap.add_argument("--class-iou", default="labelled", choices=["labelled", "heldout"],
+                    help="per-class IoU for the class-weighted/targeted selectors: on the model's training masks "
+                         "or on each new batch before the refit (rows are named STRATEGY+heldout)")
+    ap.add_argument("--model", default="decoder", choices=["decoder", "probe"],
+                    help="with --curve: the DenseDecoder (default) or the DenseLinearProbe on the raw stride-8/16 maps")
+    ap.add_argument("--timing", action="store_true",
+                    help="only CPU seconds per training step at 20/80/100/367 masks and the refit they imply")
     ap.add_argument("--report-from", default=None,
                     help="no run: join the curves of these comma-separated tags (parallel runs) into one report")
     args = ap.parse_args(argv)
@@ -82,7 +90,11 @@ def main(argv=None):
     ptr, pte = projected(emb, train, test)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
+        if args.model == "probe":   # the probe reads the raw (unprojected) maps
+            ptr, pte = emb.embed(train.pool), emb.embed(test.pool)
         return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
+    if args.timing:
+        return timing(ptr, train)
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"_{args.tag}" if args.tag else ""
     curves_csv = OUT / f"segmentation_curves{tag}.csv"
@@ -99,7 +111,9 @@ def main(argv=None):
             ptr, train.masks, pte, test.masks, n_classes=11, ignore_index=11,
             model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
             budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
-            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, on_record=write,
+            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split,
+            class_iou=args.class_iou, on_record=lambda rec, s=split: write(
+                {**rec, "split": s, "strategy": rec["strategy"] + ("+heldout" if args.class_iou == "heldout" else "")}),
             reference=json.loads(args.reference) if args.reference else None)
         res.curves["split"] = split
         res.reference["split"] = split
@@ -134,13 +148,34 @@ def projected(emb, train, test):
     return ptr, pte
 
 
+def timing(ptr, train, steps: int = 30):
+    """CPU seconds of a training step (process time, so other jobs on the machine do not count) and
+    the refit each schedule implies; a step costs the same whatever the number of masks."""
+    order = np.random.default_rng(0).permutation(len(train))
+    schedule = DenseDecoder(11, 11, n_components=None)
+    for n in (20, 80, 100, 367):
+        masks = [None] * len(train)
+        for i in order[:n]:
+            masks[i] = train.masks[i]
+        m = DenseDecoder(11, 11, n_components=None, min_steps=steps, max_steps=steps, random_state=0).fit(ptr, masks)
+        t = time.process_time()
+        m.predict_proba(ptr, order[:16])
+        per = m.fit_cpu_seconds_ / steps
+        print(json.dumps(dict(n=n, cpu_per_step=round(per, 3), steps_cold=schedule.n_steps_for(n),
+                              steps_warm=schedule.n_steps_for(n, True),
+                              refit_cold_cpu_s=round(schedule.n_steps_for(n) * per, 1),
+                              refit_warm_cpu_s=round(schedule.n_steps_for(n, True) * per, 1),
+                              predict_cpu_s_per_image=round((time.process_time() - t) / 16, 3))), flush=True)
+
+
 def curve(ptr, pte, train, test, counts, args):
     """mIoU of one warm-started DenseDecoder as random masks are added (the "keeps learning" target)."""
     rare = [CAMVID_CLASSES.index(c) for c in CAMVID_RARE]
     rows = []
     for seed in range(args.first_split, args.first_split + args.splits):
         order = np.random.default_rng(seed).permutation(len(train))
-        model = DenseDecoder(11, 11, n_components=None, random_state=seed)
+        model = (DenseLinearProbe(11, 11, random_state=seed) if args.model == "probe"
+                 else DenseDecoder(11, 11, n_components=None, random_state=seed))
         for n in counts:
             masks = [None] * len(train)
             for i in order[:n]:
@@ -149,12 +184,22 @@ def curve(ptr, pte, train, test, counts, args):
             s = model.score(pte, test.masks, scale=args.score_scale)
             rows.append({"seed": seed, "n_masks": n, "miou": 100 * s.miou, "rare4": 100 * s.mean_iou_of(rare),
                          "pixel_accuracy": 100 * s.pixel_accuracy, "fit_seconds": model.fit_seconds_,
-                         "steps": model.n_steps_, "warm": model.warm_started_,
+                         "steps": getattr(model, "n_steps_", None), "warm": getattr(model, "warm_started_", None),
                          **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, s.iou)}})
             print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
                   flush=True)
     tag = f"_{args.tag}" if args.tag else ""
-    pd.DataFrame(rows).to_csv(OUT / f"segmentation_curve{tag}.csv", index=False)
+    name = "segmentation_curve" + ("_probe" if args.model == "probe" else "")
+    pd.DataFrame(rows).to_csv(OUT / f"{name}{tag}.csv", index=False)
+
+
+def _md(df: pd.DataFrame, index: bool = True) -> str:
+    """A DataFrame as a Markdown table (no tabulate dependency)."""
+    d = df.reset_index() if index else df
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [" | ".join(map(str, d.columns)), " | ".join("---" for _ in d.columns)]
+    rows += [" | ".join(fmt(v) for v in r) for r in d.itertuples(index=False)]
+    return "\n".join(f"| {r} |" for r in rows)
 
 
 def report(curves, refs, out, tag, args):
@@ -169,16 +214,17 @@ def report(curves, refs, out, tag, args):
              "", f"splits: {sorted(set(curves['split']))}; full-pool mIoU per split: "
              + ", ".join(f"{r.miou:.1f} ({int(r.n_masks)} masks)" for r in refs.itertuples()),
              f"score scale: {args.score_scale} (1 = every test pixel)", "",
-             "## mIoU (mean over splits) by masks", "", mean.round(1).to_markdown(), ""]
+             "## mIoU (mean over splits) by masks", "", _md(mean), ""]
     if rnd is not None:
-        lines += ["## Difference to random (same run), mIoU points", "", (mean - rnd).round(1).to_markdown(), ""]
-    lines += ["## Summary", "", table.round(2).to_markdown(index=False), ""]
+        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), ""]
+    lines += ["## Summary", "", _md(table, index=False), ""]
     if rnd is not None and "masks_to_95%" in table:
         r95 = table.set_index("strategy")["masks_to_95%"]
         lines += ["## Masks to 95 % of full-pool mIoU, ratio to random", ""]
+        reached = table.set_index("strategy")["reached_95%"]
         for s, v in r95.items():
-            lines.append(f"- {s}: {v:.1f} masks, {v / r95['random']:.2f}x random" if np.isfinite(v) and np.isfinite(r95["random"])
-                         else f"- {s}: {v} masks (not reached by it or by random within the budgets)")
+            ratio = f", {v / r95['random']:.2f}x random" if np.isfinite(v) and np.isfinite(r95["random"]) else ""
+            lines.append(f"- {s}: {v:.1f} masks{ratio} (reached in {reached[s]} splits within the budgets)")
         lines.append("")
     (out / f"segmentation_study{tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -54,6 +54,12 @@ def test_warm_start_continues_with_fewer_steps(shapes):
     assert not cold.warm_started_ and cold.n_steps_ == 40
 
 
+def test_max_seconds_caps_a_refit(shapes):
+    train, _, ftr, _ = shapes
+    m = _decoder(min_steps=10_000, max_steps=10_000, max_seconds=0.5).fit(ftr, train.masks)
+    assert 1 <= m.n_steps_ < 10_000 and m.fit_seconds_ < 30
+
+
 def test_ignored_pixels_never_train(shapes):
     train, _, ftr, _ = shapes
     hidden = [np.where(m == 3, 4, m).astype(np.uint8) for m in train.masks]    # triangles -> ignore
@@ -155,6 +161,27 @@ def test_simulation_runs_every_budget_and_summarises(shapes):
     assert len(c) == 9 and set(c["strategy"]) == {"random", "coverage", "class_weighted"}
     assert c[c.strategy == "class_weighted"]["temperature"].iloc[1:].notna().all()
     table = res.summary(rare=["triangle"], at=4)
-    assert {"miou@2", "miou@8", "masks_to_95%", "rare_iou@4"} <= set(table.columns)
+    assert {"miou@2", "miou@8", "masks_to_95%", "reached_95%", "rare_iou@4"} <= set(table.columns)
     with pytest.raises(ValueError, match="increasing"):
         simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, budgets=[4, 2], progress=False)
+
+
+def test_simulation_with_heldout_class_iou(shapes, monkeypatch):
+    from alwidgets.segmentation import select as seg_select
+    from alwidgets.segmentation.simulate import simulate_segmentation
+
+    train, test, ftr, fte = shapes
+    seen = []
+    original = seg_select.ClassWeightedUncertainty._select
+
+    def spy(self, n, **kw):
+        seen.append(kw["extra"].get("class_iou"))
+        return original(self, n, **kw)
+
+    monkeypatch.setattr(seg_select.ClassWeightedUncertainty, "_select", spy)
+    simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, ignore_index=4,
+                          model=_decoder(min_steps=10, max_steps=10), strategies=["class_weighted"],
+                          budgets=[2, 4, 8], splits=1, class_iou="heldout", progress=False)
+    assert seen[0] is None and seen[1] is not None and np.shape(seen[1]) == (4,)   # from round 2 on
+    with pytest.raises(ValueError, match="class_iou must be"):
+        simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, class_iou="cv", progress=False)

@@ -103,8 +103,8 @@ def test_class_targeted_picks_the_most_weak_class_area():
 def test_candidates_limit_the_pick_and_are_checked():
     sel = PixelUncertainty().select(2, labels=[None] * 3, probs=_maps(), candidates=[0, 2])
     assert sorted(sel.indices.tolist()) == [0, 2]
-    with pytest.raises(ValueError, match="already labelled"):
-        RandomImages().select(1, labels=[np.zeros((2, 2)), None], candidates=[0])
+    got = RandomImages().select(2, labels=[np.zeros((2, 2)), None, None], candidates=[0, 1])
+    assert got.indices.tolist() == [1]                        # a labelled candidate is never picked
     with pytest.raises(ValueError, match="outside the pool"):
         RandomImages().select(1, labels=[None, None], candidates=[5])
     assert len(RandomImages().select(3, labels=np.array([-1, 0, -1]))) == 2
@@ -152,3 +152,13 @@ def test_diversity_and_auto_explain_themselves():
     labels[10] = np.zeros((h, w), np.uint8)
     later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
     assert later.info["phase"] == "class_weighted+diversity" and "class_weights" in later.info
+
+
+def test_loop_style_inputs_int_labels_with_masks_and_bool_candidates():
+    masks = [np.zeros((h, w), np.uint8), None, None]
+    flags = np.array([0, -1, -1])
+    sel = ClassWeightedUncertainty().select(1, labels=flags, probs=_maps(), masks=masks, model=object(),
+                                            candidates=np.array([False, False, True]))
+    assert sel.indices.tolist() == [2]
+    with pytest.raises(ValueError, match="masks has 2 entries"):
+        ClassWeightedUncertainty().select(1, labels=flags, probs=_maps(), masks=masks[:2])

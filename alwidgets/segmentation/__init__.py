@@ -51,3 +51,6 @@ from .calibrate import classwise_ece, fit_pixel_temperature, pixel_calibration  
 __all__ += ["AutoImages", "ClassTargeted", "ClassWeightedUncertainty", "CoverageImages", "PixelUncertainty",
             "RandomImages", "SegmentationSelector", "UncertaintyDiversityImages", "make_selector",
             "classwise_ece", "fit_pixel_temperature", "pixel_calibration"]
+from .task import SegmentationTask  # noqa: E402
+
+__all__ += ["SegmentationTask"]

@@ -481,6 +481,9 @@ class DenseDecoder(_DenseModel):
     warm_fraction : float
     loss_stride : int
         Pixel stride of the grid the loss is computed on (2 = every second pixel).
+    max_seconds : float or None
+        Stop a fit after this many seconds of training (an interactive refit after each mask;
+        ``n_steps_`` says how many steps ran). None: run every scheduled step.
     random_state : int or None
 
     Attributes
@@ -493,7 +496,8 @@ class DenseDecoder(_DenseModel):
                  width: int = 64, fine: int = 32, dropout: float = 0.1, class_weight="sqrt_median_frequency",
                  lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 8, crop: int | None = 32,
                  min_steps: int = 100, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
-                 warm_fraction: float = 0.5, loss_stride: int = 2, random_state=None):
+                 warm_fraction: float = 0.5, loss_stride: int = 2, max_seconds: float | None = None,
+                 random_state=None):
         self.n_classes = n_classes
         self.ignore_index = ignore_index
         self.n_components = n_components
@@ -511,6 +515,7 @@ class DenseDecoder(_DenseModel):
         self.warm_start = warm_start
         self.warm_fraction = warm_fraction
         self.loss_stride = loss_stride
+        self.max_seconds = max_seconds
         self.random_state = random_state
 
     def n_steps_for(self, n_masks: int, warm: bool = False) -> int:
@@ -589,8 +594,12 @@ class DenseDecoder(_DenseModel):
         bs = min(int(self.batch_size), len(labelled))
         losses = []
         net.train()
+        done = 0
         with _threads():
             for _ in range(steps):
+                if self.max_seconds is not None and time.perf_counter() - t0 > self.max_seconds and done:
+                    break
+                done += 1
                 rows = torch.from_numpy(rng.choice(len(labelled), bs, replace=False))
                 xs, t = self._crop([m[rows] for m in maps], targets[rows], strides, ls, rng)
                 xs = [(x.float() - mu) / sd for x, (mu, sd) in zip(xs, norm)]
@@ -607,7 +616,7 @@ class DenseDecoder(_DenseModel):
                     losses.append(float(loss.detach()))
                 sched.step()
         net.eval()
-        self.n_steps_ = steps
+        self.n_steps_ = done
         self.warm_started_ = warm
         self.loss_ = float(np.mean(losses[-20:])) if losses else float("nan")
         self.n_masks_ = len(labelled)

@@ -11,8 +11,11 @@ Every selector follows the contract of :mod:`alwidgets.select` (v2 form)::
 * ``probs`` -- per-pixel class probabilities ``(n_items, C, h, w)`` (any grid,
   e.g. the model's stride-8 grid), or a sequence of ``(C, h, w)`` arrays.
 * ``embeddings`` -- one global embedding per image (``DenseFeatures.pooled``).
-* ``candidates`` -- the pool indices that may be picked (default: every
-  unlabelled image); skipped, leased or errored images are simply left out.
+* ``candidates`` -- the pool indices (or a boolean mask) that may be picked
+  (default: every unlabelled image); skipped, leased or errored images are
+  simply left out.
+* ``masks=`` -- with ``labels`` given as an int array (the loop's
+  ``Task.selector_labels``), the masks themselves (``Task.selector_inputs``).
 
 Hyper-parameters go to ``__init__``; per-call data to ``select``. The result
 is an :class:`alwidgets.select.Selection` whose ``info`` says why (class
@@ -111,6 +114,20 @@ def labelled_class_iou(probs, masks, rows, n_classes: int, ignore_index=None) ->
     NaN for a class absent from both. Masks are sampled at the grid's cell
     centres, so no full-resolution prediction is needed.
     """
+    return iou_from_confusion(grid_confusion(probs, masks, rows, n_classes, ignore_index))
+
+
+def iou_from_confusion(cm) -> np.ndarray:
+    """Per-class IoU of a confusion matrix (rows = truth); NaN for a class absent from both."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def grid_confusion(probs, masks, rows, n_classes: int, ignore_index=None) -> np.ndarray:
+    """Confusion matrix of the arg-max of ``probs[r]`` against ``masks[r]`` sampled on the probability grid."""
     cm = np.zeros((n_classes, n_classes), np.int64)
     for r in rows:
         p = np.asarray(probs[r])
@@ -120,10 +137,7 @@ def labelled_class_iou(probs, masks, rows, n_classes: int, ignore_index=None) ->
         if ignore_index is not None:
             keep &= t != ignore_index
         cm += np.bincount(t[keep] * n_classes + pred[keep], minlength=n_classes ** 2).reshape(n_classes, n_classes)
-    tp = np.diag(cm).astype(float)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+    return cm
 
 
 def class_weakness(class_iou, power: float = 1.0, floor: float = 0.05) -> np.ndarray:
@@ -158,6 +172,11 @@ class SegmentationSelector(BaseEstimator):
             raise ValueError(f"n must be a positive integer, got {n!r}")
         n = int(n)
         labelled, masks = _labels(labels)
+        if masks is None and extra.get("masks") is not None:   # the loop: int labels + masks= (Task.selector_inputs)
+            masks = list(extra["masks"])
+            if len(masks) != len(labelled):
+                raise ValueError(f"masks has {len(masks)} entries but labels has {len(labelled)}")
+        extra = {k: v for k, v in extra.items() if k not in ("masks", "model")}
         N = len(labelled)
         for key, val in (("embeddings", embeddings), ("probs", probs)):
             if key in self.requires and val is None:
@@ -178,12 +197,15 @@ class SegmentationSelector(BaseEstimator):
         if candidates is None:
             cand = np.flatnonzero(~labelled)
         else:
-            cand = np.unique(np.asarray(candidates, dtype=np.int64))
+            cand = np.asarray(candidates)
+            if cand.dtype == bool:
+                if cand.shape != (N,):
+                    raise ValueError(f"a boolean candidates mask must have {N} entries, got {cand.shape}")
+                cand = np.flatnonzero(cand)
+            cand = np.unique(cand.astype(np.int64))
             if cand.size and (cand.min() < 0 or cand.max() >= N):
                 raise ValueError(f"candidates hold indices outside the pool of {N} items")
-            if labelled[cand].any():
-                bad = cand[labelled[cand]][:10].tolist()
-                raise ValueError(f"candidates {bad} are already labelled")
+            cand = cand[~labelled[cand]]   # as in alwidgets.select: the pickable ones are the unlabelled candidates
         rng = np.random.default_rng(random_state)
         k = min(n, len(cand))
         if k == 0:

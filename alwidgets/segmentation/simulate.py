@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from .select import make_selector
+from .select import grid_confusion, iou_from_confusion, make_selector
 
 
 @dataclass
@@ -38,7 +38,8 @@ class SegmentationSimulation:
 
     def summary(self, targets=(0.9, 0.95), rare=None, at: int | None = None) -> pd.DataFrame:
         """Per strategy: mean mIoU per budget, masks to reach each fraction of the full-pool mIoU
-        (linear interpolation between budgets; NaN if never reached), and the rare classes' IoU at ``at``."""
+        (linear interpolation between budgets, averaged over the splits that reached it, with
+        ``reached_P%`` = how many did), and the rare classes' mean IoU at ``at`` masks."""
         return summarize(self.curves, self.reference, targets=targets, rare=rare, at=at)
 
 
@@ -63,8 +64,11 @@ def summarize(curves: pd.DataFrame, reference: pd.DataFrame, targets=(0.9, 0.95)
         for b, gb in g.groupby("n_masks"):
             rec[f"miou@{b}"] = gb["miou"].mean()
         for t in targets:
-            reach = [_interp_reach(gs["n_masks"], gs["miou"], t * ref[s]) for s, gs in g.groupby("split")]
-            rec[f"masks_to_{int(round(t * 100))}%"] = float(np.mean(reach)) if not np.isnan(reach).any() else float("nan")
+            reach = np.array([_interp_reach(gs["n_masks"], gs["miou"], t * ref[s]) for s, gs in g.groupby("split")])
+            pct = int(round(t * 100))
+            # mean over the splits that reached the target within the budgets; how many did
+            rec[f"masks_to_{pct}%"] = float(np.nanmean(reach)) if np.isfinite(reach).any() else float("nan")
+            rec[f"reached_{pct}%"] = f"{int(np.isfinite(reach).sum())}/{len(reach)}"
         if rare is not None and at is not None:
             ga = g[g["n_masks"] == at]
             rec[f"rare_iou@{at}"] = ga[[f"iou_{c}" for c in rare]].mean(axis=1).mean()
@@ -77,7 +81,8 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
                                                   "class_targeted", "auto"),
                           budgets=(5, 10, 20, 40, 80, 160), splits: int = 3, pool_fraction: float = 0.8,
                           calibrate: bool = True, score_scale: int = 1, classes=None, random_state=0,
-                          reference=None, progress: bool = True, on_record=None) -> SegmentationSimulation:
+                          reference=None, class_iou: str = "labelled", progress: bool = True,
+                          on_record=None) -> SegmentationSimulation:
     """Simulate image-level mask selection on a pool with known masks.
 
     Parameters
@@ -104,6 +109,11 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
     reference : dict, optional
         ``{"miou": ..., "n_masks": ...}`` (mIoU in %) of a model already fitted on the whole pool
         with the same settings: skips the full-pool fit of every split (only with ``pool_fraction=1``).
+    class_iou : {"labelled", "heldout"}
+        Where the class-weighted and class-targeted selectors get per-class IoU: the model's
+        predictions on its own training masks (``"labelled"``, optimistic), or on the masks of each
+        batch *before* the refit that uses them (``"heldout"``: unseen by that model; the confusion
+        matrices of past batches are kept with weight halving each round), passed as ``class_iou=``.
     on_record : callable, optional
         Called with each curve row (a dict) as it is produced, e.g. to write partial results.
     """
@@ -114,6 +124,8 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
         raise ValueError(f"budgets must be increasing positive integers, got {budgets}")
     if len(masks) != len(features) or len(test_masks) != len(test_features):
         raise ValueError("features and masks must have one entry per item (pool and test)")
+    if class_iou not in ("labelled", "heldout"):
+        raise ValueError(f"class_iou must be 'labelled' or 'heldout', got {class_iou!r}")
     if not 0 < pool_fraction <= 1:
         raise ValueError(f"pool_fraction must be in (0, 1], got {pool_fraction}")
     classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
@@ -151,6 +163,7 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
             labels = [None] * m_pool
             fitted = False
             temperature = None
+            held_cm = None
             prev = 0
             for b in budgets:
                 t0 = time.perf_counter()
@@ -159,18 +172,28 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
                                                     "every model-based strategy"}
                 else:
                     probs = mdl.predict_proba(sub) if fitted else None
+                    extra = {}
+                    if class_iou == "heldout" and held_cm is not None:
+                        extra["class_iou"] = iou_from_confusion(held_cm)
                     sel = selector.select(b - prev, labels=labels, embeddings=sub.pooled, probs=probs,
                                           random_state=np.random.default_rng([int(random_state), split, b]),
-                                          ignore_index=ignore_index, temperature=temperature)
+                                          ignore_index=ignore_index, temperature=temperature, **extra)
                     batch, info = sel.indices, sel.info
                 select_s = time.perf_counter() - t0
                 for i in batch:
                     labels[int(i)] = sub_masks[int(i)]
+                if class_iou == "heldout" and fitted:   # the new masks, as the current model sees them
+                    cm = grid_confusion(mdl.predict_proba(sub, batch), [labels[int(i)] for i in batch], range(len(batch)),
+                                        n_classes, ignore_index)
+                    held_cm = cm if held_cm is None else 0.5 * held_cm + cm
                 if calibrate and fitted:
                     from .calibrate import fit_pixel_temperature
 
-                    ts = fit_pixel_temperature(mdl, sub, labels, batch[:16], size=None, random_state=split)
-                    temperature = ts.temperature_
+                    try:
+                        ts = fit_pixel_temperature(mdl, sub, labels, batch[:16], size=None, random_state=split)
+                        temperature = ts.temperature_
+                    except ValueError:   # e.g. the new masks hold a single class: keep the last temperature
+                        pass
                 mdl.fit(sub, labels)
                 if temperature is not None:
                     mdl.temperature_ = temperature
