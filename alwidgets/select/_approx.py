@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED
-from ..embeddings import MATERIALIZE_LIMIT, ShardedEmbeddings, take_rows
+from .._validation import UNLABELED, Interval, Options
+from ..embeddings import MATERIALIZE_LIMIT, ShardedEmbeddings, as_dense, take_rows
 from .base import Selection
 
 APPROX_MIN_ROWS = 1_000_000
@@ -55,3 +55,27 @@ def on_subsample(select, n, *, labels, embeddings, probs, candidates, rng, sampl
                  model=None, candidates=np.searchsorted(rows, np.sort(cs)), rng=rng)
     info = {**sel.info, "approximate": {"sample": int(len(cs)), "candidates": int(len(candidates))}}
     return Selection(rows[np.asarray(sel.indices, np.int64)], sel.scores, info)
+
+
+APPROX_CONSTRAINTS = {
+    "approximate": ["boolean", Options(("auto",), "approximate")],
+    "approx_sample": [Interval(int, 1, None)],
+}
+"""Parameter constraints of the ``approximate`` / ``approx_sample`` hyperparameters."""
+
+
+class Approximable:
+    """Mixin of the selectors that scale by sampling (coverage, k-center, BADGE).
+
+    ``_select`` runs the subclass's ``_exact`` on every row, or — from :data:`APPROX_MIN_ROWS`
+    rows on, with ``approximate="auto"`` — on the labelled items plus a random sample of
+    ``approx_sample`` candidates (:func:`on_subsample`).
+    """
+
+    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
+        if use_approximate(self.approximate, embeddings):
+            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings,
+                                probs=probs if "probs" in self.requires else None,
+                                candidates=candidates, rng=rng, sample=self.approx_sample)
+        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
+                           candidates=candidates, rng=rng)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import Interval, Options
-from ..embeddings import as_dense
-from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
+from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable
 from ._faiss import sequential_blas, sq_norms
 from .base import Selection, Selector
 from .registry import register
@@ -97,7 +95,7 @@ def lazy_d2_sampling(Q: np.ndarray, H: np.ndarray, k: int, rng: np.random.Genera
 
 
 @register("badge")
-class Badge(Selector):
+class Badge(Approximable, Selector):
     """Batch Active learning by Diverse Gradient Embeddings.
 
     Each unlabelled item gets the gradient of the cross-entropy loss, at the
@@ -135,20 +133,12 @@ class Badge(Selector):
 
     requires = ("embeddings", "probs")
     _parameter_constraints = {
-        "approximate": ["boolean", Options(("auto",), "approximate")],
-        "approx_sample": [Interval(int, 1, None)],
+        **APPROX_CONSTRAINTS,
     }
 
     def __init__(self, approximate="auto", approx_sample: int = APPROX_SAMPLE):
         self.approximate = approximate
         self.approx_sample = approx_sample
-
-    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
-        if use_approximate(self.approximate, embeddings):
-            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=probs,
-                                candidates=candidates, rng=rng, sample=self.approx_sample)
-        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
-                           candidates=candidates, rng=rng)
 
     def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         unl = candidates

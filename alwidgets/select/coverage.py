@@ -5,9 +5,8 @@ import heapq
 
 import numpy as np
 
-from .._validation import UNLABELED, Interval, Options
-from ..embeddings import as_dense
-from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
+from .._validation import UNLABELED, Interval
+from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable
 from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
@@ -16,7 +15,7 @@ _DUP_SQ = 1e-10  # squared distance under which two unit vectors count as the sa
 
 
 @register("coverage")
-class Coverage(Selector):
+class Coverage(Approximable, Selector):
     """Pick typical items from the clusters that have the fewest labels (TypiClust).
 
     With few labels the best items to ask about are typical examples of every
@@ -102,6 +101,7 @@ class Coverage(Selector):
         "max_candidates": [Interval(int, 2, None)],
         "n_init": [Interval(int, 1, None)],
         "n_local_trials": [None, Interval(int, 1, None)],
+        **APPROX_CONSTRAINTS,
     }
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
@@ -120,13 +120,6 @@ class Coverage(Selector):
         self.approx_sample = approx_sample
         self.n_init = n_init
         self.n_local_trials = n_local_trials
-
-    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
-        if use_approximate(self.approximate, embeddings):
-            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=None,
-                                candidates=candidates, rng=rng, sample=self.approx_sample)
-        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
-                           candidates=candidates, rng=rng)
 
     def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         X = l2_normalize(embeddings)

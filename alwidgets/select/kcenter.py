@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import UNLABELED, Interval, Options
-from ..embeddings import as_dense
-from ._approx import APPROX_SAMPLE, on_subsample, use_approximate
+from .._validation import UNLABELED
+from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable
 from ._faiss import nearest_center, sequential_blas, sq_norms, vector_sqdist
 from .base import Selection, Selector
 from .registry import register
@@ -121,7 +120,7 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
 
 
 @register("kcenter")
-class KCenterGreedy(Selector):
+class KCenterGreedy(Approximable, Selector):
     """Core-set: repeatedly pick the unlabelled item farthest from everything labelled or picked.
 
     Minimises the radius within which every pool item has a labelled
@@ -154,20 +153,12 @@ class KCenterGreedy(Selector):
 
     requires = ("embeddings",)
     _parameter_constraints = {
-        "approximate": ["boolean", Options(("auto",), "approximate")],
-        "approx_sample": [Interval(int, 1, None)],
+        **APPROX_CONSTRAINTS,
     }
 
     def __init__(self, approximate="auto", approx_sample: int = APPROX_SAMPLE):
         self.approximate = approximate
         self.approx_sample = approx_sample
-
-    def _select(self, n, *, labels, embeddings, probs, model, candidates, rng):
-        if use_approximate(self.approximate, embeddings):
-            return on_subsample(self._exact, n, labels=labels, embeddings=embeddings, probs=None,
-                                candidates=candidates, rng=rng, sample=self.approx_sample)
-        return self._exact(n, labels=labels, embeddings=as_dense(embeddings), probs=probs, model=model,
-                           candidates=candidates, rng=rng)
 
     def _exact(self, n, *, labels, embeddings, probs, model, candidates, rng):
         start = np.flatnonzero(labels != UNLABELED)
