@@ -155,7 +155,8 @@ def test_four_annotators_label_2000_items_exactly_once(pg_server, tmp_path):
     acks, refused, idle, errors = _read_acks(paths)
     hist = _check_history(url, acks, exhausted=True)
     assert len(acks) == N_ITEMS and errors == 0  # 0 lost, 0 duplicated: every item acknowledged once
-    assert hist.groupby("annotator").size().min() > 0 and hist["annotator"].nunique() == 4
+    # the three working annotators all labelled; the idle one may find the pool exhausted when it wakes
+    assert {"ann1", "ann2", "ann3"} <= set(hist["annotator"])
     by_item = dict(zip(hist.item_id, hist.annotator))
     handed = [i for i in idle if by_item[i] != "ann0"]
     assert len(idle) == BATCH and handed, "the idle annotator's expired lease was handed to another"

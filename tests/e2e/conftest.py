@@ -220,7 +220,9 @@ def cell(page, i: int):
 def open_notebook(page, server: JupyterServer, ui: str, name: str) -> None:
     """Open ``name`` and wait until its first cell is shown and its kernel is idle."""
     page.goto(server.url(ui, name))
-    cell(page, 0).locator(".cm-content").wait_for(state="visible", timeout=SLOW)
+    # a code cell shows its editor, a markdown cell (rendered on open) its text
+    cell(page, 0).locator(".cm-content:visible, .jp-RenderedMarkdown:visible").first.wait_for(
+        state="visible", timeout=SLOW)
     wait_kernel_idle(page, server, name)
 
 
