@@ -124,7 +124,8 @@ class Badge(Approximable, Selector):
     Parameters
     ----------
     approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (4,000,000) items in memory and for
+        memory-mapped pools whose float32 copy fits ``MATERIALIZE_LIMIT`` (1 GiB), else the
         IVF path: D^2 sampling on candidates drawn from every cell of an IVF
         partition of the embeddings (each cell's items with the largest gradient
         norm, plus a stratified random share), see docs/scaling.md.

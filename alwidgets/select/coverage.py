@@ -71,7 +71,8 @@ class Coverage(Approximable, Selector):
         had cost 0.6-1.6 points at 5 per class. ``n_init=1,
         n_local_trials=1`` gives the earlier behaviour.
     approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (4,000,000) items in memory and for
+        memory-mapped pools whose float32 copy fits ``MATERIALIZE_LIMIT`` (1 GiB), else the
         IVF path: the k-means clusters become the cells of an IVF partition of
         the pool, every item is assigned in one chunked pass over the
         (memory-mapped) embeddings, and only the rows that are ranked are read

@@ -136,6 +136,12 @@ def _greedy(X, x_sq, n, ub, applied, allowed, n_allowed, centers, picks, scores,
         applied[j] = len(centers)
 
 
+def _merge(a, b) -> np.ndarray:
+    """Sorted union of two int arrays (sort-based: faster than a hash for these sizes)."""
+    m = np.sort(np.concatenate([np.asarray(a, np.int64), np.asarray(b, np.int64)]))
+    return m[np.concatenate([[True], m[1:] != m[:-1]])] if len(m) else m
+
+
 def _rows_beyond(X, rows: np.ndarray, C: np.ndarray, r2: float):
     """The rows (of ``rows``, ascending) whose squared distance to the nearest row of ``C`` exceeds
     ``r2``, and those distances; read in blocks (contiguous ranges of a memory map)."""
@@ -172,7 +178,8 @@ class KCenterGreedy(Approximable, Selector):
     Parameters
     ----------
     approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (4,000,000) items in memory and for
+        memory-mapped pools whose float32 copy fits ``MATERIALIZE_LIMIT`` (1 GiB), else the
         IVF path: greedy on the labelled items plus candidates drawn from every
         cell of an IVF partition of the pool (each cell's rows farthest from its
         centroid and a stratified random share), refined by passes over the
@@ -220,13 +227,15 @@ class KCenterGreedy(Approximable, Selector):
         is_allowed[allowed] = True
         cand = irows[stratified_candidates(part, allowed, self.approx_sample, rng)]
         passes, added, scanned, unchecked = 0, 0, 0, 0
-        rows = np.union1d(lab, cand)
+        rows = _merge(lab, cand)
         Xr = take_rows(embeddings, rows)
         while True:
             start, cpos = np.searchsorted(rows, lab), np.searchsorted(rows, cand)
             idx, scores = farthest_first(Xr, n, start=start, candidates=cpos)
             C = Xr[np.concatenate([start, idx])]
-            rest = np.setdiff1d(cpos, idx, assume_unique=True)
+            picked = np.zeros(len(rows), bool)
+            picked[idx] = True
+            rest = cpos[~picked[cpos]]
             r2 = float(nearest_center(Xr[rest], C)[1].max()) if len(rest) else 0.0
             if passes >= APPROX_REFINE or len(cand) == len(allowed):
                 break
@@ -248,8 +257,8 @@ class KCenterGreedy(Approximable, Selector):
                 break
             keep = np.sort(far[np.argsort(-far_d, kind="stable")[:max(1000, 10 * n)]])   # the farthest
             added += len(keep)
-            cand = np.union1d(cand, keep)
-            new_rows = np.setdiff1d(keep, rows, assume_unique=True)
+            cand = _merge(cand, keep)
+            new_rows = keep[~np.isin(keep, rows, assume_unique=True, kind='sort')]
             at = np.searchsorted(rows, new_rows)
             rows = np.insert(rows, at, new_rows)
             Xr = np.insert(Xr, at, take_rows(embeddings, new_rows), axis=0)
