@@ -153,6 +153,46 @@ def run_selection(args) -> list[dict]:
     return rows
 
 
+def kcenter_radius(args) -> None:
+    """Covering radius over the whole pool of k-center's picks: the IVF path vs the exact greedy on
+    the labelled rows plus a uniform sample of ``approx_sample`` candidates (the earlier approximate
+    path), for seeds 0 and 1. One full chunked pass per radius."""
+    from alwidgets._validation import check_embeddings
+    from alwidgets.embeddings import open_embeddings, take_rows
+    from alwidgets.select import KCenterGreedy
+    from alwidgets.select._approx import APPROX_SAMPLE
+    from alwidgets.select._faiss import nearest_center
+    from alwidgets.select.kcenter import farthest_first
+
+    E = check_embeddings(open_embeddings(sorted(str(p) for p in Path(args.dir).glob("emb-*.npy"))))
+    n = len(E)
+    rng = np.random.default_rng(1)   # the labelled rows of the worker runs
+    lab = np.sort(rng.choice(n, args.labelled, replace=False))
+    labels = np.full(n, -1, np.int64)
+    labels[lab] = 0
+
+    def radius(centres):
+        C = take_rows(E, centres)
+        return float(np.sqrt(max(float(nearest_center(B, C)[1].max()) for _, B in E.iter_chunks())))
+
+    print(f"\nk-center covering radius over all {n:,} rows ({args.batch} picks, {args.labelled} labelled)")
+    for seed in (0, 1):
+        t = time.perf_counter()
+        ivf = KCenterGreedy().select(args.batch, labels=labels, embeddings=E, random_state=seed).indices
+        t_ivf = time.perf_counter() - t
+        r = np.random.default_rng(seed)
+        free = np.setdiff1d(np.arange(n), lab)
+        cs = np.sort(r.choice(free, min(APPROX_SAMPLE, len(free)), replace=False))
+        rows = np.sort(np.concatenate([lab, cs]))
+        t = time.perf_counter()
+        idx, _ = farthest_first(take_rows(E, rows), args.batch, start=np.searchsorted(rows, lab),
+                                candidates=np.searchsorted(rows, cs))
+        t_smp = time.perf_counter() - t
+        r_ivf, r_smp = radius(np.concatenate([lab, ivf])), radius(np.concatenate([lab, rows[idx]]))
+        print(f"  seed {seed}: IVF {r_ivf:.3f} ({t_ivf:.1f} s), uniform sample {r_smp:.3f} ({t_smp:.1f} s): "
+              f"{r_ivf / r_smp:.3f}x (load {load()})", flush=True)
+
+
 # ---------------------------------------------------------------------------- (a) Ray
 class _Timed:
     """Wraps an executor: records when each batch comes back (seconds since the run started)."""
@@ -250,6 +290,8 @@ def main(argv=None) -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--skip-select", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--kcenter-radius", action="store_true",
+                    help="also compare k-center's covering radius over the whole pool, IVF vs uniform sample")
     ap.add_argument("--cifar", default=str(REPO.parent / "shared/data/cifar10-subset/test"))
     ap.add_argument("--limit", type=int, default=1000, help="CIFAR images for (a) (the test split has 1,000)")
     ap.add_argument("--ray-stages", default="fused,two", help="RayExecutor stages to time, comma-separated")
@@ -262,7 +304,11 @@ def main(argv=None) -> None:
         return worker(args)
     print(f"uptime load average (1/5/15 min): {load()}; {os.cpu_count()} CPUs", flush=True)
     if not args.skip_select:
+        if args.kcenter_radius and not args.dir:   # the radius check reads the pool again: keep it
+            args.dir = str(Path(tempfile.gettempdir()) / f"alwidgets-scale-{args.n}x{args.d}")
         run_selection(args)
+        if args.kcenter_radius:
+            kcenter_radius(args)
     if not args.skip_ray:
         run_ray(args)
 
