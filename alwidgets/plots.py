@@ -52,9 +52,9 @@ def miou_curve_figure(curves: pd.DataFrame, *, baseline: pd.DataFrame | None = N
     """Mean mIoU against masks labelled: one line per strategy (± std band over repeats), or one
     session's rounds.
 
-    ``curves`` has ``n_labels`` (or ``n_masks``) and ``miou`` as a fraction (``Session.history``,
-    or simulation curves with ``strategy`` and ``repeat``/``split``; a session's rounds are drawn
-    as ``"session"``). ``baseline`` is a simulated random curve (``n_labels``, ``mean``, ``std``,
+    ``curves`` has ``n_labels`` (or ``n_masks``) and ``miou`` as a fraction: simulation curves
+    (with ``strategy`` and ``repeat``/``split``: one line per strategy), or ``Session.history``
+    (no repeats: one line, ``"session"``; rounds without a score are left out). ``baseline`` is a simulated random curve (``n_labels``, ``mean``, ``std``,
     as ``Session.show_baseline`` emits it), drawn dashed in black with its band: trace names
     ``random (simulated)`` and ``random band``. ``full_pool`` draws the mIoU of a model trained on
     every mask as a dotted line.
@@ -69,7 +69,7 @@ def miou_curve_figure(curves: pd.DataFrame, *, baseline: pd.DataFrame | None = N
 
     c = curves.rename(columns={"n_masks": "n_labels", "split": "repeat"})
     c = c[c["miou"].notna()] if len(c) else c
-    if "strategy" not in c:
+    if "strategy" not in c or "repeat" not in c:   # a session's rounds (history), not simulated repeats
         c = c.assign(strategy="session")
     frame = pd.DataFrame({"strategy": c["strategy"], "n_labels": c["n_labels"], "accuracy": c["miou"].astype(float)})
     fig = learning_curve_figure(frame, reference=reference, title=title, xaxis_title="masks labelled",
