@@ -68,6 +68,8 @@ class Loop:
     selector : str or Selector
         The strategy (``"auto"``, ``"margin"``, ...), by the task's names (``task.make_selector``).
 
+    Notes
+    -----
     ``X`` is whatever the task's features are: an ``(n, d)`` array for classes and
     numbers, :class:`~alwidgets.segmentation.DenseFeatures` for masks. The loop never
     looks inside it; the task joins pool and held-out rows (``fit_predict_eval``) and
