@@ -38,7 +38,7 @@ EOF
 [ -d "$CIFAR" ] || { fail "no CIFAR subset at $CIFAR (put ../shared beside the repo)"; exit 1; }
 
 step "2/6 embed tests on CUDA"
-timeout 240 $PY -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_embed*.py -rs 2>&1 | tail -25
+timeout 240 $PY -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_embed*.py -rs 2>&1 | tee "$OUT/embed_tests.txt" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] && echo "TESTS passed" > "$OUT/tests.txt" || { echo "TESTS FAILED" > "$OUT/tests.txt"; fail "embed tests"; }
 
 step "3/6 $N JPEGs at 500x375 from the CIFAR subset"
