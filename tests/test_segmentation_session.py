@@ -133,6 +133,8 @@ def test_segmentation_by_name_test_set_and_selector_names(shapes):
         s.use("least_confidence")
     with pytest.raises(TypeError, match="import_masks"):
         s.import_labels(s.labels_df())
+    with pytest.raises(TypeError, match="simulate --task segmentation"):
+        s.recommend()
     s.close()
     # test items by id, with masks known to the data set: never offered
     s = Session(data, embeddings=feats, model=small_model(), store=":memory:", test=list(test_ids),
