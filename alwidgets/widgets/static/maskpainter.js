@@ -489,6 +489,7 @@ const clock = () => (typeof performance !== "undefined" ? performance.now() : Da
 // ---------------------------------------------------------------------------- view
 function render({ model, el }) {
   const root = h("div", "alw-painter");
+  root.dataset.renderAt = String(Date.now());   // wall clock, with data-shown-at: the latency benchmark
   root.tabIndex = 0;
   root.setAttribute("data-lm-suppress-shortcuts", "true");   // JupyterLab: our keys are not notebook commands
   root.setAttribute("role", "application");
@@ -737,6 +738,9 @@ function render({ model, el }) {
     model.send({ ...msg, batch: model.get("batch") }, undefined, buffers);
   }
 
+  // for the browser tests: send a message as this view would (bad payloads cannot be made through the UI)
+  root.alwSend = (msg, buffers) => model.send({ batch: model.get("batch"), item: shown, ...msg }, undefined, buffers);
+
   function open(id) {
     if (busy || !id || id === shown) return;
     if (doc) doc.last = null;
@@ -774,6 +778,18 @@ function render({ model, el }) {
     prediction = null;
     main.hidden = !id || !w || !hh;
     if (main.hidden) { doc = null; paintStrip(); paintTools(); return; }
+    // the image first: the browser decodes it while the masks below are decoded
+    if (view.w !== w || view.h !== hh) view = createView(w, hh, Math.max(320, Math.min(960, el.clientWidth || 960)), 640);
+    else resetView(view);
+    img.alt = id;
+    url = toBlobUrl(model.get("image"), model.get("mime"));
+    img.removeAttribute("src");
+    root.dataset.shown = "";
+    if (url) img.src = url;
+    canvas.width = w; canvas.height = hh;   // cleared until this image's mask is drawn
+    imageData = null;
+    applyView();
+    paintStrip();
     let d = docs.get(id);
     if (!d || d.w !== w || d.h !== hh) {
       d = { w, h: hh, mask: createMask(w, hh, ignore()), history: new History(w, hh), seconds: 0, last: null };
@@ -800,23 +816,12 @@ function render({ model, el }) {
     st.ignore = ignore();
     st.ready = true;
     root.dataset.ready = id;              // painting works from here (tests wait for it)
-    if (view.w !== w || view.h !== hh) view = createView(w, hh, Math.max(320, Math.min(960, el.clientWidth || 960)), 640);
-    else resetView(view);
-    img.alt = id;
-    url = toBlobUrl(model.get("image"), model.get("mime"));
-    img.removeAttribute("src");
-    root.dataset.shown = "";
-    if (url) img.src = url;
-    canvas.width = w; canvas.height = hh;
-    imageData = null;
-    applyView();
+    touch(doc, clock());                  // seconds count from here
     drawMask(null);
     paintTools();
-    paintStrip();
     if (!busy && root.isConnected && mayTakeFocus(document.activeElement)) root.focus({ preventScroll: true });
   }
   img.addEventListener("load", () => {
-    if (doc) touch(doc, clock());
     root.dataset.shown = shown || "";
     root.dataset.shownAt = String(Date.now());     // wall clock: what the latency benchmark compares
   });
