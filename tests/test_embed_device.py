@@ -48,6 +48,17 @@ def test_tensor_resize_crop_matches_pil_within_rounding(interp, mode):
         assert d.mean() <= 0.3 and d.max() <= (1 if interp == "bilinear" else 6), (h, w, d.mean(), d.max())
 
 
+@pytest.mark.parametrize("mode", ["center", "border"])
+def test_batched_resize_of_mixed_sizes_equals_one_image_at_a_time(mode):
+    """Same-size images are resized in one call; the result is exactly the per-image one, in order."""
+    tf, _, _ = split_transform(cfg("bicubic", mode, crop_pct=1.0 if mode == "border" else 0.875))
+    ims = [as_tensor(smooth(h, w, seed=k)) for k, (h, w) in enumerate([(375, 500), (40, 30), (375, 500), (375, 500),
+                                                                        (40, 30), (500, 375)])]
+    got = resize_crop(tf, ims, (224, 224))
+    for k, x in enumerate(ims):
+        assert torch.equal(got[k], resize_crop(tf, [x], (224, 224))[0]), k
+
+
 @pytest.mark.parametrize("mode", ["center", "squash", "border"])
 def test_decode_target_is_what_the_resize_step_makes(mode):
     tf, _, _ = split_transform(dict(cfg(mode=mode), input_size=(3, 224, 200)))

@@ -43,6 +43,8 @@ def device_decodable(data) -> bool:
     >>> device_decodable(buf.getvalue())
     False
     """
+    if isinstance(data, np.ndarray):  # index Python ints, not numpy scalars (runs per file, at GPU rates)
+        data = memoryview(np.ascontiguousarray(data, dtype=np.uint8)).cast("B")
     head = bytes(data[:2])
     tail = bytes(data[-2:])
     if head != b"\xff\xd8" or tail != b"\xff\xd9":
@@ -58,13 +60,13 @@ def device_decodable(data) -> bool:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        length = (int(data[i + 2]) << 8) | int(data[i + 3])
+        length = (data[i + 2] << 8) | data[i + 3]
         if marker == 0xEE:  # Adobe: CMYK/YCCK or a non-default transform
             return False
         if marker in _SOF:
             if i + 10 > n:
                 return False
-            precision, components = int(data[i + 4]), int(data[i + 9])
+            precision, components = data[i + 4], data[i + 9]
             return marker in (0xC0, 0xC1) and precision == 8 and components in (1, 3)
         if marker == 0xDA:  # scan data before any frame header
             return False
