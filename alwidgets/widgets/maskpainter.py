@@ -380,6 +380,8 @@ class InMemoryMasks:
     predictions : dict of item id -> (H, W) class map, optional
         What ``p`` pre-fills.
 
+    Examples
+    --------
     >>> import numpy as np
     >>> src = InMemoryMasks({"a": np.zeros((4, 6, 3), np.uint8)}, ["road", "car"])
     >>> painter = src.label(4)

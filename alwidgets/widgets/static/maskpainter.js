@@ -23,6 +23,7 @@
 const PALETTE_THRESHOLD = 10;           // more classes than this: the palette gets a search box
 const RADII = [0.5, 1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128, 180, 256];
 const IDLE_CAP_S = 60;                  // a pause longer than this between actions counts as this long
+const BUSY_TIMEOUT_MS = 120000;         // no answer from Python for this long: accept keys again
 const HISTORY_BYTES = 64 * 1024 * 1024; // undo patches kept per image, at most
 
 // Okabe-Ito and Tableau colours, then generated hues: distinct on photographs
@@ -732,9 +733,17 @@ function render({ model, el }) {
   }
 
   // ---------------------------------------------------------------- messages to Python
+  let busyTimer = null;
+  function setBusy(on) {
+    busy = on;
+    root.classList.toggle("alw-busy", on);
+    clearTimeout(busyTimer);
+    // a kernel that never answers (dead, interrupted) must not lock the painter: Python refuses stale messages
+    if (on) busyTimer = setTimeout(() => { setBusy(false); status.textContent = "no answer from the kernel yet"; }, BUSY_TIMEOUT_MS);
+  }
+
   function send(msg, buffers) {
-    busy = true;
-    root.classList.add("alw-busy");
+    setBusy(true);
     model.send({ ...msg, batch: model.get("batch") }, undefined, buffers);
   }
 
@@ -755,8 +764,7 @@ function render({ model, el }) {
   async function submit() {
     if (busy || !doc || !st.ready) return;
     touch(doc, clock());
-    busy = true;
-    root.classList.add("alw-busy");
+    setBusy(true);
     status.textContent = "saving…";
     const png = await encodePNG(st.mask, st.w, st.h);
     if (disposed) return;
@@ -770,6 +778,7 @@ function render({ model, el }) {
     if (model.get("batch") !== docsBatch) { docs = new Map(); docsBatch = model.get("batch"); }
     const id = model.get("current") || null;
     const w = model.get("width"), hh = model.get("height");
+    const shownBefore = shown;            // the same image again (new masks from Python): keep the zoom
     if (doc) doc.last = null;
     if (url) { URL.revokeObjectURL(url); url = null; }
     shown = id;
@@ -779,8 +788,9 @@ function render({ model, el }) {
     main.hidden = !id || !w || !hh;
     if (main.hidden) { doc = null; paintStrip(); paintTools(); return; }
     // the image first: the browser decodes it while the masks below are decoded
-    if (view.w !== w || view.h !== hh) view = createView(w, hh, Math.max(320, Math.min(960, el.clientWidth || 960)), 640);
-    else resetView(view);
+    if (view.w !== w || view.h !== hh || id !== shownBefore) {
+      view = createView(w, hh, Math.max(320, Math.min(960, (window.innerWidth || 1040) - 80)), 640);
+    }
     img.alt = id;
     url = toBlobUrl(model.get("image"), model.get("mime"));
     img.removeAttribute("src");
@@ -869,7 +879,7 @@ function render({ model, el }) {
   }
 
   viewport.addEventListener("mousedown", (ev) => {
-    if (!st.ready) return;
+    if (!st.ready || busy) return;       // the mask on its way to Python stays as it was sent
     root.focus({ preventScroll: true });
     ev.preventDefault();
     const [sx, sy] = at(ev);
@@ -991,7 +1001,7 @@ function render({ model, el }) {
     alert.hidden = !text;
     alert.dataset.kind = (e && e.kind) || "";
   }
-  const onAck = () => { busy = false; root.classList.remove("alw-busy"); };
+  const onAck = () => setBusy(false);
   const onStatus = () => { const t = model.get("status") || ""; status.textContent = t; status.title = t; };
   const onNotice = () => { const t = model.get("notice") || ""; notice.textContent = t; notice.hidden = !t; };
   const onError = () => showError(model.get("error"));
@@ -1018,6 +1028,7 @@ function render({ model, el }) {
 
   return () => {
     disposed = true;
+    clearTimeout(busyTimer);
     if (url) URL.revokeObjectURL(url);
     thumbUrls.forEach((u) => URL.revokeObjectURL(u));
     window.removeEventListener("mouseup", onUp);
