@@ -324,12 +324,43 @@ class MaskSessionView:
     def _on_batch(self, batch) -> None:
         self._announced = batch
         self._batch_no += 1
-        self._items = self._tiles(batch)
+        self._items = self._tiles(batch, thumbs=False)
         self._masks, self._saved = {}, []
         self._skipped = [it["id"] for it in self._items if it["state"] == "error"]  # never offered again
         self._error = {}
         self._notice = "" if len(batch.ids) else (getattr(batch, "reason", "") or "no images to paint")
         self._goto(self._next_todo(None))
+        self._push()
+        self._later(self._fill_thumbs, self._batch_no)
+
+    @staticmethod
+    def _later(fn, *args) -> None:
+        """Run ``fn`` once the cell that showed the painter has returned (in a kernel), else now.
+
+        The first image is what the labeller waits for: the strip's thumbnails follow it.
+        """
+        import asyncio
+
+        try:
+            asyncio.get_running_loop().call_soon(fn, *args)
+        except RuntimeError:  # no event loop running (a script, a test): now
+            fn(*args)
+
+    def _fill_thumbs(self, batch_no: int) -> None:
+        from ..pool import ImageReadError
+
+        if batch_no != self._batch_no:
+            return  # another batch meanwhile
+        for it in self._items:
+            if it["thumb"] or it["state"] == "error":
+                continue
+            try:
+                it["thumb"], it["mime"], _ = self.session.thumbnail(it["id"])
+            except (ImageReadError, ValueError, OSError) as e:
+                reason = clip(str(getattr(e, "reason", None) or e), 300)
+                if it["state"] == "todo" and it["id"] != self._current:
+                    it["state"], it["error"] = "error", reason
+                    self._skipped.append(it["id"])
         self._push()
 
     def _on_change(self, status: str) -> None:
@@ -515,7 +546,7 @@ class MaskSessionView:
             return None
         return upsample_argmax(p, (img.height, img.width))
 
-    def _tiles(self, batch) -> list[dict]:
+    def _tiles(self, batch, thumbs: bool = True) -> list[dict]:
         from ..pool import ImageReadError
 
         s = self.session
@@ -523,7 +554,7 @@ class MaskSessionView:
         items = []
         for item_id in batch.ids:
             error, thumb, mime = known.get(item_id), b"", None
-            if error is None:
+            if error is None and thumbs:
                 try:
                     thumb, mime, _ = s.thumbnail(item_id)
                 except (ImageReadError, ValueError, OSError) as e:

@@ -603,7 +603,7 @@ function render({ model, el }) {
     for (const b of tools.querySelectorAll("button[data-action]")) {
       const a = b.dataset.action;
       b.classList.toggle("alw-on", a === st.tool || (a === "toggle" && !st.visible));
-      if (a === "prefill") b.disabled = !prediction;
+      if (a === "prefill") b.disabled = !predictionBytes();
     }
     opacityInput.value = String(Math.round(st.opacity * 100));
     for (const b of classList.children) {
@@ -615,7 +615,7 @@ function render({ model, el }) {
     const zoom = view.fit ? Math.round((view.s / view.fit) * 100) : 100;
     info.textContent = `${st.tool}${st.tool === "eraser" ? "" : ` · ${name}`}` +
       `${st.tool === "polygon" ? (st.polygon.length ? ` · ${st.polygon.length} points (Enter closes)` : "") : ` r=${st.radius}`}` +
-      ` · zoom ${zoom}%` + (prediction ? " · p: start from the model's prediction" : "");
+      ` · zoom ${zoom}%` + (predictionBytes() ? " · p: start from the model's prediction" : "");
     drawMarks();
   }
 
@@ -714,7 +714,7 @@ function render({ model, el }) {
         im.alt = it.caption || it.id;
         im.draggable = false;
         t.appendChild(im);
-      } else t.appendChild(h("span", "alw-painter-thumb-missing", "no image"));
+      } else t.appendChild(h("span", "alw-painter-thumb-missing", it.error ? "no image" : "…"));
       t.appendChild(h("span", "alw-painter-badge", it.state || "todo"));
       t.addEventListener("click", () => { open(it.id); root.focus({ preventScroll: true }); });
       return t;
@@ -763,8 +763,9 @@ function render({ model, el }) {
 
   async function submit() {
     if (busy || !doc || !st.ready) return;
-    touch(doc, clock());
     setBusy(true);
+    await prefilling;
+    touch(doc, clock());
     status.textContent = "saving…";
     const png = await encodePNG(st.mask, st.w, st.h);
     if (disposed) return;
@@ -785,6 +786,7 @@ function render({ model, el }) {
     st.ready = false;
     root.dataset.ready = "";
     prediction = null;
+    predictionFor = null;
     main.hidden = !id || !w || !hh;
     if (main.hidden) { doc = null; paintStrip(); paintTools(); return; }
     // the image first: the browser decodes it while the masks below are decoded
@@ -813,28 +815,45 @@ function render({ model, el }) {
       if (seq !== loadSeq) return;
       docs.set(id, d);
     }
-    const pb = predictionBytes();
-    if (pb) {
-      try {
-        const p = await decodePNG(pb);
-        prediction = p.w === w && p.h === hh ? p.data : null;
-      } catch (e) { prediction = null; }
-    }
     if (seq !== loadSeq) return;
+    const blank = d.blank !== false && !bytesOf(model.get("initial"));
+    d.blank = false;
     doc = d;
     loadDoc(st, d);
     st.ignore = ignore();
     st.ready = true;
     root.dataset.ready = id;              // painting works from here (tests wait for it)
     touch(doc, clock());                  // seconds count from here
-    drawMask(null);
+    if (!blank) drawMask(null);           // a new, unpainted mask: the cleared canvas already shows it
     paintTools();
     if (!busy && root.isConnected && mayTakeFocus(document.activeElement)) root.focus({ preventScroll: true });
   }
   img.addEventListener("load", () => {
     root.dataset.shown = shown || "";
     root.dataset.shownAt = String(Date.now());     // wall clock: what the latency benchmark compares
+    setTimeout(ensurePrediction, 0);              // decoded once the image is up: p is instant later
   });
+
+  // the prediction PNG is decoded off the image's critical path: after it is shown, or on p
+  let predictionFor = null;
+  let prefilling = Promise.resolve();     // a p still decoding: Enter waits for it
+  async function ensurePrediction() {
+    const id = shown, seq = loadSeq;
+    if (!id || predictionFor === id) return prediction;
+    const pb = predictionBytes();
+    let p = null;
+    if (pb) {
+      try {
+        const m = await decodePNG(pb);
+        p = m.w === st.w && m.h === st.h ? m.data : null;
+      } catch (e) { p = null; }
+    }
+    if (seq !== loadSeq) return null;
+    prediction = p;
+    predictionFor = id;
+    paintTools();
+    return prediction;
+  }
   img.addEventListener("error", () => {
     if (img.getAttribute("src")) showError({ kind: "image", message: "the browser could not show this image" });
   });
@@ -846,6 +865,11 @@ function render({ model, el }) {
   }
 
   function act(action) {
+    if (action === "prefill" && st.ready && predictionFor !== shown) {   // decode first, then pre-fill
+      const id = shown;
+      prefilling = ensurePrediction().then(() => { if (shown === id && predictionFor === id) act(action); });
+      return;
+    }
     if (!st.ready && !["skip", "previous", "next", "leave", "search"].includes(action) && !action.startsWith("class:")) return;
     if (doc) touch(doc, clock());
     const r = applyKey(st, action, { nClasses: classes().length, prediction });
@@ -1019,12 +1043,12 @@ function render({ model, el }) {
     ["change:status", onStatus], ["change:notice", onNotice], ["change:error", onError], ["change:ack", onAck],
   ];
   for (const [event, fn] of listeners) model.on(event, fn);
+  load();                                 // the image first: it is what the labeller waits for
   buildPalette();
   buildStrip();
   onStatus();
   onNotice();
   onError();
-  load();
 
   return () => {
     disposed = true;
