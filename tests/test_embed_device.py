@@ -190,6 +190,29 @@ def test_decoder_refusal_falls_back_per_image(mixed, monkeypatch):
     assert np.array_equal(x[i].numpy().astype(int), ref)  # exactly the CPU path
 
 
+def test_images_the_resize_enlarges_are_decoded_on_the_cpu(tmp_path, monkeypatch):
+    """nvJPEG repeats chroma samples where libjpeg interpolates; enlarging magnifies that (32-px CIFAR on an
+    H100: min cosine 0.71 to the CPU path for MobileNet V1), so enlarged images take the CPU path."""
+    import torchvision.io
+
+    smooth(32, 32, seed=1).save(tmp_path / "small.jpg", quality=90)  # resized up to 73 px: CPU
+    smooth(75, 100, seed=2).save(tmp_path / "large.jpg", quality=90)  # resized down: device decoder
+    sizes = []
+    real = torchvision.io.decode_jpeg
+
+    def spy(data, *a, **kw):
+        sizes.extend(len(d) for d in (data if isinstance(data, list) else [data]))
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", spy)
+    pool = Pool.from_folder(tmp_path)
+    tf, _, _ = split_transform(tiny().data_config())
+    ((x, rows, msgs),) = list(DeviceBatches(pool, tf, (64, 64), [[0, 1]], torch.device("cpu")))
+    assert sizes == [(tmp_path / "large.jpg").stat().st_size] and msgs == ["", ""]
+    i = pool.index_of("small.jpg")
+    assert np.array_equal(x[i].numpy(), np.asarray(tf(pool.image(i).convert("RGB"))))  # exactly the PIL path
+
+
 def test_device_pipeline_raise_mode_stops_its_threads(mixed):
     (mixed / "empty.jpg").unlink()
     pool = Pool.from_folder(mixed)  # on_error="raise": cut.jpg is found only when decoded
