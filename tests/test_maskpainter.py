@@ -290,65 +290,60 @@ def test_session_resubmit_corrects_labels_saved_since_the_last_batch():
 
 
 # ---------------------------------------------------------------------------------- a real Session
-def _seg_session():
-    from sklearn.base import BaseEstimator
-
+def _seg_session(store=":memory:"):
     from alwidgets import Session
-    from alwidgets.segmentation import make_shapes
-    from alwidgets.select.base import Selection, Selector
+    from alwidgets.segmentation import DenseDecoder, make_shapes
+    from alwidgets.segmentation.features import DenseFeatures
 
-    class InOrder(Selector):
-        accepts = ("masks",)
-
-        def _select(self, n, *, labels, embeddings, probs, model, candidates, rng, **extra):
-            return Selection(candidates[:n], np.zeros(n), {"strategy": "in order"})
-
-    class Flat(BaseEstimator):  # predicts class 1 everywhere, on a 4 x 4 grid
-        def __init__(self, n_classes=4):
-            self.n_classes = n_classes
-
-        def fit(self, X, masks):
-            return self
-
-        def predict_proba(self, X, rows=None):
-            p = np.zeros((len(X) if rows is None else len(rows), self.n_classes, 4, 4), np.float32)
-            p[:, 1] = 1
-            return p
-
-    data = make_shapes(n_images=8, size=(24, 32), random_state=0)
-    task = SegmentationTask(data.classes, ignore_index=data.ignore_index)
-    s = Session(data.pool, task=task, store=":memory:", selector=InOrder(), embeddings=np.zeros((8, 3)),
-                model=Flat(4), cv=2)
+    data = make_shapes(n_images=10, size=(24, 32), random_state=0)
+    model = DenseDecoder(4, 4, n_components=None, width=16, fine=8, min_steps=8, max_steps=8, random_state=0)
+    s = Session(data, embeddings=DenseFeatures.from_pixels(data.pool), model=model, store=store, cv=2,
+                selector="random")
     return s, data
 
 
-def test_session_label_shows_the_painter_and_a_refused_mask_is_reported():
+def test_session_label_shows_the_painter_and_a_refused_mask_stores_nothing():
     s, data = _seg_session()
     p = s.label(3)
-    assert isinstance(p, MaskPainter) and p.current == data.pool.ids[0] and (p.width, p.height) == (32, 24)
-    assert [it["state"] for it in p.items] == ["todo"] * 3 and p.items[0]["thumb"][:2] == b"\xff\xd8"
+    assert isinstance(p, MaskPainter) and p.current in data.ids and (p.width, p.height) == (32, 24)
+    assert p.classes == data.classes and p.ignore_index == data.ignore_index
+    assert [it["state"] for it in p.items] == ["todo"] * 3 and p.prediction == b""   # no model yet
     _send(p, [mask_to_png(np.zeros((24, 31), np.uint8))])
     assert p.error["kind"] == "mask" and s.labels_df().empty
+    _send(p, [mask_to_png(np.full((24, 32), 9, np.uint8))])
+    assert "values [9]" in p.error["message"] and s.labels_df().empty and p.items[0]["state"] == "todo"
     s.close()
 
 
-def test_session_stores_each_mask_undoes_after_submit_and_takes_a_correction():
-    s, data = _seg_session()
+def test_session_stores_each_mask_undoes_after_submit_and_takes_a_correction(tmp_path):
+    s, data = _seg_session(tmp_path / "masks.db")
     p = s.label(3)
+    ids = [it["id"] for it in p.items]
     first = p.current
-    m = data.masks[0]
+    m = data.masks[data.pool.index_of(first)]
     _send(p, [mask_to_png(m)], seconds=4.0)
-    if p.error and "unknown classes ['mask']" in p.error["message"]:
-        pytest.skip("the Session's store does not take masks yet (issue 15 item 7, branch seg)")
-    assert p.error == {} and p.current == data.pool.ids[1] and p.items[0]["state"] == "done"
-    np.testing.assert_array_equal(_decoded(p.prediction), np.ones((24, 32), np.uint8))   # the refitted model's map
+    assert p.error == {} and p.status.startswith("saved 1 label") and p.current == ids[1]
+    assert p.items[0]["state"] == "done"
+    pred = _decoded(p.prediction)                                # the refitted model's map of the next image
+    np.testing.assert_array_equal(pred, s.predicted_mask(ids[1]))
     df = s.labels_df(history=True)
     assert df["item_id"].tolist() == [first] and df["seconds"].tolist() == [4.0]
+    np.testing.assert_array_equal(s.labels()[data.pool.index_of(first)], m)
     p._handle_message(p, {"type": "undo", "batch": p.batch}, [])   # undo after the submit: retracted, reopened
     assert p.current == first and p.items[0]["state"] == "todo" and s.labels_df().empty
+    np.testing.assert_array_equal(_decoded(p.initial), m)         # it starts from the mask it had
     fixed = m.copy()
     fixed[:4] = data.ignore_index
     _send(p, [mask_to_png(fixed)])
-    assert p.error == {} and p.items[0]["state"] == "done"
-    np.testing.assert_array_equal(s.labels()[data.pool.index_of(first)], fixed)   # the correction supersedes
+    assert p.error == {} and p.items[0]["state"] == "done" and p.current == ids[1]
+    np.testing.assert_array_equal(s.labels()[data.pool.index_of(first)], fixed)
+    p._handle_message(p, {"type": "open", "batch": p.batch, "item": first}, [])   # corrected again, once saved
+    _send(p, [mask_to_png(m)])
+    assert p.error == {}
+    np.testing.assert_array_equal(s.labels()[data.pool.index_of(first)], m)
+    assert len(s.labels_df(history=True)) >= 3                    # the store keeps every version
+    p._handle_message(p, {"type": "skip", "batch": p.batch, "item": ids[1]}, [])
+    _send(p, [mask_to_png(data.masks[data.pool.index_of(ids[2])])])
+    assert [it["state"] for it in p.items] == ["done", "skipped", "done"] and "batch finished" in p.notice
+    assert s.batch is not None and len(s.batch) == 0              # the round is over, the skip handed back
     s.close()

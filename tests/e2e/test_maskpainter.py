@@ -1,8 +1,11 @@
-"""A person paints masks in JupyterLab: polygon + zoomed brush stroke with mouse and keys, Enter, the kernel
-holds them exactly; undo after a submit; bad payloads from the browser store nothing and lose nothing.
+"""A person paints masks in JupyterLab: polygon + zoomed brush stroke with mouse and keys, Enter, the
+session's store holds them exactly; undo after a submit; bad payloads from the browser store nothing
+and lose nothing.
 
-The notebooks show the painter for a batch of images held in memory (``InMemoryMasks``: the session
-interface a segmentation Session offers), so the stored masks are read back from the kernel. The
+The first notebook runs ``session.label(3)`` on a segmentation Session (synthetic shapes, a small
+decoder, masks stored as PNG payloads in an SQLite store) and reads the stored masks back; the second
+shows the painter for images held in memory (``InMemoryMasks``, the same session interface), one of
+them 8000x6000. The
 expected pixels are computed here from the documented rules (pixel centres inside the polygon; centres
 within the brush radius of the stroke's dabs), at the image points the browser's events give: screen
 point minus the viewport's corner, through the painter's zoom and pan (``data-scale``/``data-tx``/``data-ty``).
@@ -18,17 +21,26 @@ from .conftest import SLOW, STEP, cell_json, open_notebook, our_errors, run_cell
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-W, H, IGN = 40, 30, 255
+W, H = 40, 30
 
 SETUP = """\
-import json, numpy as np
-from alwidgets.widgets.maskpainter import InMemoryMasks
-images = {f"im{i}": np.full((30, 40, 3), 60 + 50 * i, np.uint8) for i in range(3)}
-src = InMemoryMasks(images, ["sky", "road", "<b>car</b>"], ignore_index=255)
-painter = src.label(3)
+import dataclasses, json, numpy as np
+from alwidgets import Session
+from alwidgets.segmentation import DenseDecoder, make_shapes
+from alwidgets.segmentation.features import DenseFeatures
+data = make_shapes(n_images=6, size=(30, 40), random_state=0)
+data = dataclasses.replace(data, classes=["sky", "road", "<b>car</b>", "tree"])     # ignore index 4
+session = Session(data, embeddings=DenseFeatures.from_pixels(data.pool), store="paint.db", cv=2, selector="random",
+                  model=DenseDecoder(4, 4, n_components=None, width=16, fine=8, min_steps=8, max_steps=8))
+painter = session.label(3)
 painter"""
 
-REPORT = """print("RESULT:" + json.dumps({"masks": {k: m.tolist() for k, m in src.masks.items()},
+REPORT = """labels, df = session.labels(), session.labels_df()
+print("RESULT:" + json.dumps({"masks": {k: labels[data.pool.index_of(k)].tolist() for k in df["item_id"]},
+    "seconds": dict(zip(df["item_id"], df["seconds"])), "error": painter.error, "current": painter.current,
+    "states": [it["state"] for it in painter.items]}))"""
+
+BAD_REPORT = """print("RESULT:" + json.dumps({"masks": {k: m.tolist() for k, m in src.masks.items()},
     "seconds": src.seconds, "error": painter.error, "current": painter.current,
     "states": [it["state"] for it in painter.items]}))"""
 
@@ -68,8 +80,8 @@ def _stroke(mask, pts, r, value):
         mask[(xx - x) ** 2 + (yy - y) ** 2 <= r * r] = value
 
 
-def _ready(page, item):
-    page.locator(f".alw-painter[data-ready='{item}']").wait_for(timeout=STEP)
+def _ready(page, item, timeout=STEP):
+    page.locator(f".alw-painter[data-ready='{item}']").wait_for(timeout=timeout)
 
 
 def test_paint_polygon_and_zoomed_brush_then_undo_after_submit(server, page, sync_api):
@@ -79,11 +91,12 @@ def test_paint_polygon_and_zoomed_brush_then_undo_after_submit(server, page, syn
     run_cell(page, 0)
     viewport = page.locator(".alw-painter-viewport")
     expect(viewport).to_be_visible(timeout=SLOW)
-    _ready(page, "im0")
+    expect(page.locator(".alw-painter-thumb")).to_have_count(3)
+    ids = [t.get_attribute("data-id") for t in page.locator(".alw-painter-thumb").all()]
+    _ready(page, ids[0])
     names = page.locator(".alw-painter-classes .alw-painter-class-name")
     expect(names.nth(2)).to_have_text("<b>car</b>")                 # the class name with HTML, as text
     assert page.locator(".alw-painter-classes b").count() == 0
-    expect(page.locator(".alw-painter-thumb")).to_have_count(3)
     viewport.evaluate(RECORD)
     box = viewport.bounding_box()
     s0 = float(viewport.get_attribute("data-scale"))
@@ -110,9 +123,9 @@ def test_paint_polygon_and_zoomed_brush_then_undo_after_submit(server, page, syn
     page.mouse.move(*at(31.5, 21), steps=4)
     page.mouse.move(*at(33, 18.6), steps=3)
     page.mouse.up()
-    page.keyboard.press("Enter")                    # submits, moves to the next image
-    _ready(page, "im1")
-    expect(page.locator(".alw-painter-status")).to_have_text("saved 1 mask", timeout=STEP)
+    page.keyboard.press("Enter")                    # submits (the session stores it and refits), next image
+    _ready(page, ids[1], timeout=SLOW)
+    expect(page.locator(".alw-painter-status")).to_contain_text("saved 1 label", timeout=STEP)
     expect(page.locator(".alw-painter-thumb").first).to_have_attribute("data-state", "done")
 
     events = page.evaluate("window.__events")
@@ -122,26 +135,26 @@ def test_paint_polygon_and_zoomed_brush_then_undo_after_submit(server, page, syn
     assert len(downs) == 5 and len(stroke) >= 3
     assert all(abs(a - b) < 0.2 for p, q in zip(corners, [(5, 5), (20.3, 5), (20.3, 15.6), (5, 15.6)])
                for a, b in zip(p, q))
-    polygon_only = np.full((H, W), IGN, np.uint8)
+    polygon_only = np.full((H, W), 4, np.uint8)     # the ignore index: unpainted
     _polygon(polygon_only, corners, 1)
     expected = polygon_only.copy()
     _stroke(expected, stroke, 6, 2)
     got = cell_json(page, 1)
-    assert got["error"] == {} and got["current"] == "im1" and got["states"] == ["done", "todo", "todo"]
-    np.testing.assert_array_equal(np.array(got["masks"]["im0"], np.uint8), expected)
-    assert 0 < got["seconds"]["im0"] < 600
+    assert got["error"] == {} and got["current"] == ids[1] and got["states"] == ["done", "todo", "todo"]
+    np.testing.assert_array_equal(np.array(got["masks"][ids[0]], np.uint8), expected)
+    assert 0 < got["seconds"][ids[0]] < 600
 
     # undo after the submit: z on the fresh image reopens the saved one (retracted), z again undoes the stroke
     page.locator(".alw-painter").focus()
     page.keyboard.press("z")
-    _ready(page, "im0")
+    _ready(page, ids[0], timeout=SLOW)
     expect(page.locator(".alw-painter-thumb").first).to_have_attribute("data-state", "todo")
     page.keyboard.press("z")
     page.keyboard.press("Enter")
-    _ready(page, "im1")
+    _ready(page, ids[1], timeout=SLOW)
     expect(page.locator(".alw-painter-thumb").first).to_have_attribute("data-state", "done")
     got = cell_json(page, 2)
-    np.testing.assert_array_equal(np.array(got["masks"]["im0"], np.uint8), polygon_only)
+    np.testing.assert_array_equal(np.array(got["masks"][ids[0]], np.uint8), polygon_only)
     assert our_errors(page) == []
 
 
@@ -167,7 +180,7 @@ painter"""
 
 def test_bad_payloads_from_the_browser_store_nothing_and_lose_nothing(server, page, sync_api):
     expect = sync_api.expect
-    write_notebook(server.root, "bad.ipynb", [BAD_SETUP, REPORT, REPORT])
+    write_notebook(server.root, "bad.ipynb", [BAD_SETUP, BAD_REPORT, BAD_REPORT])
     open_notebook(page, server, "lab", "bad.ipynb")
     run_cell(page, 0)
     _ready(page, "im0")
@@ -197,6 +210,6 @@ def test_bad_payloads_from_the_browser_store_nothing_and_lose_nothing(server, pa
     expect(alert).to_be_hidden()
     got = cell_json(page, 2)
     mask = np.array(got["masks"]["im0"], np.uint8)
-    assert got["error"] == {} and set(np.unique(mask)) == {1, IGN} and (mask == 1).sum() > 20
+    assert got["error"] == {} and set(np.unique(mask)) == {1, 255} and (mask == 1).sum() > 20
     assert got["states"] == ["done", "error", "todo"]
     assert our_errors(page) == []
