@@ -51,7 +51,9 @@ def test_round_trip_restart_undo_and_metrics(shapes, tmp_path):
     assert len(b) == 3 and b.info["phase"] == "coverage" and b.suggestions == [None] * 3
     msg = s.submit(masks_for(data, b))
     assert msg == "saved 3 labels · mIoU n/a (cross-validated on 3 labelled items)"
+    fit = s.fitted_
     b2 = s.next_batch(2)
+    assert s.fitted_ is fit       # rounds and leases change the store, not the masks: no second fit
     assert all(0 < c <= 1 for c in b2.confidences)                   # mean top probability per image
     # the painter's PNG bytes work as well as arrays
     s.submit({k: mask_to_png(v) for k, v in masks_for(data, b2).items()})
