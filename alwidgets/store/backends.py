@@ -37,6 +37,17 @@ _LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transact
 _CHECK_AFTER_IDLE_S = 1.0  # a write after this long idle first checks that the connection is alive
 
 
+_CHUNK = 900  # bound parameters per SQLite IN (...) query
+
+
+def _set_clause(columns) -> str:
+    return ", ".join(f"{name} = ?" for name, _ in columns)
+
+
+def _key_clause(columns, prefix="") -> str:
+    return " AND ".join(f"{prefix}{name} = {'v.' + name if prefix else '?'}" for name, _ in columns)
+
+
 def is_postgres_url(path) -> bool:
     """True for ``postgresql://...`` / ``postgres://...`` connection strings."""
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
@@ -119,6 +130,29 @@ class SQLiteBackend:
 
     def executemany(self, sql, seq) -> None:
         self.conn.executemany(sql, seq)
+
+    # Set-based statements, written once by LabelStore for both back ends. ``columns`` are
+    # ``(name, PostgreSQL type)`` pairs; SQLite runs a row at a time in-process (nothing to save).
+    @staticmethod
+    def in_list(column: str, values, sql_type: str = "text"):
+        """``(condition, params)`` pieces that together test ``column`` against ``values``
+        (SQLite: ``IN (?, ...)`` chunks short enough for one statement)."""
+        values = list(values)
+        for k in range(0, len(values), _CHUNK):
+            chunk = values[k:k + _CHUNK]
+            yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
+
+    def insert_rows(self, table: str, columns, rows, suffix: str = "") -> None:
+        """``INSERT INTO table(columns) VALUES ... suffix`` for every row of ``rows``."""
+        names = ", ".join(name for name, _ in columns)
+        self.conn.executemany(f"INSERT INTO {table}({names}) VALUES ({','.join('?' * len(columns))}) {suffix}",
+                              rows)
+
+    def update_rows(self, table: str, set_columns, key_columns, rows) -> None:
+        """``UPDATE table SET set_columns WHERE key_columns`` for every row ``(*set values, *key values)``
+        (the keys of ``rows`` must be unique)."""
+        self.conn.executemany(f"UPDATE {table} SET {_set_clause(set_columns)} WHERE {_key_clause(key_columns)}",
+                              rows)
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -273,6 +307,41 @@ class PostgresBackend:
         self._start()
         with self.conn.cursor() as cur:
             cur.executemany(_PLACEHOLDER.sub("%s", sql), [list(p) for p in seq])
+
+    # Set-based statements: one statement whatever the number of rows, each column sent as one
+    # array parameter (``unnest``), so a submit is a handful of statements, not one per label.
+    @staticmethod
+    def in_list(column: str, values, sql_type: str = "text"):
+        """``(condition, params)``: one ``column = ANY(array)`` test for all of ``values``."""
+        values = list(values)
+        if values:
+            yield f"{column} = ANY(?::{sql_type}[])", [values]
+
+    @staticmethod
+    def _unnest(columns, rows):
+        arrays = [list(col) for col in zip(*rows)] if rows else [[] for _ in columns]
+        return ", ".join(f"?::{sql_type}[]" for _, sql_type in columns), arrays
+
+    def insert_rows(self, table: str, columns, rows, suffix: str = "") -> None:
+        """One ``INSERT INTO table(columns) SELECT * FROM unnest(arrays) suffix`` for all ``rows``."""
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        marks, arrays = self._unnest(columns, rows)
+        self.execute(f"INSERT INTO {table}({names}) SELECT * FROM unnest({marks}) {suffix}", arrays)
+
+    def update_rows(self, table: str, set_columns, key_columns, rows) -> None:
+        """One ``UPDATE table SET ... FROM unnest(arrays) WHERE keys match`` for all ``rows``
+        ``(*set values, *key values)`` (the keys of ``rows`` must be unique)."""
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return
+        columns = [*set_columns, *key_columns]
+        marks, arrays = self._unnest(columns, rows)
+        sets = ", ".join(f"{name} = v.{name}" for name, _ in set_columns)
+        self.execute(f"UPDATE {table} AS t SET {sets} FROM unnest({marks}) AS v({', '.join(n for n, _ in columns)}) "
+                     f"WHERE {_key_clause(key_columns, 't.')}", arrays)
 
     def begin(self) -> None:
         """Start a write transaction: BEGIN, the write lock and the server's clock are sent with the
