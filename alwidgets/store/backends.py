@@ -33,7 +33,8 @@ from .errors import (
 )
 
 _NOTHING_LOST = "nothing from this call was written and earlier labels are intact"
-_LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes
+LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes (the v3 schema's
+#                       alwidgets_submit function takes it too: changing it needs a schema migration)
 _CHECK_AFTER_IDLE_S = 1.0  # a write after this long idle first checks that the connection is alive
 
 
@@ -153,6 +154,11 @@ class SQLiteBackend:
         (the keys of ``rows`` must be unique)."""
         self.conn.executemany(f"UPDATE {table} SET {_set_clause(set_columns)} WHERE {_key_clause(key_columns)}",
                               rows)
+
+    def probe(self) -> None:
+        """Nothing to check: the file is opened in-process."""
+
+    submits_in_one_statement = False  # in-process: LabelStore's general path costs no round trips
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -343,16 +349,32 @@ class PostgresBackend:
         self.execute(f"UPDATE {table} AS t SET {sets} FROM unnest({marks}) AS v({', '.join(n for n, _ in columns)}) "
                      f"WHERE {_key_clause(key_columns, 't.')}", arrays)
 
-    def begin(self) -> None:
-        """Start a write transaction: BEGIN, the write lock and the server's clock are sent with the
-        transaction's first statements (one round trip with its first reads).
-
-        A connection idle for a while is checked first (one ``SELECT 1``), so a connection the server
-        dropped meanwhile (a restart) is found before anything is sent and the caller reconnects.
-        """
+    def probe(self) -> None:
+        """Check a connection idle for a while (one ``SELECT 1``) before a write, so a connection the
+        server dropped meanwhile (a restart) is found before anything is sent and the caller reconnects."""
         if time.monotonic() - self._last_used > _CHECK_AFTER_IDLE_S:
             self.conn.execute("SELECT 1")
+
+    def begin(self) -> None:
+        """Start a write transaction: BEGIN, the write lock and the server's clock are sent with the
+        transaction's first statements (one round trip with its first reads)."""
+        self.probe()
         self._pending, self._lock_cur, self._now = True, None, None
+
+    submits_in_one_statement = True
+
+    def submit(self, session, skip_unchanged: bool, rows) -> int | None:
+        """Save validated ``rows`` (:meth:`LabelStore._records` tuples, each item once) with the schema's
+        ``alwidgets_submit`` function: one statement, its own transaction, one round trip. Returns the
+        first new label id (the rows get consecutive ids in order), or None when the call needs
+        LabelStore's general path (nothing was written)."""
+        self._last_used = time.monotonic()
+        items, labels, seconds, rounds, sources, annotators, payloads, media_types = (list(c) for c in zip(*rows))
+        return self.conn.execute(
+            "SELECT alwidgets_submit(%s, %s, %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::text[], "
+            "%s::text[], %s::bytea[], %s::text[])",
+            [session, bool(skip_unchanged), items, labels, seconds, rounds, sources, annotators, payloads,
+             media_types]).fetchone()[0]
 
     def _start(self) -> None:
         self._last_used = time.monotonic()
@@ -360,7 +382,7 @@ class PostgresBackend:
             self._pending = False
             self.conn.execute("BEGIN")
             self._lock_cur = self.conn.execute(
-                "SELECT pg_advisory_xact_lock(%s), EXTRACT(EPOCH FROM clock_timestamp())::float8", (_LOCK_KEY,))
+                "SELECT pg_advisory_xact_lock(%s), EXTRACT(EPOCH FROM clock_timestamp())::float8", (LOCK_KEY,))
 
     def commit(self) -> None:
         self._start()

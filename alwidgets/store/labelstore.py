@@ -301,17 +301,7 @@ class LabelStore:
         """One write transaction holding the store's write lock: COMMIT, or roll back and raise."""
         with self._lock:
             db = self._backend()
-            for attempt in (0, 1):
-                try:
-                    db.ensure()
-                    db.begin()
-                    break
-                except db.errors as e:  # a connection that died while idle: nothing was sent, so reconnect
-                    if attempt == 0 and db.is_disconnect(e):
-                        db.translate(e, action)  # closes it; ensure() opens a new one
-                        continue
-                    db.rollback()
-                    raise db.translate(e, action) from e
+            self._start_write(db, action, db.begin)
             db.deferred = []  # (method of db, args): the writes, run with COMMIT
             try:
                 yield db
@@ -325,6 +315,22 @@ class LabelStore:
                 if isinstance(e, db.errors):
                     raise db.translate(e, action) from e
                 raise
+
+    @staticmethod
+    def _start_write(db, action: str, start) -> None:
+        """``db.ensure()`` then ``start()``; a connection that died while idle (nothing was sent) is
+        re-opened once."""
+        for attempt in (0, 1):
+            try:
+                db.ensure()
+                start()
+                return
+            except db.errors as e:
+                if attempt == 0 and db.is_disconnect(e):
+                    db.translate(e, action)  # closes it; ensure() opens a new one
+                    continue
+                db.rollback()
+                raise db.translate(e, action) from e
 
     def _query(self, sql: str, params=(), action: str = "reading"):
         """Run a read; on PostgreSQL a lost connection is re-opened and the read retried once."""
@@ -617,6 +623,9 @@ class LabelStore:
             session = _check_name(session, "session")
         if not rows:
             return []
+        ids = self._submit_in_one_statement(rows, session, skip_unchanged)
+        if ids is not None:
+            return ids
         with self._transaction("saving labels") as db:
             items = [r[0] for r in rows]
             snap = self._snapshot(db, items, leases=session is not None,
@@ -647,6 +656,24 @@ class LabelStore:
                     heads[item_id] = (out[-1], cid, session, payload, media_type, source)  # a repeat in this call
             new_ids = self._insert(db, write, now, snap) if write else []
         return [new_ids[v] if kind == "new" else v for kind, v in out]
+
+    def _submit_in_one_statement(self, rows, session, skip_unchanged) -> list[int] | None:
+        """PostgreSQL: save ``rows`` with one statement (one round trip, see ``alwidgets_submit`` in
+        schema.py) when every record becomes a new row; None when the general path must decide
+        (a repeated item, an error, a conflict, an unchanged label: nothing was written then)."""
+        if len({r[0] for r in rows}) != len(rows):
+            return None
+        with self._lock:
+            db = self._backend()
+            if not db.submits_in_one_statement:
+                return None
+            self._start_write(db, "saving labels", db.probe)
+            try:
+                first = db.submit(session, skip_unchanged, rows)
+            except db.errors as e:
+                db.rollback()
+                raise db.translate(e, "saving labels") from e
+        return None if first is None else list(range(int(first), int(first) + len(rows)))
 
     @staticmethod
     def _validate(rows, snap) -> dict[str, int]:
