@@ -36,17 +36,7 @@ _NOTHING_LOST = "nothing from this call was written and earlier labels are intac
 LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes (the v3 schema's
 #                       alwidgets_submit function takes it too: changing it needs a schema migration)
 _CHECK_AFTER_IDLE_S = 1.0  # a write after this long idle first checks that the connection is alive
-
-
 _CHUNK = 900  # bound parameters per SQLite IN (...) query
-
-
-def _set_clause(columns) -> str:
-    return ", ".join(f"{name} = ?" for name, _ in columns)
-
-
-def _key_clause(columns, prefix="") -> str:
-    return " AND ".join(f"{prefix}{name} = {'v.' + name if prefix else '?'}" for name, _ in columns)
 
 
 def is_postgres_url(path) -> bool:
@@ -129,9 +119,6 @@ class SQLiteBackend:
     def execute(self, sql, params=()):
         return self.conn.execute(sql, params)
 
-    def executemany(self, sql, seq) -> None:
-        self.conn.executemany(sql, seq)
-
     # Set-based statements, written once by LabelStore for both back ends. ``columns`` are
     # ``(name, PostgreSQL type)`` pairs; SQLite runs a row at a time in-process (nothing to save).
     @staticmethod
@@ -152,8 +139,9 @@ class SQLiteBackend:
     def update_rows(self, table: str, set_columns, key_columns, rows) -> None:
         """``UPDATE table SET set_columns WHERE key_columns`` for every row ``(*set values, *key values)``
         (the keys of ``rows`` must be unique)."""
-        self.conn.executemany(f"UPDATE {table} SET {_set_clause(set_columns)} WHERE {_key_clause(key_columns)}",
-                              rows)
+        sets = ", ".join(f"{name} = ?" for name, _ in set_columns)
+        keys = " AND ".join(f"{name} = ?" for name, _ in key_columns)
+        self.conn.executemany(f"UPDATE {table} SET {sets} WHERE {keys}", rows)
 
     def probe(self) -> None:
         """Nothing to check: the file is opened in-process."""
@@ -309,11 +297,6 @@ class PostgresBackend:
         sql = _PLACEHOLDER.sub("%s", sql)
         return self.conn.execute(sql, list(params) if params else None, prepare=None)
 
-    def executemany(self, sql, seq) -> None:
-        self._start()
-        with self.conn.cursor() as cur:
-            cur.executemany(_PLACEHOLDER.sub("%s", sql), [list(p) for p in seq])
-
     # Set-based statements: one statement whatever the number of rows, each column sent as one
     # array parameter (``unnest``), so a submit is a handful of statements, not one per label.
     @staticmethod
@@ -325,8 +308,8 @@ class PostgresBackend:
 
     @staticmethod
     def _unnest(columns, rows):
-        arrays = [list(col) for col in zip(*rows)] if rows else [[] for _ in columns]
-        return ", ".join(f"?::{sql_type}[]" for _, sql_type in columns), arrays
+        """``unnest``'s arguments (``?::type[]`` each) and the column arrays of ``rows``."""
+        return ", ".join(f"?::{sql_type}[]" for _, sql_type in columns), [list(col) for col in zip(*rows)]
 
     def insert_rows(self, table: str, columns, rows, suffix: str = "") -> None:
         """One ``INSERT INTO table(columns) SELECT * FROM unnest(arrays) suffix`` for all ``rows``."""
@@ -346,8 +329,9 @@ class PostgresBackend:
         columns = [*set_columns, *key_columns]
         marks, arrays = self._unnest(columns, rows)
         sets = ", ".join(f"{name} = v.{name}" for name, _ in set_columns)
-        self.execute(f"UPDATE {table} AS t SET {sets} FROM unnest({marks}) AS v({', '.join(n for n, _ in columns)}) "
-                     f"WHERE {_key_clause(key_columns, 't.')}", arrays)
+        keys = " AND ".join(f"t.{name} = v.{name}" for name, _ in key_columns)
+        names = ", ".join(name for name, _ in columns)
+        self.execute(f"UPDATE {table} AS t SET {sets} FROM unnest({marks}) AS v({names}) WHERE {keys}", arrays)
 
     def probe(self) -> None:
         """Check a connection idle for a while (one ``SELECT 1``) before a write, so a connection the
