@@ -859,6 +859,10 @@ class Session:
         """
         from .recommend import recommend
 
+        if self.task.payload_labels:
+            raise TypeError(f"recommend replays classification strategies; for a {self.task.name} session compare "
+                            "strategies with alwidgets.simulate(features, masks, task='segmentation') or "
+                            "'alwidgets simulate --task segmentation'")
         self.recommendation_ = recommend(self, **kwargs)
         return self.recommendation_
 
