@@ -133,9 +133,34 @@ def test_segmentation_by_name_test_set_and_selector_names(shapes):
         s.use("least_confidence")
     with pytest.raises(TypeError, match="import_masks"):
         s.import_labels(s.labels_df())
+    with pytest.raises(TypeError, match="simulate --task segmentation"):
+        s.recommend()
     s.close()
     # test items by id, with masks known to the data set: never offered
     s = Session(data, embeddings=feats, model=small_model(), store=":memory:", test=list(test_ids),
                 selector="random")
     assert s.metrics_ is None and not set(s.candidates()) & set(range(12, 16))
     s.close()
+
+
+def test_two_sessions_lease_images_and_supersede_masks(shapes, tmp_path):
+    data, feats = shapes
+    db = tmp_path / "team.db"
+    a = Session(data, embeddings=feats, model=small_model(), store=db, selector="random", annotator="ana")
+    b = Session(data, embeddings=feats, model=small_model(), store=db, selector="random", annotator="bo",
+                random_state=0)
+    ba, bb = a.next_batch(3), b.next_batch(3)
+    assert not set(ba.ids) & set(bb.ids)                    # each session's batch is leased to it
+    a.submit(masks_for(data, ba))
+    # a corrected mask (the painter's resubmit of a saved image) supersedes the first; the history keeps both
+    k = ba.ids[0]
+    fixed = data.masks[data.pool.index_of(k)].copy()
+    fixed[:4, :4] = 1 - fixed[:4, :4].clip(0, 1)     # a visible change (an equal mask is not stored again)
+    a.submit({k: fixed}, resubmit=True)
+    hist = a.labels_df(history=True)
+    rows = hist[hist["item_id"] == k]
+    assert len(rows) == 2 and rows["superseded_by"].notna().tolist() == [True, False]
+    np.testing.assert_array_equal(b.labels()[data.pool.index_of(k)], fixed)   # the other session reads it
+    assert set(a.labels_df()["annotator"]) == {"ana"}
+    a.close()
+    b.close()
