@@ -186,13 +186,15 @@ class Session:
         self.store, self._owns_store = self._open_store(store)
         self._listeners = {e: [] for e in EVENTS}
         self._labels_cache = (None, None)  # (store change counter, labels)
+        self._labels_raw = None            # what the store held at the last read: (labels, payloads)
+        self._labels_version = 0           # grows only when the labels themselves changed
         try:
             self.attach_report = self._attach()
         except BaseException:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
-        self._fitted_at = None    # the store's change counter when it was made
+        self._fitted_at = None    # the labels' version it was made from
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
@@ -340,13 +342,20 @@ class Session:
     # ------------------------------------------------------------------ state from the store
     def labels(self) -> np.ndarray:
         """Label per pool item as the task holds it (class index, ``-1`` = unlabelled), read from the
-        store; re-read only when the store changed."""
+        store; re-read only when the store changed (and decoded again only when its labels did: rounds
+        and leases also change the store)."""
         changes = getattr(self.store, "changes", None)
         if changes is not None and self._labels_cache[0] == changes:
             return self._labels_cache[1].copy()
-        out = self.task.empty_labels(len(self.pool))
         payloads = self.store.current_payloads() if self.task.payload_labels else {}
-        for item_id, name in self.store.current_labels().items():
+        current = self.store.current_labels()
+        if self._labels_raw is not None and self._labels_raw == (current, payloads):
+            self._labels_cache = (changes, self._labels_cache[1])
+            return self._labels_cache[1].copy()
+        self._labels_raw = (current, payloads)
+        self._labels_version += 1
+        out = self.task.empty_labels(len(self.pool))
+        for item_id, name in current.items():
             try:
                 i = self.pool.index_of(item_id)
             except KeyError:
@@ -438,12 +447,12 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
-        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
+        self._fitted_at = self._labels_version   # the labels it was fitted on
         return self.fitted_
 
     def _fit_fresh(self, labels):
-        """The current fit if the store has not changed since it was made, else a new one."""
-        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+        """The current fit if the labels have not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_version:
             return self.fitted_
         return self._fit(labels)
 

@@ -116,7 +116,7 @@ def test_03_images_with_timm(tmp_path, monkeypatch):
     assert ("mobilenetv1_100" in text) == (SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors").is_file()
 
 
-@pytest.mark.slow  # ~45 s on 2 busy cores (embeds 40 CamVid frames on the first run; cached after)
+@pytest.mark.slow  # ~100 s on the 2 shared cores at load 5 (the first run also embeds 40 CamVid frames)
 def test_04_segmentation(tmp_path, monkeypatch):
     nb = run_notebook("04_segmentation.ipynb", tmp_path, monkeypatch)
     text = outputs(nb)
