@@ -227,7 +227,7 @@ def test_diversity_and_auto_explain_themselves():
     assert first.info["phase"] == "coverage" and "1 masks < switch_at=2" in first.info["reason"]
     labels[10] = np.zeros((h, w), np.uint8)
     later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
-    assert later.info["phase"] == "class_weighted+diversity" and "class_weights" in later.info
+    assert later.info["phase"] == "class_weighted" and "class_weights" in later.info
 
 
 def test_loop_style_inputs_int_labels_with_masks_and_bool_candidates():

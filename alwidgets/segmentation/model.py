@@ -688,15 +688,6 @@ class DenseDecoder(_DenseModel):
         xs = [(m - _t(mu, m.device)) / _t(sd, m.device) for m, (mu, sd) in zip(maps, self.norm_)]
         return self.net_(xs)
 
-    def __getstate__(self):
-        """Pickled with the decoder on the CPU (loads on a machine without the training GPU)."""
-        state = dict(self.__dict__)
-        if "net_" in state:
-            import copy
-
-            state["net_"] = copy.deepcopy(state["net_"]).cpu()
-        return state
-
 
 def _t(a, device=None):
     import torch

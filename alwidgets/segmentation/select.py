@@ -750,23 +750,27 @@ class UncertaintyDiversityImages(SegmentationSelector):
 
 
 class AutoImages(SegmentationSelector):
-    """Coverage while few masks exist, then class-weighted uncertainty with batch diversity.
+    """Coverage while few masks exist, then a model-based selector (default: class-weighted uncertainty
+    with batch diversity).
 
     With fewer than ``switch_at`` masks (or no ``probs``) the model's
     uncertainty is not yet worth much, so central images of uncovered
-    clusters come first (:class:`CoverageImages`); afterwards
-    :class:`ClassWeightedUncertainty` with ``diversity``.
+    clusters come first (:class:`CoverageImages` with ``coverage``);
+    afterwards ``then`` (a selector; default
+    ``ClassWeightedUncertainty(power=power, diversity=diversity)``).
     ``info["phase"]`` and ``info["reason"]`` say which and why.
     """
 
     strategy_name = "auto"
     requires = ("embeddings",)
 
-    def __init__(self, switch_at: int = 20, power: float = 2.0, diversity: float = 1.0, coverage: str = "kmeans"):
+    def __init__(self, switch_at: int = 20, power: float = 2.0, diversity: float = 1.0, coverage: str = "kmeans",
+                 then=None):
         self.switch_at = switch_at
         self.power = power
         self.diversity = diversity
         self.coverage = coverage
+        self.then = then
 
     def _select(self, n, *, labelled, masks, embeddings, probs, candidates, rng, extra, **kw):
         n_lab = int(labelled.sum())
@@ -777,11 +781,14 @@ class AutoImages(SegmentationSelector):
             sel = CoverageImages(self.coverage).select(n, labels=lab_arg, embeddings=embeddings,
                                                        candidates=candidates, random_state=rng)
             return Selection(sel.indices, sel.scores, {"phase": "coverage", "reason": why})
-        sel = ClassWeightedUncertainty(power=self.power, diversity=self.diversity).select(
-            n, labels=lab_arg, embeddings=embeddings, probs=probs, candidates=candidates, random_state=rng, **extra)
+        then = self.then if self.then is not None else ClassWeightedUncertainty(power=self.power,
+                                                                                diversity=self.diversity)
+        sel = then.select(n, labels=lab_arg, embeddings=embeddings, probs=probs, candidates=candidates,
+                          random_state=rng, **extra)
         info = {k: v for k, v in sel.info.items() if k not in ("strategy", "reason")}
-        return Selection(sel.indices, sel.scores, {"phase": "class_weighted+diversity",
-                                                   "reason": f"{n_lab} masks >= switch_at={self.switch_at}", **info})
+        return Selection(sel.indices, sel.scores, {"phase": then.name,
+                                                   "reason": f"{n_lab} masks >= switch_at={self.switch_at}; "
+                                                             + sel.info.get("reason", ""), **info})
 
 
 SELECTORS = {
