@@ -766,6 +766,16 @@ class LabelStore:
             "ORDER BY l.label_id")
         return dict(rows)
 
+    def current_payloads(self) -> dict:
+        """``item_id -> (bytes, media_type)``: the payload of the current label of every labelled item of
+        the attached pool that carries one (a PNG mask), read in one query. Check :attr:`changes` to know
+        when to read again."""
+        rows = self._query(
+            "SELECT l.item_id, l.payload, l.media_type FROM labels l JOIN items i USING (item_id) "
+            "WHERE l.superseded_by IS NULL AND l.source <> 'undo' AND l.payload IS NOT NULL AND i.in_pool = 1 "
+            "ORDER BY l.label_id")
+        return {item_id: (bytes(payload), media_type) for item_id, payload, media_type in rows}
+
     def payload(self, item_id: str, *, label_id: int | None = None):
         """``(bytes, media_type)`` of the current label of ``item_id`` (or of history row ``label_id``);
         ``None`` when it carries no payload or the item has no label.
