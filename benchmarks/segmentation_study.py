@@ -158,9 +158,17 @@ def main(argv=None):
         import torch
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision)
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
-    ptr, pte = projected(emb, train, test)
+    args.embed_device = "auto"
+    try:
+        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision),
+                             train, test)
+    except Exception as e:  # e.g. a GPU decode path that fails: the CPU gives the same features
+        print(f"features on the default device failed ({e!r}); computing them on the CPU", flush=True)
+        args.embed_device = "cpu"
+        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
+                                          device="cpu"), train, test)
+    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision, device=args.embed_device)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         if args.model == "probe":   # the probe reads the raw (unprojected) maps
@@ -202,7 +210,7 @@ def variants():
         "coverage_kmeans": lambda: named("coverage_kmeans", S.CoverageImages("kmeans")),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
         "entropy_div": lambda: named("entropy_div", S.PixelUncertainty(diversity=1.0)),
-        "entropy_div2": lambda: named("entropy_div2", S.PixelUncertainty(diversity=2.0)),
+        "entropy_div05": lambda: named("entropy_div05", S.PixelUncertainty(diversity=0.5)),
         "entropy_regions_div": lambda: named("entropy_regions_div", S.PixelUncertainty(reduction="regions",
                                                                                       diversity=1.0)),
         "class_weighted_div": lambda: named("class_weighted_div", S.ClassWeightedUncertainty(diversity=1.0)),
@@ -217,8 +225,24 @@ def variants():
         "class_targeted_unc_sat_div": lambda: named("class_targeted_unc_sat_div",
                                                     S.ClassTargeted(n_weak=11, saturation=100.0, diversity=1.0,
                                                                     uncertain=True)),
+        "class_balance_sat": lambda: named("class_balance_sat", S.ClassTargeted(n_weak=11, power=0.0,
+                                                                               saturation=100.0)),
+        "class_balance_sat_div": lambda: named("class_balance_sat_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0)),
+        "class_balance_sat_div05": lambda: named("class_balance_sat_div05", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=0.5)),
+        "class_balance_sat30_div": lambda: named("class_balance_sat30_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=30.0, diversity=1.0)),
+        "class_balance_sat300_div": lambda: named("class_balance_sat300_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=300.0, diversity=1.0)),
+        "class_balance_unc_sat_div": lambda: named("class_balance_unc_sat_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0, uncertain=True)),
         "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(space="predictions")),
         "auto_div10": lambda: named("auto_div10", S.AutoImages(switch_at=10, diversity=1.0)),
+        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, then=S.ClassTargeted(
+            n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
     }
     return v
@@ -237,7 +261,7 @@ class OracleClasses:
             hidden = None   # (pooled rows -> class pixel counts), set by the job
 
             def _select(self, n, *, labelled, candidates, embeddings, rng, **kw):
-                counts = _Oracle.hidden(embeddings)
+                counts = self.hidden(embeddings)
                 A = counts[labelled].sum(0)
                 picks = []
                 free = np.ones(len(candidates), bool)
@@ -263,7 +287,8 @@ def _worker_init(args):
     threads = max(1, args.threads or 2)
     torch.set_num_threads(threads)
     os.environ["ALWIDGETS_NUM_THREADS"] = str(threads)
-    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision)
+    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
+                       device=getattr(args, "embed_device", "auto"))
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
     ptr, pte = projected(emb, train, test)
     _W.update(args=args, train=train, test=test, ptr=ptr, pte=pte)
@@ -276,6 +301,15 @@ def _pool_rows(split, n, fraction):
 
 def _job(job):
     """One full-pool reference fit (``("ref", split)``) or one strategy's curve (``(name, split)``)."""
+    try:
+        return _run_job(job)
+    except Exception as e:  # one failing job must not stop the others
+        import traceback
+
+        return job, None, "FAILED " + "".join(traceback.format_exception(e))[-1500:]
+
+
+def _run_job(job):
     args, train, test, ptr, pte = (_W[k] for k in ("args", "train", "test", "ptr", "pte"))
     if args.deadline is not None and time.time() > args.deadline:
         return job, None, "skipped (deadline)"
