@@ -208,7 +208,15 @@ def variants():
         # variants
         "coverage_typiclust": lambda: named("coverage_typiclust", S.CoverageImages("typiclust")),
         "coverage_kmeans": lambda: named("coverage_kmeans", S.CoverageImages("kmeans")),
+        "coverage_features": lambda: named("coverage_features", S.CoverageImages("features")),
+        "coverage_strat": lambda: named("coverage_strat", S.CoverageImages("kmeans", pick="random")),
+        "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
+        "entropy_plain": lambda: named("entropy_plain", S.PixelUncertainty(diversity=0.0)),
+        "class_weighted_plain": lambda: named("class_weighted_plain", S.ClassWeightedUncertainty(diversity=0.0)),
+        "class_targeted_plain": lambda: named("class_targeted_plain", S.ClassTargeted(saturation=None,
+                                                                                    diversity=0.0)),
         "entropy_div": lambda: named("entropy_div", S.PixelUncertainty(diversity=1.0)),
         "entropy_div05": lambda: named("entropy_div05", S.PixelUncertainty(diversity=0.5)),
         "entropy_regions_div": lambda: named("entropy_regions_div", S.PixelUncertainty(reduction="regions",
@@ -216,8 +224,8 @@ def variants():
         "class_weighted_div": lambda: named("class_weighted_div", S.ClassWeightedUncertainty(diversity=1.0)),
         "class_weighted_p1_div": lambda: named("class_weighted_p1_div",
                                                S.ClassWeightedUncertainty(power=1.0, diversity=1.0)),
-        "class_targeted_div": lambda: named("class_targeted_div", S.ClassTargeted(diversity=1.0)),
-        "class_targeted_sat": lambda: named("class_targeted_sat", S.ClassTargeted(saturation=100.0)),
+        "class_targeted_div": lambda: named("class_targeted_div", S.ClassTargeted(saturation=None, diversity=1.0)),
+        "class_targeted_sat": lambda: named("class_targeted_sat", S.ClassTargeted(saturation=100.0, diversity=0.0)),
         "class_targeted_sat_div": lambda: named("class_targeted_sat_div",
                                                 S.ClassTargeted(saturation=100.0, diversity=1.0)),
         "class_targeted_all_sat_div": lambda: named("class_targeted_all_sat_div",
@@ -226,7 +234,7 @@ def variants():
                                                     S.ClassTargeted(n_weak=11, saturation=100.0, diversity=1.0,
                                                                     uncertain=True)),
         "class_balance_sat": lambda: named("class_balance_sat", S.ClassTargeted(n_weak=11, power=0.0,
-                                                                               saturation=100.0)),
+                                                                               saturation=100.0, diversity=0.0)),
         "class_balance_sat_div": lambda: named("class_balance_sat_div", S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0)),
         "class_balance_sat_div05": lambda: named("class_balance_sat_div05", S.ClassTargeted(
@@ -237,11 +245,14 @@ def variants():
             n_weak=11, power=0.0, saturation=300.0, diversity=1.0)),
         "class_balance_unc_sat_div": lambda: named("class_balance_unc_sat_div", S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0, uncertain=True)),
-        "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(space="predictions")),
-        "auto_div10": lambda: named("auto_div10", S.AutoImages(switch_at=10, diversity=1.0)),
-        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, then=S.ClassTargeted(
+        "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(
+            S.ClassWeightedUncertainty(diversity=0.0), space="predictions")),
+        "auto_div10": lambda: named("auto_div10", S.AutoImages(switch_at=10, diversity=1.0, coverage="kmeans")),
+        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, coverage="features", then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, then=S.ClassTargeted(
+        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage="kmeans", then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage="kmeans", then=S.ClassTargeted(
             n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
     }
