@@ -205,10 +205,13 @@ def variants():
         "class_weighted": lambda: S.make_selector("class_weighted"),
         "class_targeted": lambda: S.make_selector("class_targeted"),
         "auto": lambda: S.make_selector("auto"),
+        "class_balance": lambda: S.make_selector("class_balance"),
+        "coverage_features_cold": lambda: named("coverage_features_cold", S.CoverageImages("features",
+                                                                                           cold_start=None)),
         # variants
         "coverage_typiclust": lambda: named("coverage_typiclust", S.CoverageImages("typiclust")),
         "coverage_kmeans": lambda: named("coverage_kmeans", S.CoverageImages("kmeans")),
-        "coverage_features": lambda: named("coverage_features", S.CoverageImages("features")),
+        "coverage_features": lambda: named("coverage_features", S.CoverageImages("features", cold_start="kmeans")),
         "coverage_strat": lambda: named("coverage_strat", S.CoverageImages("kmeans", pick="random")),
         "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),

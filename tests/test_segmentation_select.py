@@ -152,12 +152,12 @@ def _blobs(n_per=10, k=3, seed=0):
 
 @pytest.mark.parametrize("method", ["features", "kmeans", "typiclust", "kcenter"])
 def test_coverage_spreads_over_clusters_and_respects_labelled(method):
-    X = _blobs()
-    sel = CoverageImages(method).select(3, labels=[None] * 30, embeddings=X, random_state=0)
+    X = np.abs(_blobs())
+    sel = CoverageImages(method, cold_start=None).select(3, labels=[None] * 30, embeddings=X, random_state=0)
     assert sorted(int(i) // 10 for i in sel.indices) == [0, 1, 2]
     assert sel.info["method"] == method and sel.info["reason"]
     labels = [np.zeros((2, 2))] + [None] * 29                      # cluster 0 already has a mask
-    sel = CoverageImages(method).select(2, labels=labels, embeddings=X, random_state=0)
+    sel = CoverageImages(method, cold_start=None).select(2, labels=labels, embeddings=X, random_state=0)
     assert sorted(int(i) // 10 for i in sel.indices) == [1, 2]
 
 
@@ -170,7 +170,13 @@ def test_feature_coverage_prefers_patterns_the_labelled_images_lack():
     sel = CoverageImages("features").select(2, labels=labels, embeddings=X, random_state=0)
     assert sel.indices.tolist() == [4, 3]                             # then more of the rare pattern, not a duplicate
     assert not sel.info["shifted"]
-    assert CoverageImages("features").select(1, labels=[None] * 5, embeddings=X - 5.0, random_state=0).info["shifted"]
+    assert CoverageImages("features", cold_start=None).select(1, labels=[None] * 5, embeddings=X - 5.0,
+                                                             random_state=0).info["shifted"]
+    # nothing labelled: the first batch comes from the cold-start method
+    first = CoverageImages("features").select(2, labels=[None] * 5, embeddings=X, random_state=0)
+    assert first.info["method"] == "kmeans"
+    with pytest.raises(ValueError, match="cold_start must be another method"):
+        CoverageImages("features", cold_start="features").select(1, labels=[None] * 5, embeddings=X)
     with pytest.raises(ValueError, match="saturation must be > 0"):
         CoverageImages("features", saturation=0).select(1, labels=[None] * 5, embeddings=X)
 

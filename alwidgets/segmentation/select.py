@@ -443,7 +443,11 @@ class CoverageImages(SegmentationSelector):
       near-duplicate of a picked frame adds little. Embeddings with negative
       values are shifted by their per-dimension minimum first. On CamVid the
       picks hold about twice random's share of pole, sign, pedestrian and
-      cyclist pixels.
+      cyclist pixels. With nothing labelled yet, the objective favours the
+      images with the most activation overall (cluttered scenes), so the very
+      first batch comes from ``cold_start`` instead (default ``"kmeans"``:
+      the central images of the pool's main clusters); ``cold_start=None``
+      uses feature coverage from the start.
     * ``"kmeans"`` -- the L2-normalised embeddings are clustered by
       k-means into ``#labelled + n`` clusters; clusters are visited with the
       fewest labelled (or already picked) images and the most members first,
@@ -464,9 +468,11 @@ class CoverageImages(SegmentationSelector):
     strategy_name = "coverage"
     requires = ("embeddings",)
 
-    def __init__(self, method: str = "features", pick: str = "central", saturation: float = 1.0,
-                 max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20, n_init: int = 3):
+    def __init__(self, method: str = "features", cold_start: str | None = "kmeans", pick: str = "central",
+                 saturation: float = 1.0, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
+                 n_init: int = 3):
         self.method = method
+        self.cold_start = cold_start
         self.pick = pick
         self.saturation = saturation
         self.max_clusters = max_clusters
@@ -475,16 +481,23 @@ class CoverageImages(SegmentationSelector):
         self.n_init = n_init
 
     def _select(self, n, *, labelled, embeddings, candidates, rng, **kw):
-        if self.method == "typiclust":
+        method = self.method
+        if method == "features" and not self.saturation > 0:
+            raise ValueError(f"saturation must be > 0, got {self.saturation!r}")
+        if method == "features" and self.cold_start is not None and not labelled.any():
+            if self.cold_start == "features":
+                raise ValueError("cold_start must be another method than 'features' (or None)")
+            method = self.cold_start
+        if method == "typiclust":
             return self._typiclust(n, labelled, embeddings, candidates, rng)
-        if self.method == "features":
+        if method == "features":
             return self._features(n, labelled, embeddings, candidates, rng)
         X = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + _EPS)
         lab = np.flatnonzero(labelled)
-        if self.method == "kcenter":
+        if method == "kcenter":
             return self._kcenter(n, X, lab, candidates)
-        if self.method != "kmeans":
-            raise ValueError(f"method must be 'features', 'kmeans', 'typiclust' or 'kcenter', got {self.method!r}")
+        if method != "kmeans":
+            raise ValueError(f"method must be 'features', 'kmeans', 'typiclust' or 'kcenter', got {method!r}")
         if self.pick not in ("central", "random"):
             raise ValueError(f"pick must be 'central' or 'random', got {self.pick!r}")
         rows = np.concatenate([lab, candidates])
@@ -725,7 +738,7 @@ class ClassTargeted(SegmentationSelector):
     requires = ("probs", "masks")
 
     def __init__(self, n_weak: int = 4, power: float = 1.0, saturation: float | None = 100.0,
-                 diversity: float = 1.0, uncertain: bool = False, area: str = "soft", grid=(3, 4)):
+                 diversity: float = 1.0, uncertain: bool = False, area: str = "argmax", grid=(3, 4)):
         self.n_weak = n_weak
         self.area = area
         self.power = power
@@ -770,6 +783,26 @@ class ClassTargeted(SegmentationSelector):
         info["reason"] = ("the most predicted area of the weakest classes, relative to how many of their pixels "
                           "are labelled or picked already")
         return Selection(idx, sc, info)
+
+
+class ClassBalance(ClassTargeted):
+    """Images that even out the labelled pixels over every class: :class:`ClassTargeted` with all classes
+    as targets and equal weights (``power=0``).
+
+    The batch is built greedily on the gain in ``sum_c log(1 + A_c / tau)``,
+    ``A_c`` the labelled plus picked pixels predicted as class ``c``: each
+    pick brings what the masks have least of. With the true masks in place of
+    the predictions this objective is an oracle that lifts CamVid's 5-mask
+    mIoU by about 10 points over random; the selector reads the model's
+    predicted maps instead.
+    """
+
+    strategy_name = "class_balance"
+
+    def __init__(self, n_weak: int = 1000, power: float = 0.0, saturation: float | None = 100.0,
+                 diversity: float = 1.0, uncertain: bool = False, area: str = "argmax", grid=(3, 4)):
+        super().__init__(n_weak=n_weak, power=power, saturation=saturation, diversity=diversity,
+                         uncertain=uncertain, area=area, grid=grid)
 
 
 class UncertaintyDiversityImages(SegmentationSelector):
@@ -872,6 +905,7 @@ SELECTORS = {
     "entropy_regions": lambda: PixelUncertainty("entropy", "regions"),
     "class_weighted": ClassWeightedUncertainty,
     "class_targeted": ClassTargeted,
+    "class_balance": ClassBalance,
     "uncertainty_diversity": UncertaintyDiversityImages,
     "auto": AutoImages,
 }
