@@ -250,12 +250,12 @@ def variants():
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0, uncertain=True)),
         "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(
             S.ClassWeightedUncertainty(diversity=0.0), space="predictions")),
-        "auto_div10": lambda: named("auto_div10", S.AutoImages(switch_at=10, diversity=1.0, coverage="kmeans")),
-        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, coverage="features", then=S.ClassTargeted(
+        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, coverage=S.CoverageImages(cold_start=None), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage="kmeans", then=S.ClassTargeted(
+        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage="kmeans", then=S.ClassTargeted(
+        "auto_cw": lambda: named("auto_cw", S.AutoImages(then=S.ClassWeightedUncertainty())),
+        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
     }
@@ -468,6 +468,17 @@ def _md(df: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(f"| {r} |" for r in rows)
 
 
+def _paired(curves, col):
+    """``strategy x budget`` strings "mean ± se" of (strategy - random) on the splits both ran."""
+    rnd = curves[curves["strategy"] == "random"].set_index(["split", "n_masks"])[col]
+    out = {}
+    for strat, g in curves.groupby("strategy", sort=False):
+        d = (g.set_index(["split", "n_masks"])[col] - rnd).dropna().groupby(level="n_masks")
+        out[strat] = {b: f"{m:+.1f} ± {se:.1f}" for b, m, se in
+                      zip(d.mean().index, d.mean(), d.std(ddof=1).fillna(0) / np.sqrt(d.count()))}
+    return pd.DataFrame(out).T
+
+
 def report(curves, refs, out, tag, args):
     """Summary table, ratios against random of the same run, and the targets of issue 15."""
     rare = CAMVID_RARE
@@ -482,7 +493,14 @@ def report(curves, refs, out, tag, args):
              f"score scale: {args.score_scale} (1 = every test pixel)", "",
              "## mIoU (mean over splits) by masks", "", _md(mean), ""]
     if rnd is not None:
-        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), ""]
+        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), "",
+                  "## Paired difference to random, mean ± standard error over splits (mIoU points)", "",
+                  _md(_paired(curves, "miou")), "",
+                  "## Rare-4 mean IoU (Pole, SignSymbol, Pedestrian, Bicyclist) by masks", "",
+                  _md(curves.assign(rare4=curves[[f"iou_{c}" for c in rare]].mean(axis=1))
+                      .groupby(["strategy", "n_masks"])["rare4"].mean().unstack()), "",
+                  "## Rare-4 paired difference to random, mean ± standard error", "",
+                  _md(_paired(curves.assign(rare4=curves[[f"iou_{c}" for c in rare]].mean(axis=1)), "rare4")), ""]
     lines += ["## Summary", "", _md(table, index=False), ""]
     if rnd is not None and "masks_to_95%" in table:
         r95 = table.set_index("strategy")["masks_to_95%"]
