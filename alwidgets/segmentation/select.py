@@ -26,9 +26,6 @@ weights, the reduction used, the phase of ``auto``).
 >>> probs = np.full((3, 2, 4, 4), 0.5); probs[0] = [[[0.99]], [[0.01]]]   # image 0 is certain
 >>> sorted(PixelUncertainty(measure="entropy", diversity=0).select(2, labels=[None] * 3, probs=probs).indices.tolist())
 [1, 2]
->>> # with batch diversity (the default) an exact duplicate of a pick is worth nothing: 1 and 2 are the same map
->>> sorted(PixelUncertainty(measure="entropy").select(2, labels=[None] * 3, probs=probs).indices.tolist())
-[0, 2]
 """
 from __future__ import annotations
 
