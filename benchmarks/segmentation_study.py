@@ -150,9 +150,10 @@ def main(argv=None):
         curves = pd.concat([pd.read_csv(OUT / f"segmentation_curves_{t}.csv") for t in tags], ignore_index=True)
         refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags], ignore_index=True)
         refs = refs.drop_duplicates("split")
-        curves.to_csv(OUT / "segmentation_curves.csv", index=False)
-        refs.to_csv(OUT / "segmentation_reference.csv", index=False)
-        return report(curves, refs, OUT, "", args)
+        tag = f"_{args.tag}" if args.tag else ""
+        curves.to_csv(OUT / f"segmentation_curves{tag}.csv", index=False)
+        refs.to_csv(OUT / f"segmentation_reference{tag}.csv", index=False)
+        return report(curves, refs, OUT, tag, args)
     if args.threads:
         os.environ["ALWIDGETS_NUM_THREADS"] = str(args.threads)
         import torch
@@ -258,15 +259,17 @@ def variants():
         "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
+        "oracle_rare4": lambda: named("oracle_rare4", OracleClasses([CAMVID_CLASSES.index(c) for c in CAMVID_RARE])),
     }
     return v
 
 
 class OracleClasses:
     """Study only -- reads the hidden masks: greedily the images that add the most
-    ``sum_c log(1 + labelled pixels of c / 100)``; how much a selector that knew the classes could gain."""
+    ``sum_c log(1 + labelled pixels of c / 100)`` (over ``classes``, default all); how much a selector that
+    knew the classes could gain."""
 
-    def __new__(cls):
+    def __new__(cls, classes=None):
         from alwidgets.segmentation.select import SegmentationSelector, Selection
 
         class _Oracle(SegmentationSelector):
@@ -276,6 +279,8 @@ class OracleClasses:
 
             def _select(self, n, *, labelled, candidates, embeddings, rng, **kw):
                 counts = self.hidden(embeddings)
+                if classes is not None:
+                    counts = counts[:, classes]
                 A = counts[labelled].sum(0)
                 picks = []
                 free = np.ones(len(candidates), bool)
@@ -340,7 +345,7 @@ def _run_job(job):
                "fit_seconds": m.fit_seconds_, **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, sc.iou)}}
         return job, [rec], f"{time.perf_counter() - t0:.0f}s"
     sel = variants()[name]()
-    if name == "oracle_classes":
+    if name.startswith("oracle_"):
         counts = np.stack([np.bincount(m[m < 11].ravel(), minlength=11)[:11] for m in masks]).astype(np.float64)
         counts = counts / 64.0   # pixels on the stride-8 grid
         key = {sub.pooled[k].tobytes(): k for k in range(len(rows))}
