@@ -166,6 +166,9 @@ def subsample(pool_targets: np.ndarray, max_items: int | None, seed: int) -> np.
     return np.sort(keep)
 
 
+DEFAULT_STRATEGIES = {"classification": "random,least_confidence,margin,entropy",
+                      "segmentation": "random,coverage,entropy,class_weighted,auto"}
+DEFAULT_BUDGETS = "5,10,20,40"
 MAX_REPEATS = 1000
 """``--repeats`` above this is refused before any work (each split holds a copy of its test rows)."""
 MAX_SPLIT_BYTES = 2 * 1024 ** 3
@@ -233,6 +236,23 @@ def _repeats(text):
     return v
 
 
+def _budgets(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 5,10,20, got {text!r}") from None
+    if not values or any(v < 1 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers like 5,10,20, got {text!r}")
+    return values
+
+
+def _mask_value(text):
+    v = _int_at_least(0)(text)
+    if v > 255:
+        raise argparse.ArgumentTypeError(f"must be an 8-bit mask value 0-255, got {v}")
+    return v
+
+
 def _fraction(text):
     try:
         v = float(text)
@@ -256,21 +276,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="replay strategies on labelled data: labels needed to reach a target")
     add_data_args(sim)
-    sim.add_argument("--strategies", default="random,least_confidence,margin,entropy",
-                     help="comma-separated strategy names (default: %(default)s)")
+    sim.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                     help="classification (one class per item) or segmentation (masks; --dataset segfolder:DIR)")
+    sim.add_argument("--strategies", default=None,
+                     help=f"comma-separated strategy names (default: {DEFAULT_STRATEGIES['classification']}; "
+                          f"segmentation: {DEFAULT_STRATEGIES['segmentation']})")
     sim.add_argument("--target-acc", type=_fraction, default=None,
                      help="absolute target test accuracy, refused if the model cannot reach it with every "
                           f"label (default: {RELATIVE_TARGET * 100:.0f}%% of the full-pool accuracy, printed)")
     sim.add_argument("--batch", type=_positive_int, default=10, help="labels per round (default: 10)")
     sim.add_argument("--seed-per-class", type=_nonneg_int, default=2, help="initial labels per class; 0 = cold start")
     sim.add_argument("--budget", type=_positive_int, default=300, help="total labels (default: 300)")
-    sim.add_argument("--repeats", type=_repeats, default=5, help=f"random splits, at most {MAX_REPEATS} (default: 5)")
+    sim.add_argument("--repeats", type=_repeats, default=None,
+                     help=f"random splits (segmentation: seeds), at most {MAX_REPEATS} (default: 5; segmentation: 3)")
     sim.add_argument("--test-size", type=_open_fraction, default=0.25, help="held-out fraction (default: 0.25)")
     sim.add_argument("--seed", type=_nonneg_int, default=0, help="random seed, an integer >= 0 (default: 0)")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument("--curves", metavar="CSV", help="write learning curves to this CSV file")
     sim.add_argument("--plot", metavar="HTML", help="write plotly learning curves to this HTML file")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    seg = sim.add_argument_group("segmentation options (--task segmentation)")
+    seg.add_argument("--budgets", type=_budgets, default=None,
+                     help=f"masks labelled after each round, increasing (default: {DEFAULT_BUDGETS})")
+    seg.add_argument("--ignore-index", type=_mask_value, default=None,
+                     help="mask value that never trains or scores (default: classes.txt's '# ignore_index=N', "
+                          "else 255)")
+    seg.add_argument("--iou-at", type=_positive_int, default=None, metavar="N",
+                     help="show per-class IoU at this budget (default: the middle budget)")
+    seg.add_argument("--model", choices=("decoder", "probe"), default="decoder",
+                     help="DenseDecoder (keeps learning; default) or DenseLinearProbe (fast baseline)")
+    seg.add_argument("--decoder-steps", type=_positive_int, default=None, metavar="N",
+                     help="training steps per decoder fit (default: its schedule, 4 per mask within 100-400)")
 
     demo = sub.add_parser("demo", help="copy the quick-start notebook here and open it in JupyterLab")
     demo.add_argument("--dir", default=".", help="folder to copy the notebook into (default: here)")
@@ -291,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """Options that say which pool to load and how to embed it."""
     p.add_argument("--dataset", default="digits",
-                   help="digits | fashion-mnist:DIR | folder:DIR | npz:FILE (default: digits)")
+                   help="digits | fashion-mnist:DIR | folder:DIR | npz:FILE (default: digits); segmentation: "
+                        "segfolder:DIR (DIR/images + DIR/masks [+ classes.txt], or DIR/train and DIR/test of those)")
     p.add_argument("--embedder", default="pixels",
                    help="pixels | pca:N | timm:MODEL_NAME (default: pixels)")
     p.add_argument("--max-items", type=_positive_int, default=None,
@@ -363,8 +400,18 @@ def cmd_simulate(args) -> int:
     from .select import available
     from .simulate import simulate, summarize
 
+    if args.task == "segmentation":
+        return cmd_simulate_segmentation(args)
+    seg_only = [opt for opt, v in (("--budgets", args.budgets), ("--ignore-index", args.ignore_index),
+                                   ("--iou-at", args.iou_at), ("--decoder-steps", args.decoder_steps)) if v is not None]
+    if seg_only or args.model != "decoder":
+        raise UsageError(f"{(seg_only or ['--model'])[0]} is for --task segmentation")
+    if args.dataset.lower().startswith("segfolder:"):
+        raise UsageError("--dataset segfolder:DIR holds masks: add --task segmentation")
+    args.repeats = 5 if args.repeats is None else args.repeats
     # everything that can be checked is checked before loading: embedding a dataset can take minutes
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    strategies = [s.strip() for s in (args.strategies or DEFAULT_STRATEGIES["classification"]).split(",")
+                  if s.strip()]
     unknown = [s for s in strategies if s.replace("-", "_").lower() not in available()]
     if unknown:
         raise UsageError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(available())}")
@@ -403,6 +450,128 @@ def cmd_simulate(args) -> int:
     else:
         print(head)
         print(res.to_markdown())
+    return 0
+
+
+def load_segfolder(spec: str, ignore_index=None):
+    """``(train SegmentationData, test SegmentationData or None)`` from ``segfolder:DIR``."""
+    from .segmentation import from_segmentation_folder
+    from .segmentation.data import MaskError
+
+    kind, _, arg = spec.partition(":")
+    if kind.strip().lower() != "segfolder" or not arg:
+        raise UsageError(f"--task segmentation needs --dataset segfolder:DIR, got {spec!r}")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"--dataset {spec}: no such folder")
+    try:
+        if (root / "images").is_dir():
+            return from_segmentation_folder(root, ignore_index=ignore_index), None
+        if (root / "train" / "images").is_dir() and (root / "test" / "images").is_dir():
+            train = from_segmentation_folder(root / "train", ignore_index=ignore_index)
+            classes = train.classes
+            if not (root / "test" / "classes.txt").is_file() and (root / "train" / "classes.txt").is_file():
+                classes = root / "train" / "classes.txt"
+            test = from_segmentation_folder(root / "test", ignore_index=train.ignore_index, classes=classes)
+            return train, test
+    except (MaskError, FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--dataset {spec}: {str(e).splitlines()[0]}") from None
+    raise UsageError(f"--dataset {spec}: expected {root}/images and {root}/masks, or train/ and test/ folders of those")
+
+
+def dense_features(data, args):
+    """Dense features of a SegmentationData for ``--embedder``: pixels (average-pooled RGB, for
+    tests and demos) or timm:MODEL_NAME (a frozen backbone's feature maps, cached)."""
+    from .segmentation.features import DenseEmbedder, DenseFeatures
+
+    kind, _, arg = args.embedder.partition(":")
+    kind = kind.strip().lower()
+    if kind == "pixels" and not arg:
+        try:
+            return DenseFeatures.from_pixels(data.pool)
+        except ValueError as e:   # images of different sizes cannot be stacked
+            raise UsageError(f"--embedder pixels: {e}; use --embedder timm:MODEL_NAME") from None
+    if kind != "timm" or not arg.strip():
+        raise UsageError(f"--task segmentation takes --embedder pixels or timm:MODEL_NAME, got {args.embedder!r}")
+    ckpt = args.checkpoint
+    if ckpt is not None and not Path(ckpt).expanduser().is_file():
+        raise UsageError(f"--checkpoint {ckpt}: no such file")
+    model_kwargs = _json_dict(args.model_kwargs, "--model-kwargs")
+    overlay = _json_dict(args.pretrained_cfg, "--pretrained-cfg") or None
+    cache = None if args.cache_dir is None else Path(args.cache_dir).expanduser() / "dense"
+    emb = DenseEmbedder(arg.strip(), checkpoint=ckpt, device=args.device or "auto", pretrained_cfg_overlay=overlay,
+                        progress=not args.no_progress, **({} if cache is None else {"cache_dir": cache}), **model_kwargs)
+    return embed_pool(data.pool, emb)
+
+
+def cmd_simulate_segmentation(args) -> int:
+    """``alwidgets simulate --task segmentation --dataset segfolder:DIR``: mIoU per budget of masks."""
+    from ._files import atomic_write
+    from .segmentation.select import SELECTORS
+    from .segmentation.simulate import simulate_task
+    from .segmentation.task import SegmentationTask, dense_model_for
+
+    if args.target_acc is not None:
+        raise UsageError("--target-acc is for classification; segmentation reports the masks needed to reach "
+                         "90 % and 95 % of the full-pool mIoU")
+    strategies = [s.strip().lower().replace("-", "_")
+                  for s in (args.strategies or DEFAULT_STRATEGIES["segmentation"]).split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in SELECTORS]
+    if unknown:
+        raise UsageError(f"unknown segmentation strategy {unknown[0]!r}; choose from {', '.join(SELECTORS)}")
+    budgets = args.budgets or _budgets(DEFAULT_BUDGETS)
+    if args.iou_at is not None and args.iou_at not in budgets:
+        raise UsageError(f"--iou-at {args.iou_at}: not one of the budgets {','.join(map(str, budgets))}")
+    repeats = 3 if args.repeats is None else args.repeats
+    kind, _, arg = args.embedder.partition(":")
+    if not ((kind.strip().lower() == "pixels" and not arg) or (kind.strip().lower() == "timm" and arg.strip())):
+        raise UsageError(f"--task segmentation takes --embedder pixels or timm:MODEL_NAME, got {args.embedder!r}")
+    check_output_file(args.curves, "--curves", (".csv",))
+    check_output_file(args.plot, "--plot", (".html",))
+    train, test = load_segfolder(args.dataset, args.ignore_index)
+    if args.max_items is not None and args.max_items < len(train):
+        train = train.subset(np.sort(np.random.default_rng(args.seed).choice(len(train), args.max_items,
+                                                                              replace=False)))
+    try:
+        task = SegmentationTask(train.classes, ignore_index=train.ignore_index)
+    except ValueError as e:
+        raise UsageError(f"--dataset {args.dataset}: {e}") from None
+    n_known = sum(m is not None for m in train.masks)
+    n_pool = n_known if test is not None else n_known - max(1, int(round(args.test_size * n_known)))
+    if budgets[-1] > n_pool:
+        raise UsageError(f"--budgets: the largest budget ({budgets[-1]} masks) exceeds the {n_pool} pool images "
+                         f"with a mask" + ("" if test is not None else f" (after holding out --test-size {args.test_size:g})"))
+    feats = dense_features(train, args)
+    test_feats = None if test is None else dense_features(test, args)
+    if args.model == "probe":
+        from .segmentation import DenseLinearProbe
+
+        model = DenseLinearProbe(task.n_classes, task.ignore_index)
+    else:
+        steps = {} if args.decoder_steps is None else {"min_steps": args.decoder_steps, "max_steps": args.decoder_steps}
+        model = dense_model_for(feats, task.n_classes, task.ignore_index, **steps)
+    try:
+        res = simulate_task(feats, train.masks, task, strategies, budgets=budgets, repeats=repeats,
+                            test_features=test_feats, test_masks=None if test is None else test.masks,
+                            test_size=args.test_size, model=model, random_state=args.seed,
+                            progress=not args.no_progress)
+    except ValueError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    if args.curves:
+        atomic_write(args.curves, lambda tmp: res.curves.to_csv(tmp, index=False))
+    if args.plot:
+        atomic_write(args.plot, lambda tmp: res.plot().write_html(tmp, include_plotlyjs=True))
+    p = res.params
+    head = (f"dataset {args.dataset}: {p['n_pool']} pool images, {p['n_test']} test images "
+            f"({'test/' if test is not None else f'--test-size {args.test_size:g}'}), {p['n_classes']} classes, "
+            f"ignore index {p['ignore_index']}; full-pool mIoU {res.full_pool_miou():.1f} "
+            f"({p['n_pool']} masks, {p['model']}); {repeats} seed(s)")
+    if args.json:
+        print(head, file=sys.stderr)  # stdout stays pure JSON
+        print(json.dumps(res.to_records(args.iou_at), indent=2))
+    else:
+        print(head)
+        print(res.to_markdown(args.iou_at))
     return 0
 
 

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .embeddings import ShardedEmbeddings
 from .select.base import Selection, cold_start
-from .select.registry import make_selector
 
 
 @dataclass
@@ -65,15 +63,23 @@ class Loop:
     task : Task
         What a label is (:class:`~alwidgets.tasks.Classification`, ...).
     model : estimator, optional
-        Refitted from scratch each round; default ``task.default_model()``.
+        Refitted each round (from scratch, or warm-started where the task says so, as
+        segmentation's decoder is); default ``task.default_model()``.
     selector : str or Selector
-        The strategy (``"auto"``, ``"margin"``, ...).
+        The strategy (``"auto"``, ``"margin"``, ...), by the task's names (``task.make_selector``).
+
+    Notes
+    -----
+    ``X`` is whatever the task's features are: an ``(n, d)`` array for classes and
+    numbers, :class:`~alwidgets.segmentation.DenseFeatures` for masks. The loop never
+    looks inside it; the task joins pool and held-out rows (``fit_predict_eval``) and
+    says what selectors see (``selector_embeddings``).
     """
 
     def __init__(self, task, model=None, selector="auto"):
         self.task = task
         self.model = task.default_model() if model is None else model
-        self.selector = make_selector(selector)
+        self.selector = task.make_selector(selector)
 
     def __repr__(self) -> str:
         return f"Loop({self.task!r}, model={type(self.model).__name__}, selector={self.selector.name!r})"
@@ -84,16 +90,8 @@ class Loop:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if n == 0:
             return Fitted(None, None, None, 0, time.perf_counter() - t0)
-        if X_eval is None:
-            rows = X
-        elif isinstance(X, ShardedEmbeddings):   # memory-mapped pool: append the eval rows as a shard, no copy
-            rows = ShardedEmbeddings(X.shards + [np.ascontiguousarray(X_eval, dtype=np.float32)],
-                                     paths=None if X.paths is None else X.paths + [None])
-        else:
-            rows = np.concatenate([X, X_eval])
-        model, pred = self.task.fit_predict(self.model, X, labels, X_eval=rows)
-        return Fitted(model, pred[: len(X)], None if X_eval is None else pred[len(X):], n,
-                      time.perf_counter() - t0)
+        model, pred, eval_pred = self.task.fit_predict_eval(self.model, X, labels, X_eval=X_eval)
+        return Fitted(model, pred, eval_pred, n, time.perf_counter() - t0)
 
     def select(self, n: int, X, labels, fitted: Fitted | None = None, *, candidates=None,
                random_state=None, **inputs) -> Selection:
@@ -106,7 +104,9 @@ class Loop:
         probs = None if pred is None else self.task.selector_probs(pred)
         sel_labels = self.task.selector_labels(labels)
         chooser, reason = cold_start(self.selector, sel_labels, probs)
-        sel = chooser.select(n, labels=sel_labels, embeddings=X, probs=probs,
+        if reason:  # the task's own random selector (the rule itself is the same for every task)
+            chooser = self.task.make_selector("random")
+        sel = chooser.select(n, labels=sel_labels, embeddings=self.task.selector_embeddings(X), probs=probs,
                              model=self.model, candidates=candidates, random_state=random_state,
                              **self.task.selector_inputs(labels), **inputs)
         info = dict(sel.info)

@@ -9,7 +9,8 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 
 def learning_curve_figure(curves: pd.DataFrame, target: float | None = None, reference: str = "random",
-                          title: str = "Accuracy versus labels"):
+                          title: str = "Accuracy versus labels", xaxis_title: str = "labels",
+                          yaxis_title: str = "test accuracy"):
     """Mean accuracy per strategy against the number of labels, with a ±1 std band.
 
     ``curves`` needs columns ``strategy``, ``n_labels``, ``accuracy`` (and
@@ -37,8 +38,130 @@ def learning_curve_figure(curves: pd.DataFrame, target: float | None = None, ref
         ))
     if target is not None:
         fig.add_hline(y=target, line=dict(color="grey", dash="dot"), annotation_text=f"target {target:.0%}")
-    fig.update_layout(title=title, xaxis_title="labels", yaxis_title="test accuracy",
+    fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title,
                       yaxis=dict(tickformat=".0%"), template="plotly_white", legend_title="strategy")
+    return fig
+
+
+# ---------------------------------------------------------------------- segmentation
+WEAK_COLOUR, IOU_COLOUR, PIXELS_COLOUR = "#d62728", "#2ca02c", "#ff7f0e"
+
+
+def miou_curve_figure(curves: pd.DataFrame, *, baseline: pd.DataFrame | None = None, reference: str = "random",
+                      full_pool: float | None = None, title: str = "mIoU versus masks labelled"):
+    """Mean mIoU against masks labelled: one line per strategy (± std band over repeats), or one
+    session's rounds.
+
+    ``curves`` has ``n_labels`` (or ``n_masks``) and ``miou`` as a fraction: simulation curves
+    (with ``strategy`` and ``repeat``/``split``: one line per strategy), or ``Session.history``
+    (no repeats: one line, ``"session"``; rounds without a score are left out). ``baseline`` is a simulated random curve (``n_labels``, ``mean``, ``std``,
+    as ``Session.show_baseline`` emits it), drawn dashed in black with its band: trace names
+    ``random (simulated)`` and ``random band``. ``full_pool`` draws the mIoU of a model trained on
+    every mask as a dotted line.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> fig = miou_curve_figure(pd.DataFrame({"n_labels": [5, 10], "miou": [0.3, 0.4]}),
+    ...                         baseline=pd.DataFrame({"n_labels": [5, 10], "mean": [0.28, 0.37], "std": [0.02, 0.01]}))
+    >>> [t.name for t in fig.data]
+    ['session', 'random band', 'random (simulated)']
+    """
+    import plotly.graph_objects as go
+
+    c = curves.rename(columns={"n_masks": "n_labels", "split": "repeat"})
+    c = c[c["miou"].notna()] if len(c) else c
+    if "strategy" not in c or "repeat" not in c:   # a session's rounds (history), not simulated repeats
+        c = c.assign(strategy="session")
+    frame = pd.DataFrame({"strategy": c["strategy"], "n_labels": c["n_labels"], "accuracy": c["miou"].astype(float)})
+    fig = learning_curve_figure(frame, reference=reference, title=title, xaxis_title="masks labelled",
+                                yaxis_title="mIoU")
+    if baseline is not None and len(baseline):
+        b = baseline.sort_values("n_labels")
+        std = b["std"].fillna(0.0) if "std" in b else pd.Series(0.0, index=b.index)
+        fig.add_trace(go.Scatter(x=list(b["n_labels"]) + list(b["n_labels"][::-1]),
+                                 y=list(b["mean"] + std) + list((b["mean"] - std)[::-1]), name="random band",
+                                 fill="toself", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False))
+        fig.add_trace(go.Scatter(x=b["n_labels"], y=b["mean"], mode="lines", name="random (simulated)",
+                                 line=dict(color="#000000", dash="dash", width=2)))
+    if full_pool is not None and np.isfinite(full_pool):
+        fig.add_hline(y=full_pool, line=dict(color="grey", dash="dot"), annotation_text=f"full pool {full_pool:.0%}")
+    return fig
+
+
+def _weakest(values, n_weak: int) -> set:
+    known = [(v, k) for k, v in enumerate(values) if v is not None and np.isfinite(v)]
+    return {k for _, k in sorted(known)[:n_weak]}
+
+
+def class_iou_figure(iou, classes=None, *, n_weak: int = 3, title: str = "IoU per class"):
+    """Bars of IoU per class (a fraction; ``None``/NaN: no pixel of the class was scored), the
+    ``n_weakest`` classes in red and named in the title.
+
+    ``iou`` is a dict ``{class: IoU}`` (``session.metrics_["iou"]``) or a sequence in the order of
+    ``classes``. Traces: ``IoU`` (the others), ``weakest`` (the weak ones), ``no data``.
+
+    Examples
+    --------
+    >>> fig = class_iou_figure({"road": 0.9, "pole": 0.1, "car": 0.6, "sky": None}, n_weak=1)
+    >>> [(t.name, list(t.y)) for t in fig.data]
+    [('IoU', [0.9, None, 0.6, None]), ('weakest', [None, 0.1, None, None]), ('no data', [None, None, None, 1.0])]
+    """
+    import plotly.graph_objects as go
+
+    if isinstance(iou, dict):
+        classes = list(iou) if classes is None else list(classes)
+        values = [iou.get(c) for c in classes]
+    else:
+        values = list(iou)
+        classes = [str(k) for k in range(len(values))] if classes is None else list(classes)
+        if len(classes) != len(values):
+            raise ValueError(f"{len(values)} IoU values for {len(classes)} classes")
+    values = [None if v is None or not np.isfinite(float(v)) else float(v) for v in values]
+    weak = _weakest(values, n_weak)
+    cats = [plot_text(c) for c in classes]
+    fig = go.Figure([
+        go.Bar(x=cats, y=[None if k in weak else v for k, v in enumerate(values)], name="IoU",
+               marker_color=IOU_COLOUR, texttemplate="%{y:.0%}", textposition="outside", cliponaxis=False),
+        go.Bar(x=cats, y=[v if k in weak else None for k, v in enumerate(values)], name="weakest",
+               marker_color=WEAK_COLOUR, texttemplate="%{y:.0%}", textposition="outside", cliponaxis=False),
+        go.Bar(x=cats, y=[1.0 if v is None else None for v in values], name="no data",
+               marker=dict(color="rgba(0,0,0,0)", line=dict(color="#bdbdbd", width=1),
+                           pattern=dict(shape="/", fgcolor="#d0d0d0", size=6)),
+               hovertemplate="%{x}: no pixel of this class was scored<extra></extra>"),
+    ])
+    names = ", ".join(plot_text(classes[k]) for k in sorted(weak, key=lambda k: values[k]))
+    fig.update_layout(title=title + (f"<br><sub>weakest: {names}</sub>" if names else ""), barmode="overlay",
+                      template="plotly_white", yaxis=dict(range=[0, 1.1], tickformat=".0%", title="IoU"),
+                      xaxis=dict(type="category", categoryorder="array", categoryarray=cats))
+    return fig
+
+
+def pixel_counts_figure(counts, classes, *, title: str = "labelled pixels per class"):
+    """Bars of labelled pixels per class (``session.label_counts()`` of a segmentation session),
+    with each class's share of the labelled pixels; a log axis when the classes differ by more
+    than 100x (rare classes stay visible). One trace: ``pixels``.
+
+    Examples
+    --------
+    >>> pixel_counts_figure([9000, 40, 0], ["road", "pole", "sign"]).data[0].y
+    (9000, 40, 0)
+    """
+    import plotly.graph_objects as go
+
+    counts = [int(c) for c in counts]
+    if len(counts) != len(classes):
+        raise ValueError(f"{len(counts)} counts for {len(classes)} classes")
+    total = max(sum(counts), 1)
+    cats = [plot_text(c) for c in classes]
+    fig = go.Figure([go.Bar(x=cats, y=counts, name="pixels", marker_color=PIXELS_COLOUR,
+                            text=[f"{c / total:.1%}" for c in counts], textposition="outside", cliponaxis=False,
+                            hovertemplate="%{x}: %{y:,} pixels (%{text})<extra></extra>")])
+    positive = [c for c in counts if c > 0]
+    log = bool(positive) and max(positive) > 100 * min(positive)
+    fig.update_layout(title=title, template="plotly_white", yaxis=dict(type="log" if log else "linear", title="pixels"),
+                      xaxis=dict(type="category", categoryorder="array", categoryarray=cats))
     return fig
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._validation import UNLABELED, check_embeddings, check_positive_int
+from ._validation import check_positive_int
 from .loop import Loop
-from .select.registry import make_selector
 from .tasks import Classification
 
 EVENTS = ("batch", "change", "baseline")
@@ -62,16 +61,22 @@ class Session:
 
     Parameters
     ----------
-    pool : Pool
-        The items to label (``Pool.digits()``, ``Pool.from_folder(...)``, ...).
+    pool : Pool or SegmentationData
+        The items to label (``Pool.digits()``, ``Pool.from_folder(...)``, ...). A
+        :class:`~alwidgets.segmentation.SegmentationData` (images + masks) makes a
+        segmentation session: its classes and ignore index set the task, its known
+        masks serve ``test=`` item ids and the simulated baseline (never the labels).
     classes : list of str, optional
         Class names; default ``pool.classes``.
-    embeddings : array (n_items, d), optional
-        Features of the pool; computed with ``embedder`` when not given.
+    embeddings : array (n_items, d) or DenseFeatures, optional
+        Features of the pool; computed with ``embedder`` when not given. For
+        segmentation: :class:`~alwidgets.segmentation.DenseFeatures`.
     embedder : object with ``embed(pool)``, optional
-        Default :class:`~alwidgets.embed.PixelEmbedder` (fine for small images).
+        Default :class:`~alwidgets.embed.PixelEmbedder` (fine for small images); a
+        segmentation session needs dense features (``DenseEmbedder``) and has no default.
     selector : str or Selector
-        Strategy name (``"auto"``, ``"margin"``, ``"random"``, ...) or a selector.
+        Strategy name (``"auto"``, ``"margin"``, ``"random"``, ...) or a selector; the
+        task's names (segmentation: ``auto``, ``coverage``, ``class_weighted``, ...).
     model : estimator, optional
         Default: the task's (:class:`~alwidgets.models.LinearProbe` for classes).
     store : LabelStore, path, URL or None
@@ -80,7 +85,9 @@ class Session:
     test : (X_test, y_test), Pool, or list of pool item ids, optional
         Held-out items with known classes; accuracy is measured there when given
         (otherwise cross-validated on the labelled items). Item ids of this pool
-        are never offered for labelling.
+        are never offered for labelling. Segmentation: ``(DenseFeatures, masks)``,
+        a ``SegmentationData`` (embedded with ``embedder``), or item ids of a
+        ``SegmentationData`` pool.
     budget : int, optional
         Labels you intend to give in total.
     calibration : bool
@@ -94,8 +101,14 @@ class Session:
     lease_ttl : float
         Seconds a picked batch stays reserved for *this session*: no other session
         on the store (another kernel of the same user included) gets its items.
-    task : Task, optional
-        Default :class:`~alwidgets.tasks.Classification` of ``classes``.
+    task : Task or "segmentation", optional
+        Default :class:`~alwidgets.tasks.Classification` of ``classes``;
+        ``"segmentation"`` is a :class:`~alwidgets.segmentation.SegmentationTask` of
+        ``classes`` (or the data's). Masks are submitted as ``{item_id: (H, W) array}``
+        (or 8-bit PNG bytes) and stored as PNG payloads.
+    cv : int, optional
+        Folds of the cross-validation when there is no test set; default the task's
+        (5 for classes, 3 for masks).
 
     Examples
     --------
@@ -113,9 +126,17 @@ class Session:
 
     def __init__(self, pool, classes=None, embeddings=None, embedder=None, selector="auto", model=None,
                  store=None, test=None, *, budget=None, calibration=False, keymap=None, annotator=None,
-                 cv=5, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0, task=None):
+                 cv=None, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0, task=None):
         from .pool import Pool
 
+        self.data = None          # a SegmentationData given as the pool: its known masks
+        if _is_segmentation_data(pool):
+            self.data, pool = pool, pool.pool
+            if task is None or task == "segmentation":
+                from .segmentation.task import SegmentationTask
+
+                task = SegmentationTask(self.data.classes if classes is None else classes,
+                                        ignore_index=self.data.ignore_index)
         if not isinstance(pool, Pool):
             raise TypeError(f"pool must be an alwidgets.Pool (e.g. Pool.from_arrays(X)), got {type(pool).__name__}")
         if attach not in ("fingerprint", "ids"):
@@ -128,24 +149,35 @@ class Session:
             if classes is None or (not isinstance(classes, str) and len(classes) == 0):
                 raise ValueError(f"{pool.name} has no class names; pass classes=['cat', 'dog', ...]")
             task = Classification(classes, calibration=calibration)
+        elif task == "segmentation":
+            from .segmentation.task import SegmentationTask
+
+            if classes is None:
+                raise ValueError("task='segmentation' needs classes=[...] (or pass a SegmentationData as the pool)")
+            task = SegmentationTask(classes)
+        elif isinstance(task, str):
+            raise ValueError(f"unknown task {task!r}; give 'segmentation' or a Task object")
         self.task = task
         self.classes = list(getattr(task, "classes", []))
         self.embedder = embedder
         if embeddings is None:
             if embedder is None:
+                if task.payload_labels:
+                    raise ValueError(f"a {task.name} session needs features: embeddings=DenseEmbedder(...).embed(pool) "
+                                     "or embedder=DenseEmbedder(...)")
                 from .embed import PixelEmbedder
 
                 self.embedder = PixelEmbedder()
             embeddings = self.embedder.embed(pool)
-        self.embeddings = check_embeddings(embeddings, n_items=len(pool))
-        self.loop = Loop(task, model, selector)
+        self.embeddings = task.check_features(embeddings, n_items=len(pool))
+        self.loop = Loop(task, task.model_for(self.embeddings) if model is None else model, selector)
         self.budget = None if budget is None else check_positive_int(budget, "budget")
         self.calibration = bool(calibration)
         self.keymap = keymap
         self.annotator = annotator
         self.attach = attach
         self.lease_ttl = float(lease_ttl)
-        self.cv = check_positive_int(cv, "cv")
+        self.cv = check_positive_int(getattr(task, "default_cv", 5) if cv is None else cv, "cv")
         self.thumbnail_size = check_positive_int(thumbnail_size, "thumbnail_size")
         self.random_state = random_state
         self._rng = np.random.default_rng(random_state)
@@ -154,19 +186,22 @@ class Session:
         self.store, self._owns_store = self._open_store(store)
         self._listeners = {e: [] for e in EVENTS}
         self._labels_cache = (None, None)  # (store change counter, labels)
+        self._labels_raw = None            # what the store held at the last read: (labels, payloads)
+        self._labels_version = 0           # grows only when the labels themselves changed
         try:
             self.attach_report = self._attach()
         except BaseException:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
-        self._fitted_at = None    # the store's change counter when it was made
+        self._fitted_at = None    # the labels' version it was made from
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
         self._round = None        # the open round: {"id", "shown", "timings"}
         self._skipped: set[str] = set()
         self._undo: list[str] = []
+        self._saved_since_batch: set[str] = set()  # submit(resubmit=True) may correct these
         self._leased: list[str] = []
         self._view = None
         self.metrics_ = self._last_metrics()  # resuming: the plots start from the last finished round
@@ -255,7 +290,12 @@ class Session:
             return None, none
         from .pool import Pool
 
-        if isinstance(test, Pool):
+        if _is_segmentation_data(test):
+            if self.embedder is None:
+                raise ValueError("test=SegmentationData(...) needs embedder= to embed it the same way as the pool; "
+                                 "or pass test=(test_features, test_masks)")
+            X, y, rows = self.embedder.embed(test.pool), test.masks, none
+        elif isinstance(test, Pool):
             if self.embedder is None:
                 raise ValueError("test=Pool(...) needs embedder= to embed it the same way as the pool; "
                                  "or pass test=(X_test, y_test) with embeddings")
@@ -273,12 +313,19 @@ class Session:
                 except KeyError:
                     raise ValueError(f"test item {t[:_MAX_SHOWN]!r} is not in pool {self.pool.name}") from None
             rows = np.unique(np.asarray(rows, np.int64))
-            if np.any(self.pool.targets[rows] < 0):
-                raise ValueError(f"test items need known classes; {self.pool.ids[rows[self.pool.targets[rows] < 0][0]]!r}"
-                                 " has none")
-            X, y = self.embeddings[rows], self.pool.targets[rows]
-            if self.pool.classes:
-                y = [self.pool.classes[t] for t in y]
+            if self.data is not None:  # masks known to the data set
+                missing = [self.pool.ids[r] for r in rows if self.data.masks[r] is None]
+                if missing:
+                    raise ValueError(f"test items need known masks; {missing[0]!r} has none")
+                y = [self.data.masks[r] for r in rows]
+            else:
+                if np.any(self.pool.targets[rows] < 0):
+                    raise ValueError(f"test items need known classes; "
+                                     f"{self.pool.ids[rows[self.pool.targets[rows] < 0][0]]!r} has none")
+                y = self.pool.targets[rows]
+                if self.pool.classes:
+                    y = [self.pool.classes[t] for t in y]
+            X = self.task.subset_features(self.embeddings, rows)
         else:
             try:
                 X, y = test
@@ -286,10 +333,8 @@ class Session:
                 raise TypeError("test must be (X_test, y_test), a Pool with targets, or a list of pool item ids") \
                     from None
             rows = none
-        X = check_embeddings(X, name="test X")
-        if X.shape[1] != self.embeddings.shape[1]:
-            raise ValueError(f"test X has {X.shape[1]} features but the pool's embeddings have {self.embeddings.shape[1]}")
-        y = list(np.asarray(y, dtype=object))
+        X = self.task.check_features(X, like=self.embeddings, name="test X")
+        y = list(y) if self.task.payload_labels else list(np.asarray(y, dtype=object))
         if len(y) != len(X):
             raise ValueError(f"test has {len(X)} rows of X but {len(y)} labels")
         return (X, self.task.check_targets(y, name="test labels")), rows
@@ -297,26 +342,33 @@ class Session:
     # ------------------------------------------------------------------ state from the store
     def labels(self) -> np.ndarray:
         """Label per pool item as the task holds it (class index, ``-1`` = unlabelled), read from the
-        store; re-read only when the store changed."""
+        store; re-read only when the store changed (and decoded again only when its labels did: rounds
+        and leases also change the store)."""
         changes = getattr(self.store, "changes", None)
         if changes is not None and self._labels_cache[0] == changes:
             return self._labels_cache[1].copy()
+        payloads = self.store.current_payloads() if self.task.payload_labels else {}
+        current = self.store.current_labels()
+        if self._labels_raw is not None and self._labels_raw == (current, payloads):
+            self._labels_cache = (changes, self._labels_cache[1])
+            return self._labels_cache[1].copy()
+        self._labels_raw = (current, payloads)
+        self._labels_version += 1
         out = self.task.empty_labels(len(self.pool))
-        for item_id, name in self.store.current_labels().items():
+        for item_id, name in current.items():
             try:
                 i = self.pool.index_of(item_id)
             except KeyError:
                 continue  # the store knows ids beyond this pool (attached by ids)
-            value = self.task.decode(name)
+            value = self.task.decode(name, *payloads.get(item_id, (None, None)))
             if value is not None:
                 self.task.set_label(out, i, value)
         self._labels_cache = (changes, out)
         return out.copy()
 
     def label_counts(self) -> np.ndarray:
-        """Labelled items per class."""
-        labels = self.labels()
-        return np.bincount(labels[labels != UNLABELED], minlength=len(self.classes))
+        """Labelled items per class (segmentation: labelled pixels per class)."""
+        return self.task.label_counts(self.labels())
 
     def progress(self) -> dict:
         """``{"pool_labelled", "pool_size", "budget"}``."""
@@ -332,8 +384,9 @@ class Session:
         """One row per finished round: strategy, n_labels, accuracy (± std), how it was measured,
         times, and the session that labelled it."""
         rounds = self.store.rounds_df()
+        extra = list(getattr(self.task, "metric_keys", ()))
         cols = ["round", "strategy", "n_labels", "n_added", "accuracy", "accuracy_std", "accuracy_source",
-                "select_s", "label_s", "fit_s", "session_id"]
+                *extra, "select_s", "label_s", "fit_s", "session_id"]
         rows = []
         for r in rounds.to_dict("records"):
             m, t, p = r.get("metrics") or {}, r.get("timings") or {}, r.get("params") or {}
@@ -342,7 +395,7 @@ class Session:
             rows.append({"round": r["round"], "strategy": r.get("strategy"),
                          "n_labels": m["n_labels"], "n_added": m.get("n_added"),
                          "accuracy": m.get("accuracy"), "accuracy_std": m.get("accuracy_std"),
-                         "accuracy_source": m.get("source"),
+                         "accuracy_source": m.get("source"), **{k: m.get(k) for k in extra},
                          "select_s": t.get("select_s"), "label_s": t.get("label_s"), "fit_s": t.get("fit_s"),
                          "session_id": p.get("session") if isinstance(p, dict) else None})
         return pd.DataFrame(rows, columns=cols)
@@ -394,12 +447,12 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
-        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
+        self._fitted_at = self._labels_version   # the labels it was fitted on
         return self.fitted_
 
     def _fit_fresh(self, labels):
-        """The current fit if the store has not changed since it was made, else a new one."""
-        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+        """The current fit if the labels have not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_version:
             return self.fitted_
         return self._fit(labels)
 
@@ -474,9 +527,9 @@ class Session:
                 suggestions.append(None)
                 confidences.append(None)
             else:
-                c = int(probs[i].argmax())
-                suggestions.append(self.classes[c])
-                confidences.append(round(float(probs[i, c]), 4))
+                sug, conf = self.task.suggest(probs[i])
+                suggestions.append(sug)
+                confidences.append(conf)
         batch = Batch([self.pool.ids[i] for i in idx], idx, suggestions, confidences, strategy, info)
         if len(idx):
             params = {"n": int(k), "selector": self.selector.name, "session": self.session_id,
@@ -486,6 +539,7 @@ class Session:
         if len(idx) < k or not k:
             batch.reason = self._why_short(labels, n_done, n_refused)
         self.batch = batch
+        self._saved_since_batch = set()
         self._emit("batch", batch)
         return batch
 
@@ -544,19 +598,22 @@ class Session:
                 warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
                               f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
-    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False) -> str:
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False,
+               resubmit: bool = False) -> str:
         """Record ``{item_id: class_name}`` for items of the current batch; refit; returns a status line.
 
         Returns once the store has committed the labels. ``skipped`` ids (of the batch)
         are not offered again in this session. The batch stays open for its other items
-        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. Bad input raises ``ValueError``/``TypeError``
+        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. With
+        ``resubmit=True`` items this session saved since its last :meth:`next_batch` may be submitted
+        again (the mask painter's corrections: the new label supersedes). Bad input raises ``ValueError``/``TypeError``
         naming it, and nothing is saved; a store failure raises
         :class:`~alwidgets.store.StoreError` and nothing is saved either. Items another
         session took over meanwhile are not saved and the status says so. Emits ``"change"``.
         """
         from .store import LeaseConflictError
 
-        records, skipped = self._check_submit(labels, sources, seconds, skipped)
+        records, skipped = self._check_submit(labels, sources, seconds, skipped, resubmit)
         conflicts = {}
         if records:
             try:
@@ -567,6 +624,7 @@ class Session:
                 if records:
                     self.store.add_labels(records, session=self.session_id)
         saved = [r["item_id"] for r in records]
+        self._saved_since_batch.update(saved)
         self._undo.extend(saved)
         self._skipped.update(skipped)
         self._skipped.difference_update(saved)
@@ -588,7 +646,7 @@ class Session:
         self._emit("change", msg)
         return msg
 
-    def _check_submit(self, labels, sources, seconds, skipped):
+    def _check_submit(self, labels, sources, seconds, skipped, resubmit=False):
         """Validate a submit against the current batch; returns ``(records, skipped ids)``."""
         if not isinstance(labels, dict):
             raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
@@ -597,6 +655,8 @@ class Session:
         if isinstance(skipped, (str, bytes)) or not isinstance(skipped, (list, tuple, set, frozenset)):
             raise TypeError(f"skipped must be a list of item ids, got {type(skipped).__name__}")
         shown = set(self.batch.ids) if self.batch is not None else set()
+        if resubmit:
+            shown |= self._saved_since_batch
         outside = [k for k in [*labels, *skipped] if not isinstance(k, str) or k not in shown]
         if outside:
             raise ValueError(f"not in the current batch: item ids [{', '.join(_short(k) for k in outside[:5])}]"
@@ -606,7 +666,8 @@ class Session:
         rid = self._round["id"] if self._round else None
         records = []
         for k, v in labels.items():
-            enc = self.task.encode(v)  # ValueError naming an unknown class
+            enc = self.task.encode_item(v, item_id=k, pool=self.pool, index=self.pool.index_of(k))  # ValueError
+
             records.append({"item_id": k, **{f: x for f, x in enc.items() if x is not None}, "round": rid,
                             "seconds": seconds.get(k), "annotator": self.annotator,
                             "source": "accepted" if sources.get(k) == "accepted" else
@@ -625,11 +686,12 @@ class Session:
 
     def _metrics_text(self) -> str:
         m = self.metrics_
+        name = self.task.score_name
         if m is None or m.get("accuracy") is None:
-            return f"accuracy n/a ({m['source_text'] if m else 'no labels'})"
+            return f"{name} n/a ({m['source_text'] if m else 'no labels'})"
         std = m.get("accuracy_std")
         pm = f" ± {std * 100:.0f}" if std is not None and m.get("source") == "cv" else ""
-        return f"accuracy {m['accuracy']:.0%}{pm} ({m['source_text']})"
+        return f"{name} {m['accuracy']:.0%}{pm} ({m['source_text']})"
 
     def _round_metrics(self, n_added) -> dict:
         """The current metrics as a finished round records them (no ``source_text``, with ``n_added``)."""
@@ -682,7 +744,63 @@ class Session:
         """
         from .store.io import import_labels
 
+        if self.task.payload_labels:
+            raise TypeError(f"a {self.task.name} session imports masks, not class names: "
+                            "session.import_masks(folder)")
         report = import_labels(self.store, df_or_csv, annotator=annotator or self.annotator)
+        self._after_import(report)
+        return report
+
+    # ------------------------------------------------------------------ masks (segmentation sessions)
+    def _require_masks(self, what: str):
+        if not self.task.payload_labels or not hasattr(self.task, "ignore_index"):
+            raise TypeError(f"session.{what} is for segmentation sessions (Session(..., task='segmentation'))")
+
+    def predicted_mask(self, item_id: str):
+        """The current model's class map for ``item_id``: an ``(H, W)`` uint8 array at its image's size
+        (what the mask painter pre-fills with ``p``), or ``None`` while no mask is labelled.
+
+        Uses the last fit (refitted first if the store changed since)."""
+        self._require_masks("predicted_mask")
+        from .segmentation.task import image_shape
+
+        i = self.pool.index_of(item_id)
+        labels = self.labels()
+        if not self.task.is_labelled(labels).any():
+            return None
+        fitted = self._fit_fresh(labels)
+        return fitted.model.predict(self.embeddings, [i], size=image_shape(self.pool, i))[0]
+
+    def export_masks(self, root, *, item_ids=None):
+        """Write the current masks as ``root/masks/<item_id>.png`` (8-bit index PNGs) and
+        ``root/classes.txt``; see :func:`alwidgets.segmentation.io.export_masks`. Returns ``root``."""
+        self._require_masks("export_masks")
+        from .segmentation.io import export_masks
+
+        return export_masks(self.store, root, self.task, item_ids=item_ids)
+
+    def to_coco(self, path, *, item_ids=None):
+        """Write the current masks as COCO JSON, compressed RLE per class (needs ``pycocotools``);
+        see :func:`alwidgets.segmentation.io.export_coco`. Returns the path."""
+        self._require_masks("to_coco")
+        from .segmentation.io import export_coco
+
+        return export_coco(self.store, path, self.task, pool=self.pool, item_ids=item_ids)
+
+    def import_masks(self, root, *, annotator: str | None = None):
+        """Add the masks of a folder (``root/masks/<item_id>.png`` or masks directly in ``root``), each
+        checked against its image's size and the classes; rejected files are listed in
+        ``report.rejected``, the rest saved in one transaction (``source="imported"``). Refits and
+        emits ``"change"`` like :meth:`import_labels`. Returns the
+        :class:`~alwidgets.store.ImportReport`."""
+        self._require_masks("import_masks")
+        from .segmentation.io import import_masks
+
+        report = import_masks(self.store, root, self.task, pool=self.pool, annotator=annotator or self.annotator)
+        self._after_import(report)
+        return report
+
+    def _after_import(self, report) -> None:
         msg = str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else "")
         print(msg)
         if report.accepted:
@@ -696,7 +814,6 @@ class Session:
                 done = self.store.current_labels()
                 self.batch = _subset(self.batch, [j for j, k in enumerate(self.batch.ids) if k not in done])
             self._emit("change", msg)
-        return report
 
     def annotators(self) -> pd.DataFrame:
         """Per annotator: labels given, items labelled, seconds per label, Cohen's kappa against each other."""
@@ -736,11 +853,11 @@ class Session:
         saved, the model refit and the plots redrawn in place. With ``continuous=True``
         the next batch then loads in the same grid.
         """
-        from .widgets.view import SessionView
+        from .widgets.view import view_for
 
         self.continuous = bool(continuous)
         if self._view is None:
-            self._view = SessionView(self)
+            self._view = view_for(self)  # the label grid, or the mask painter for segmentation
         return self._view.show(check_positive_int(n, "n"), continuous=self.continuous)
 
     # ------------------------------------------------------------------ strategy advice
@@ -751,12 +868,16 @@ class Session:
         """
         from .recommend import recommend
 
+        if self.task.payload_labels:
+            raise TypeError(f"recommend replays classification strategies; for a {self.task.name} session compare "
+                            "strategies with alwidgets.simulate(features, masks, task='segmentation') or "
+                            "'alwidgets simulate --task segmentation'")
         self.recommendation_ = recommend(self, **kwargs)
         return self.recommendation_
 
     def use(self, strategy) -> str:
         """Select the next batches with ``strategy`` (a name such as ``"margin"`` or a selector)."""
-        self.loop.selector = make_selector(strategy)
+        self.loop.selector = self.task.make_selector(strategy)
         return f"next batches are picked by {self.selector.name!r}"
 
     def _lift_note(self) -> str:
@@ -786,6 +907,8 @@ class Session:
         ``"baseline"`` with the mean ± std curve (the widget draws it). Returns the curves."""
         from .simulate import simulate
 
+        if self.task.payload_labels:
+            return self._mask_baseline(repeats, budget)
         known = np.flatnonzero(self.pool.targets >= 0)
         if len(known) < len(self.pool):
             raise ValueError(f"{self.pool.name}: the random baseline needs the true class of every item "
@@ -799,6 +922,36 @@ class Session:
         stats["std"] = stats["std"].fillna(0.0)
         self._emit("baseline", stats)
         return res.curves
+
+    def _mask_baseline(self, repeats, budget):
+        """Random image picks on the data set's known masks, scored on the test set (segmentation)."""
+        from sklearn.base import clone
+
+        from .segmentation.simulate import simulate_segmentation
+
+        if self.data is None or self.test is None:
+            raise ValueError("the random baseline of a segmentation session needs the masks of every pool item "
+                             "(Session(SegmentationData, ...)) and a test set (test=...)")
+        rows = np.setdiff1d(np.arange(len(self.pool)), self._test_rows)
+        missing = [self.pool.ids[r] for r in rows if self.data.masks[r] is None]
+        if missing:
+            raise ValueError(f"{self.pool.name}: the random baseline needs the mask of every item "
+                             f"({len(missing)} unknown, e.g. {missing[0]!r})")
+        step = self.batch_size
+        top = min(budget or self.budget or 5 * step, len(rows))
+        budgets = sorted({min(b, top) for b in range(step, top + step, step)})
+        sub = self.embeddings if len(rows) == len(self.pool) else self.embeddings.subset(rows)
+        res = simulate_segmentation(
+            sub, [self.data.masks[r] for r in rows], self.test[0], self.test[1], n_classes=self.task.n_classes,
+            ignore_index=self.task.ignore_index, model=clone(self.model), strategies=["random"], budgets=budgets,
+            splits=repeats, pool_fraction=1.0, calibrate=False, classes=self.classes,
+            reference={"miou": float("nan"), "n_masks": len(rows)}, random_state=self.random_state, progress=False)
+        curves = res.curves.rename(columns={"n_masks": "n_labels", "split": "repeat"})
+        curves["accuracy"] = curves["miou"] / 100
+        stats = curves.groupby("n_labels")["accuracy"].agg(["mean", "std"]).reset_index()
+        stats["std"] = stats["std"].fillna(0.0)
+        self._emit("baseline", stats)
+        return curves
 
     # ------------------------------------------------------------------ misc
     def close(self) -> None:
@@ -821,6 +974,11 @@ class Session:
 
 
 # ---------------------------------------------------------------------- helpers
+def _is_segmentation_data(obj) -> bool:
+    """A :class:`~alwidgets.segmentation.SegmentationData` (checked without importing torch)."""
+    return type(obj).__name__ == "SegmentationData" and hasattr(obj, "masks") and hasattr(obj, "pool")
+
+
 def _subset(batch: Batch, keep: list[int]) -> Batch:
     return Batch([batch.ids[j] for j in keep], batch.indices[keep], [batch.suggestions[j] for j in keep],
                  [batch.confidences[j] for j in keep], batch.strategy, batch.info, batch.reason, batch.round_id)

@@ -204,8 +204,21 @@ def simulate(
     y_test=None,
     random_state: int = 0,
     progress: bool = True,
+    task=None,
+    budgets=None,
 ) -> SimulationResult:
     """Replay active-learning strategies on labelled data with the labels hidden.
+
+    With ``task="segmentation"`` (or a :class:`~alwidgets.segmentation.SegmentationTask`,
+    which also names the classes and the ignore index; the string infers classes ``0..max``
+    and ignore index 255) ``X`` is :class:`~alwidgets.segmentation.DenseFeatures`, ``y`` one
+    mask per image, ``X_test``/``y_test`` test features and masks, and the run is
+    :func:`alwidgets.segmentation.simulate.simulate_task`: whole images are picked, mIoU is
+    scored at each of ``budgets`` (masks, default 5, 10, 20, 40) over ``repeats`` seeds, and the
+    result is a :class:`~alwidgets.segmentation.simulate.SegmentationSimulation` (``report()``,
+    ``to_markdown()``, ``to_records()``, ``plot()``: masks to 90 / 95 % of the full-pool mIoU,
+    per-class IoU, AUC, seconds per round). ``target_acc``, ``batch_size``, ``seed_per_class``
+    and ``budget`` are classification's.
 
     Parameters
     ----------
@@ -246,6 +259,12 @@ def simulate(
     >>> sorted(res.summary["strategy"])
     ['margin', 'random']
     """
+    if task is not None and task != "classification":
+        return _simulate_task(X, y, task, strategies, model=model, budgets=budgets, repeats=repeats,
+                              test_size=test_size, X_test=X_test, y_test=y_test, random_state=random_state,
+                              progress=progress)
+    if budgets is not None:
+        raise ValueError("budgets= is for task='segmentation'; classification takes batch_size= and budget=")
     X = check_embeddings(X, name="X")
     class_values, codes = _encode_targets(y)
     if len(codes) != len(X):
@@ -325,6 +344,31 @@ def simulate(
                   n_items=len(X), n_classes=n_classes, classes=[str(c) for c in class_values])
     summary = pd.DataFrame(columns=SUMMARY_COLUMNS) if target_acc is None else summarize(curves, target_acc)
     return SimulationResult(curves, summary, full_pool, params)
+
+
+def _simulate_task(X, y, task, strategies, *, model, budgets, repeats, test_size, X_test, y_test, random_state,
+                   progress):
+    """``simulate`` for a task other than classification (today: segmentation)."""
+    from .segmentation.simulate import simulate_task
+    from .segmentation.task import SegmentationTask
+
+    if task == "segmentation":
+        y = list(y)
+        values = set()
+        for m in (*y, *(y_test or [])):
+            if m is not None:
+                values.update(np.flatnonzero(np.bincount(np.asarray(m).ravel(), minlength=256)).tolist())
+        values.discard(255)
+        if not values:
+            raise ValueError("no class values found in the masks")
+        task = SegmentationTask([str(k) for k in range(max(max(values) + 1, 2))], ignore_index=255)
+    if not isinstance(task, SegmentationTask):
+        raise ValueError(f"simulate supports task='classification' or 'segmentation', got {task!r}")
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    return simulate_task(X, y, task, list(strategies), budgets=(5, 10, 20, 40) if budgets is None else budgets,
+                         repeats=check_positive_int(repeats, "repeats"), test_features=X_test, test_masks=y_test,
+                         test_size=test_size, model=model, random_state=random_state, progress=progress)
 
 
 def _run_one(name, selector, model, task, Xp, yp, Xt, yt, initial, batch_size, budget, seed, repeat, bar):

@@ -6,7 +6,9 @@ On the same JPEG folder, measures
   (c) the loop users usually write: ``torchvision.datasets.ImageFolder`` with timm's eval
       transform, a ``DataLoader`` (``--baseline-workers``, default 2) and ``model(x)`` under
       ``torch.no_grad()`` in fp32, contiguous memory;
-and prints the ratios b/a and b/c. The three are run ``--repeats`` times, interleaved, because
+and (d) the ``decode="device"`` input pipeline alone (read, decode, resize; no model), and
+prints the ratios b/a and b/c. Each embedder makes one warm-up call first (the process's one-off
+CUDA/nvJPEG/cuDNN start-up, printed), as (a) runs one forward before its clock starts. The three are run ``--repeats`` times, interleaved, because
 other jobs share the machine: it prints each round, the best figure of each, and the median over
 rounds of the per-round ratios (the three runs of a round see about the same load).
 
@@ -59,6 +61,22 @@ def embedder_run(emb, pool, device):
     _sync(device)
     assert X.shape[0] == len(pool)
     return len(pool) / (time.perf_counter() - t)
+
+
+def pipeline_only(emb, pool, device):
+    """Images/s of the ``decode="device"`` input pipeline alone (read, decode, resize/crop; no model)."""
+    from alwidgets.embed.device import DeviceBatches
+
+    rt = emb._runtime()
+    bs = rt.batch_size
+    batches = [list(range(k, min(k + bs, len(pool)))) for k in range(0, len(pool), bs)]
+    _sync(device)
+    t = time.perf_counter()
+    n = 0
+    for x, rows, _ in DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, emb._num_workers(device))):
+        n += len(rows)
+    _sync(device)
+    return n / (time.perf_counter() - t)
 
 
 def plain_loop(model, folder, cfg, batch_size, workers, device, limit):
@@ -167,16 +185,32 @@ def main(argv=None):
     print(f"device={device} ({device_name}) precision={precision} batch={bs} workers={emb._num_workers(device)} "
           f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model} {weights} "
           f"baseline_workers={args.baseline_workers}", flush=True)
+    # one embed call before the rounds, as (a) runs one forward before its clock starts: the process's
+    # one-off costs (CUDA context, nvJPEG handle, cuDNN autotuning of the batch shape) are printed, and
+    # "first round / later rounds" then measures what every embed call pays (worker start-up, ...)
+    warm = []
+    for e in embs:
+        _sync(device)
+        t = time.perf_counter()
+        e.embed(pool.subset(range(min(len(pool), bs + 1))))
+        _sync(device)
+        warm.append(time.perf_counter() - t)
+    print("warm-up embed call (" + ", ".join(f"decode={d}: {w:.2f} s" for d, w in zip(decodes, warm))
+          + f"; {min(len(pool), bs + 1)} images: the process's one-off start-up)", flush=True)
     names = [f"b{k + 1}" if len(embs) > 1 else "b" for k in range(len(embs))]
-    a, bs_, c = [], [[] for _ in embs], []
+    a, bs_, c, d_ = [], [[] for _ in embs], [], []
+    pipe = next((e for e, d in zip(embs, decodes) if e._decode(device) == "device"), None)
     for r in range(args.repeats):
         a.append(bare_forward(model, device, bs, size, len(pool), channels_last, precision))
+        if pipe is not None:
+            d_.append(pipeline_only(pipe, pool, device))
         for k, e in enumerate(embs):
             bs_[k].append(embedder_run(e, pool, device))
         c.append(plain_loop(model, args.folder, cfg, bs, args.baseline_workers, device, len(pool)))
         bees = "  ".join(f"({nm}) TimmEmbedder decode={d} {b[-1]:.1f}" for nm, d, b in zip(names, decodes, bs_))
-        print(f"  round {r}: (a) bare forward {a[-1]:.1f} img/s  {bees}  (c) ImageFolder+DataLoader {c[-1]:.1f} img/s",
-              flush=True)
+        dee = f"  (d) device input pipeline alone {d_[-1]:.1f}" if d_ else ""
+        print(f"  round {r}: (a) bare forward {a[-1]:.1f} img/s  {bees}  (c) ImageFolder+DataLoader {c[-1]:.1f} img/s"
+              + dee, flush=True)
     for nm, d, b in zip(names, decodes, bs_):
         ba = np.median([y / x for x, y in zip(a, b)])
         bc = np.median([y / z for y, z in zip(b, c)])
@@ -188,7 +222,8 @@ def main(argv=None):
 
         Path(args.json).write_text(json.dumps(dict(
             model=args.model, device=device_name, precision=precision, batch=bs, images=len(pool), weights=weights,
-            baseline_workers=args.baseline_workers, a=a, c=c, b={d: b for d, b in zip(decodes, bs_)}), indent=1))
+            baseline_workers=args.baseline_workers, a=a, c=c, d=d_, warmup_s=dict(zip(decodes, warm)),
+            b={d: b for d, b in zip(decodes, bs_)}), indent=1))
     for k in range(1, len(embs)):
         rel = np.median([y / x for x, y in zip(bs_[k], bs_[0])])
         print(f"median per-round {names[0]}/{names[k]} ({decodes[0]} vs {decodes[k]}) = {rel:.3f}")

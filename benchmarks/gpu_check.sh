@@ -9,7 +9,9 @@
 # vit_base_patch16_224 (RANDOM weights, pretrained=False: throughput only, no network needed)
 # with 8 baseline workers, decode=device (nvJPEG) and decode=pil side by side; 5. the precision
 # check (benchmarks/embed_precision.py): fp32/fp16/bf16 on CUDA against CPU fp32 for MobileNet V1,
-# and fp16/bf16 against CUDA fp32 for the two random-weight models; ends with one table.
+# and fp16/bf16 against CUDA fp32 for the two random-weight models; then one table; 6. the rest of
+# the test suite on CUDA (pytest-xdist when installed; tests whose optional packages -- widgets,
+# browser, PostgreSQL, Ray -- the machine lacks skip or fail on import and are listed apart).
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,7 @@ status=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 fail() { echo "!!! $*"; status=1; }
 
-step "1/5 device"
+step "1/6 device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || fail "nvidia-smi"
 $PY - <<'EOF' || fail "torch sees no CUDA device"
 import os, torch, torchvision, timm
@@ -35,11 +37,11 @@ print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, torchvision 
 EOF
 [ -d "$CIFAR" ] || { fail "no CIFAR subset at $CIFAR (put ../shared beside the repo)"; exit 1; }
 
-step "2/5 embed tests on CUDA"
-$PY -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_embed*.py -rs 2>&1 | tail -25
+step "2/6 embed tests on CUDA"
+timeout 240 $PY -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_embed*.py -rs 2>&1 | tee "$OUT/embed_tests.txt" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] && echo "TESTS passed" > "$OUT/tests.txt" || { echo "TESTS FAILED" > "$OUT/tests.txt"; fail "embed tests"; }
 
-step "3/5 $N JPEGs at 500x375 from the CIFAR subset"
+step "3/6 $N JPEGs at 500x375 from the CIFAR subset"
 $PY - "$CIFAR/train" "$OUT/jpeg500" "$N" <<'EOF' || fail "making the JPEG set"
 import sys, time
 sys.path.insert(0, "benchmarks")
@@ -52,7 +54,7 @@ make_jpegs(pool.subset(range(min(n, len(pool)))), (500, 375), out)
 print(f"{out}: {n} JPEGs in {time.perf_counter() - t:.0f} s")
 EOF
 
-step "4/5 throughput (3 rounds; decode=device and decode=pil; 8 baseline workers)"
+step "4/6 throughput (3 rounds; decode=device and decode=pil; 8 baseline workers)"
 bench() {  # model json [extra args]
   local model=$1 json=$2; shift 2
   $PY benchmarks/embed_throughput.py --folder "$OUT/jpeg500" --model "$model" --limit "$N" --repeats 3 \
@@ -63,7 +65,7 @@ bench resnet50 "$OUT/tp_resnet50.json"                  # random weights: speed 
 bench vit_base_patch16_224 "$OUT/tp_vit_base_patch16_224.json" --pretrained-cfg \
   '{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "crop_pct": 0.9}'
 
-step "5/5 precision (min cosine vs fp32)"
+step "5/6 precision (min cosine vs fp32)"
 $PY benchmarks/embed_precision.py --cifar "$CIFAR" --json "$OUT/prec_mobilenetv1_100.json" \
   --reference device=cpu,precision=fp32,decode=pil-full \
   --variant device=cuda,precision=fp32,decode=pil-full --variant device=cuda,precision=fp16,decode=pil-full \
@@ -84,8 +86,9 @@ import numpy as np
 out = Path(sys.argv[1])
 print((out / "tests.txt").read_text().strip() if (out / "tests.txt").exists() else "TESTS not run")
 print("| model | weights | (a) bare fwd | (b) device decode | (b) PIL decode | (c) ImageFolder, 8 workers "
-      "| b/a | b/c | 1st round / best later | min cos fp16 | min cos bf16 | min cos default (fp16, GPU decode) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| (d) device pipeline alone | b/a | b/c | 1st round / best later | warm-up call s "
+      "| min cos fp16 | min cos bf16 | min cos default (fp16, GPU decode) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 last = None
 for m in ("mobilenetv1_100", "resnet50", "vit_base_patch16_224"):
     f, p = out / f"tp_{m}.json", out / f"prec_{m}.json"
@@ -107,11 +110,22 @@ for m in ("mobilenetv1_100", "resnet50", "vit_base_patch16_224"):
             elif s == {"device": "cuda"}:
                 cos["default"] = row["min_cos"]
     w = "checkpoint" if m == "mobilenetv1_100" else "random"
-    print(f"| {m} | {w} | {max(a):,.0f} | {max(bd):,.0f} | {max(bp):,.0f} | {max(c):,.0f} | {ba:.2f} | {bc:.2f} | "
-          f"{first:.2f} | " + " | ".join(f"{cos.get(k, float('nan')):.5f}" for k in ("fp16", "bf16", "default")) + " |")
+    d = max(t.get("d") or [float("nan")])
+    warm = t.get("warmup_s", {}).get("device", float("nan"))
+    print(f"| {m} | {w} | {max(a):,.0f} | {max(bd):,.0f} | {max(bp):,.0f} | {max(c):,.0f} | {d:,.0f} | {ba:.2f} | "
+          f"{bc:.2f} | {first:.2f} | {warm:.2f} | " + " | ".join(f"{cos.get(k, float('nan')):.5f}" for k in ("fp16", "bf16", "default")) + " |")
 if last is not None:
     print(f"device: {last['device']}; images/s best of 3 rounds; ratios: median of per-round ratios; "
           f"{last['images']} JPEGs 500x375 q90 from CIFAR-10; precision: MobileNet V1 vs CPU fp32, "
           "the random-weight models vs CUDA fp32")
 EOF
+
+step "6/6 the rest of the suite on CUDA (numbers only: no browser, no servers)"
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
+timeout 150 $PY -m pytest -q -p no:cacheprovider $XDIST --timeout 100 tests --ignore=tests/e2e \
+  $(ls tests/test_embed*.py | sed "s/^/--ignore=/") > "$OUT/suite.txt" 2>&1
+echo "suite exit status $? (124 = stopped at 150 s)"
+grep -E "^(FAILED|ERROR)" "$OUT/suite.txt" | grep -vE "ModuleNotFoundError|No module named" | head -40
+echo "failed for a missing optional package: $(grep -cE "^(FAILED|ERROR).*(ModuleNotFoundError|No module named)" "$OUT/suite.txt")"
+tail -3 "$OUT/suite.txt"
 exit $status

@@ -30,6 +30,72 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+
+def _light_imports():
+    """On a machine without the widget stack or faiss (a bare GPU image), import only what the study needs:
+    the ``alwidgets`` package body (widgets, sessions) is skipped and faiss's k-means is replaced by the same
+    Lloyd iterations in NumPy (only the TypiClust coverage variant uses it)."""
+    import types
+
+    def missing(name):
+        try:
+            __import__(name)
+            return False
+        except ImportError:
+            return True
+
+    if "alwidgets" not in sys.modules and missing("anywidget"):
+        pkg = types.ModuleType("alwidgets")
+        pkg.__path__ = [str(REPO / "alwidgets")]
+        sys.modules["alwidgets"] = pkg
+    if missing("faiss"):
+        sys.modules["faiss"] = _numpy_faiss()
+
+
+def _numpy_faiss():
+    import types
+
+    f = types.ModuleType("faiss")
+    f.omp_get_max_threads = lambda: 1
+    f.omp_set_num_threads = lambda n: None
+
+    class Kmeans:
+        def __init__(self, d, k, niter=20, seed=0, verbose=False, **kw):
+            self.k, self.niter = k, niter
+
+        def train(self, X, weights=None, init_centroids=None):
+            X = np.asarray(X, np.float64)
+            w = np.ones(len(X)) if weights is None else np.asarray(weights, np.float64)
+            C = np.asarray(init_centroids, np.float64).copy()
+            for _ in range(self.niter + 1):
+                D = (X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :]
+                own = D.argmin(1)
+                obj = float((w * D[np.arange(len(X)), own]).sum())
+                for c in range(len(C)):
+                    m = own == c
+                    if m.any():
+                        C[c] = np.average(X[m], axis=0, weights=w[m])
+            self.centroids = C.astype(np.float32)
+            return obj
+
+    class IndexFlatL2:
+        def __init__(self, d):
+            self.R = None
+
+        def add(self, R):
+            self.R = np.asarray(R, np.float32)
+
+        def search(self, Q, k):
+            D = (Q * Q).sum(1)[:, None] - 2 * Q @ self.R.T + (self.R * self.R).sum(1)[None, :]
+            idx = np.argsort(D, axis=1)[:, :k]
+            return np.take_along_axis(D, idx, 1), idx
+
+    f.Kmeans, f.IndexFlatL2 = Kmeans, IndexFlatL2
+    return f
+
+
+_light_imports()
+
 from alwidgets.segmentation import (  # noqa: E402
     CAMVID_CLASSES,
     CAMVID_RARE,
@@ -71,23 +137,39 @@ def main(argv=None):
                     help="only CPU seconds per training step at 20/80/100/367 masks and the refit they imply")
     ap.add_argument("--report-from", default=None,
                     help="no run: join the curves of these comma-separated tags (parallel runs) into one report")
+    ap.add_argument("--device", default="cpu", help="where the decoder trains: cpu, cuda or auto")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes, each running whole (split, strategy) curves; the full-pool reference of a "
+                         "split is one more job")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds after which no new job starts (what finished is reported)")
+    ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
     args = ap.parse_args(argv)
     if args.report_from:
         tags = args.report_from.split(",")
         curves = pd.concat([pd.read_csv(OUT / f"segmentation_curves_{t}.csv") for t in tags], ignore_index=True)
         refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags], ignore_index=True)
         refs = refs.drop_duplicates("split")
-        curves.to_csv(OUT / "segmentation_curves.csv", index=False)
-        refs.to_csv(OUT / "segmentation_reference.csv", index=False)
-        return report(curves, refs, OUT, "", args)
+        tag = f"_{args.tag}" if args.tag else ""
+        curves.to_csv(OUT / f"segmentation_curves{tag}.csv", index=False)
+        refs.to_csv(OUT / f"segmentation_reference{tag}.csv", index=False)
+        return report(curves, refs, OUT, tag, args)
     if args.threads:
         os.environ["ALWIDGETS_NUM_THREADS"] = str(args.threads)
         import torch
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    emb = mobilenet_v1(args.weights, progress=False)
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
-    ptr, pte = projected(emb, train, test)
+    args.embed_device = "auto"
+    try:
+        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision),
+                             train, test)
+    except Exception as e:  # e.g. a GPU decode path that fails: the CPU gives the same features
+        print(f"features on the default device failed ({e!r}); computing them on the CPU", flush=True)
+        args.embed_device = "cpu"
+        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
+                                          device="cpu"), train, test)
+    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision, device=args.embed_device)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         if args.model == "probe":   # the probe reads the raw (unprojected) maps
@@ -97,34 +179,223 @@ def main(argv=None):
         return timing(ptr, train)
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"_{args.tag}" if args.tag else ""
-    curves_csv = OUT / f"segmentation_curves{tag}.csv"
-    header = not curves_csv.exists()
-
-    def write(rec):
-        nonlocal header
-        pd.DataFrame([rec]).to_csv(curves_csv, mode="a", header=header, index=False)
-        header = False
-
-    all_curves, all_refs = [], []
-    for split in range(args.first_split, args.first_split + args.splits):
-        res = simulate_segmentation(
-            ptr, train.masks, pte, test.masks, n_classes=11, ignore_index=11,
-            model=DenseDecoder(11, 11, n_components=None), strategies=args.strategies.split(","),
-            budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=args.pool_fraction,
-            score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split,
-            class_iou=args.class_iou, on_record=lambda rec, s=split: write(
-                {**rec, "split": s, "strategy": rec["strategy"] + ("+heldout" if args.class_iou == "heldout" else "")}),
-            reference=json.loads(args.reference) if args.reference else None)
-        res.curves["split"] = split
-        res.reference["split"] = split
-        all_curves.append(res.curves)
-        all_refs.append(res.reference)
-        ref_csv = OUT / f"segmentation_reference{tag}.csv"
-        res.reference.to_csv(ref_csv, mode="a", header=not ref_csv.exists(), index=False)
-    curves = pd.read_csv(curves_csv)
-    refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv")
+    del ptr, pte   # each worker loads the projected cache itself
+    run_jobs(args, tag, len(train), t0)
+    curves = pd.read_csv(OUT / f"segmentation_curves{tag}.csv")
+    refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv").drop_duplicates("split", keep="last")
     report(curves, refs, OUT, tag, args)
     print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+# ------------------------------------------------------------------------------ strategies
+def variants():
+    """Named strategies of the study: the library's defaults, and the variants the study compared
+    (``--strategies`` takes any of these names)."""
+    from alwidgets.segmentation import select as S
+
+    def named(name, obj):
+        obj.__class__ = type(obj.__class__.__name__, (obj.__class__,), {"strategy_name": name,
+                                                                        "name": property(lambda self: name)})
+        return obj
+
+    v = {
+        # the library's defaults (make_selector)
+        "random": lambda: S.make_selector("random"),
+        "coverage": lambda: S.make_selector("coverage"),
+        "entropy": lambda: S.make_selector("entropy"),
+        "class_weighted": lambda: S.make_selector("class_weighted"),
+        "class_targeted": lambda: S.make_selector("class_targeted"),
+        "auto": lambda: S.make_selector("auto"),
+        "class_balance": lambda: S.make_selector("class_balance"),
+        "coverage_features_cold": lambda: named("coverage_features_cold", S.CoverageImages("features",
+                                                                                           cold_start=None)),
+        # variants
+        "coverage_typiclust": lambda: named("coverage_typiclust", S.CoverageImages("typiclust")),
+        "coverage_kmeans": lambda: named("coverage_kmeans", S.CoverageImages("kmeans")),
+        "coverage_features": lambda: named("coverage_features", S.CoverageImages("features", cold_start="kmeans")),
+        "coverage_strat": lambda: named("coverage_strat", S.CoverageImages("kmeans", pick="random")),
+        "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
+        "entropy_plain": lambda: named("entropy_plain", S.PixelUncertainty(diversity=0.0)),
+        "class_weighted_plain": lambda: named("class_weighted_plain", S.ClassWeightedUncertainty(diversity=0.0)),
+        "class_targeted_plain": lambda: named("class_targeted_plain", S.ClassTargeted(saturation=None,
+                                                                                    diversity=0.0)),
+        "entropy_div": lambda: named("entropy_div", S.PixelUncertainty(diversity=1.0)),
+        "entropy_div05": lambda: named("entropy_div05", S.PixelUncertainty(diversity=0.5)),
+        "entropy_regions_div": lambda: named("entropy_regions_div", S.PixelUncertainty(reduction="regions",
+                                                                                      diversity=1.0)),
+        "class_weighted_div": lambda: named("class_weighted_div", S.ClassWeightedUncertainty(diversity=1.0)),
+        "class_weighted_p1_div": lambda: named("class_weighted_p1_div",
+                                               S.ClassWeightedUncertainty(power=1.0, diversity=1.0)),
+        "class_targeted_div": lambda: named("class_targeted_div", S.ClassTargeted(saturation=None, diversity=1.0)),
+        "class_targeted_sat": lambda: named("class_targeted_sat", S.ClassTargeted(saturation=100.0, diversity=0.0)),
+        "class_targeted_sat_div": lambda: named("class_targeted_sat_div",
+                                                S.ClassTargeted(saturation=100.0, diversity=1.0)),
+        "class_targeted_all_sat_div": lambda: named("class_targeted_all_sat_div",
+                                                    S.ClassTargeted(n_weak=11, saturation=100.0, diversity=1.0)),
+        "class_targeted_unc_sat_div": lambda: named("class_targeted_unc_sat_div",
+                                                    S.ClassTargeted(n_weak=11, saturation=100.0, diversity=1.0,
+                                                                    uncertain=True)),
+        "class_balance_sat": lambda: named("class_balance_sat", S.ClassTargeted(n_weak=11, power=0.0,
+                                                                               saturation=100.0, diversity=0.0)),
+        "class_balance_sat_div": lambda: named("class_balance_sat_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0)),
+        "class_balance_sat_div05": lambda: named("class_balance_sat_div05", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=0.5)),
+        "class_balance_sat30_div": lambda: named("class_balance_sat30_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=30.0, diversity=1.0)),
+        "class_balance_sat300_div": lambda: named("class_balance_sat300_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=300.0, diversity=1.0)),
+        "class_balance_unc_sat_div": lambda: named("class_balance_unc_sat_div", S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0, uncertain=True)),
+        "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(
+            S.ClassWeightedUncertainty(diversity=0.0), space="predictions")),
+        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, coverage=S.CoverageImages(cold_start=None), then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
+            n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "auto_cw": lambda: named("auto_cw", S.AutoImages(then=S.ClassWeightedUncertainty())),
+        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
+            n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
+        "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
+        "oracle_rare4": lambda: named("oracle_rare4", OracleClasses([CAMVID_CLASSES.index(c) for c in CAMVID_RARE])),
+    }
+    return v
+
+
+class OracleClasses:
+    """Study only -- reads the hidden masks: greedily the images that add the most
+    ``sum_c log(1 + labelled pixels of c / 100)`` (over ``classes``, default all); how much a selector that
+    knew the classes could gain."""
+
+    def __new__(cls, classes=None):
+        from alwidgets.segmentation.select import SegmentationSelector, Selection
+
+        class _Oracle(SegmentationSelector):
+            strategy_name = "oracle_classes"
+            requires = ("embeddings",)
+            hidden = None   # (pooled rows -> class pixel counts), set by the job
+
+            def _select(self, n, *, labelled, candidates, embeddings, rng, **kw):
+                counts = self.hidden(embeddings)
+                if classes is not None:
+                    counts = counts[:, classes]
+                A = counts[labelled].sum(0)
+                picks = []
+                free = np.ones(len(candidates), bool)
+                for _ in range(n):
+                    g = (np.log1p((A + counts[candidates]) / 100.0) - np.log1p(A / 100.0)).sum(1)
+                    g[~free] = -np.inf
+                    j = int(np.argmax(g))
+                    picks.append(candidates[j])
+                    free[j] = False
+                    A = A + counts[candidates[j]]
+                return Selection(np.asarray(picks), np.zeros(n), {"reason": "oracle: hidden masks"})
+
+        return _Oracle()
+
+
+# ------------------------------------------------------------------------------ jobs
+_W = {}
+
+
+def _worker_init(args):
+    import torch
+
+    threads = max(1, args.threads or 2)
+    torch.set_num_threads(threads)
+    os.environ["ALWIDGETS_NUM_THREADS"] = str(threads)
+    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
+                       device=getattr(args, "embed_device", "auto"))
+    train, test = camvid(args.data, "train"), camvid(args.data, "test")
+    ptr, pte = projected(emb, train, test)
+    _W.update(args=args, train=train, test=test, ptr=ptr, pte=pte)
+
+
+def _pool_rows(split, n, fraction):
+    m = int(round(fraction * n))
+    return np.sort(np.random.default_rng([int(split), 12345]).choice(n, m, replace=False))
+
+
+def _job(job):
+    """One full-pool reference fit (``("ref", split)``) or one strategy's curve (``(name, split)``)."""
+    try:
+        return _run_job(job)
+    except Exception as e:  # one failing job must not stop the others
+        import traceback
+
+        return job, None, "FAILED " + "".join(traceback.format_exception(e))[-1500:]
+
+
+def _run_job(job):
+    args, train, test, ptr, pte = (_W[k] for k in ("args", "train", "test", "ptr", "pte"))
+    if args.deadline is not None and time.time() > args.deadline:
+        return job, None, "skipped (deadline)"
+    name, split = job
+    t0 = time.perf_counter()
+    rows = _pool_rows(split, len(train), args.pool_fraction)
+    sub = ptr.subset(rows)
+    masks = [train.masks[i] for i in rows]
+    model = DenseDecoder(11, 11, n_components=None, device=args.device)
+    if name == "ref":
+        m = model.set_params(random_state=split).fit(sub, masks)
+        sc = m.score(pte, test.masks, scale=args.score_scale)
+        rec = {"split": split, "n_masks": len(rows), "miou": 100 * sc.miou, "pixel_accuracy": 100 * sc.pixel_accuracy,
+               "fit_seconds": m.fit_seconds_, **{f"iou_{c}": 100 * v for c, v in zip(CAMVID_CLASSES, sc.iou)}}
+        return job, [rec], f"{time.perf_counter() - t0:.0f}s"
+    sel = variants()[name]()
+    if name.startswith("oracle_"):
+        counts = np.stack([np.bincount(m[m < 11].ravel(), minlength=11)[:11] for m in masks]).astype(np.float64)
+        counts = counts / 64.0   # pixels on the stride-8 grid
+        key = {sub.pooled[k].tobytes(): k for k in range(len(rows))}
+        type(sel).hidden = staticmethod(lambda emb: counts[[key[e.astype(np.float32).tobytes()] for e in emb]])
+    res = simulate_segmentation(
+        sub, masks, pte, test.masks, n_classes=11, ignore_index=11, model=model, strategies=[sel],
+        budgets=[int(b) for b in args.budgets.split(",")], splits=1, pool_fraction=1.0,
+        score_scale=args.score_scale, classes=CAMVID_CLASSES, random_state=split, class_iou=args.class_iou,
+        reference={"miou": float("nan"), "n_masks": len(rows)}, progress=False)
+    c = res.curves
+    c["split"] = split
+    c["strategy"] = name + ("+heldout" if args.class_iou == "heldout" else "")
+    return job, c.to_dict("records"), f"{time.perf_counter() - t0:.0f}s"
+
+
+def run_jobs(args, tag, n_train, t0):
+    """Every (strategy, split) curve and every split's reference, on ``--workers`` processes; rows are appended
+    to the CSVs as jobs finish, so a stopped run keeps what it measured."""
+    import multiprocessing as mp
+
+    splits = list(range(args.first_split, args.first_split + args.splits))
+    names = args.strategies.split(",")
+    unknown = set(names) - set(variants())
+    if unknown:
+        raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {', '.join(variants())}")
+    jobs = [("ref", s) for s in splits if not args.reference] + [(n, s) for s in splits for n in names]
+    if args.deadline is not None:
+        args.deadline = time.time() + args.deadline
+    files = {"ref": OUT / f"segmentation_reference{tag}.csv", "curve": OUT / f"segmentation_curves{tag}.csv"}
+    if args.reference:
+        ref = json.loads(args.reference)
+        pd.DataFrame([{"split": s, **ref} for s in splits]).to_csv(
+            files["ref"], mode="a", header=not files["ref"].exists(), index=False)
+
+    def write(job, rows, msg):
+        print(f"[{time.perf_counter() - t0:6.0f}s] {job[0]} split {job[1]}: {msg}"
+              + ("" if not rows else "  " + " ".join(f"{r['n_masks']}:{r['miou']:.1f}" for r in rows)), flush=True)
+        if rows:
+            f = files["ref" if job[0] == "ref" else "curve"]
+            pd.DataFrame(rows).to_csv(f, mode="a", header=not f.exists(), index=False)
+
+    if args.workers <= 1:
+        _worker_init(args)
+        for j in jobs:
+            write(*_job(j))
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers, initializer=_worker_init, initargs=(args,)) as pool:
+        for out in pool.imap_unordered(_job, jobs):
+            write(*out)
 
 
 def projected(emb, train, test):
@@ -202,6 +473,17 @@ def _md(df: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(f"| {r} |" for r in rows)
 
 
+def _paired(curves, col):
+    """``strategy x budget`` strings "mean ± se" of (strategy - random) on the splits both ran."""
+    rnd = curves[curves["strategy"] == "random"].set_index(["split", "n_masks"])[col]
+    out = {}
+    for strat, g in curves.groupby("strategy", sort=False):
+        d = (g.set_index(["split", "n_masks"])[col] - rnd).dropna().groupby(level="n_masks")
+        out[strat] = {b: f"{m:+.1f} ± {se:.1f}" for b, m, se in
+                      zip(d.mean().index, d.mean(), d.std(ddof=1).fillna(0) / np.sqrt(d.count()))}
+    return pd.DataFrame(out).T
+
+
 def report(curves, refs, out, tag, args):
     """Summary table, ratios against random of the same run, and the targets of issue 15."""
     rare = CAMVID_RARE
@@ -216,7 +498,14 @@ def report(curves, refs, out, tag, args):
              f"score scale: {args.score_scale} (1 = every test pixel)", "",
              "## mIoU (mean over splits) by masks", "", _md(mean), ""]
     if rnd is not None:
-        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), ""]
+        lines += ["## Difference to random (same run), mIoU points", "", _md(mean - rnd), "",
+                  "## Paired difference to random, mean ± standard error over splits (mIoU points)", "",
+                  _md(_paired(curves, "miou")), "",
+                  "## Rare-4 mean IoU (Pole, SignSymbol, Pedestrian, Bicyclist) by masks", "",
+                  _md(curves.assign(rare4=curves[[f"iou_{c}" for c in rare]].mean(axis=1))
+                      .groupby(["strategy", "n_masks"])["rare4"].mean().unstack()), "",
+                  "## Rare-4 paired difference to random, mean ± standard error", "",
+                  _md(_paired(curves.assign(rare4=curves[[f"iou_{c}" for c in rare]].mean(axis=1)), "rare4")), ""]
     lines += ["## Summary", "", _md(table, index=False), ""]
     if rnd is not None and "masks_to_95%" in table:
         r95 = table.set_index("strategy")["masks_to_95%"]

@@ -117,6 +117,29 @@ def test_uint8_on_device_normalisation_path():
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL / 10)
 
 
+def test_padded_last_batch_gives_the_same_embeddings(small_pool):
+    """On CUDA a short last batch runs padded to the batch size (one input shape for cuDNN): same rows."""
+    emb = tiny(batch_size=8)
+    rt = emb._runtime()
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (5, *rt.size, 3), dtype=np.uint8))
+    sizes = []
+    real = TimmEmbedder._forward
+
+    def spy(model, x, *a):
+        sizes.append(len(x))
+        return real(model, x, *a)
+
+    with torch.inference_mode():
+        plain = emb._forward_batches(rt.model, x, rt.device, rt.scale, rt.shift)
+        TimmEmbedder._forward = staticmethod(spy)
+        try:
+            padded = emb._forward_batches(rt.model, x, rt.device, rt.scale, rt.shift, pad=True)
+        finally:
+            TimmEmbedder._forward = staticmethod(real)
+    assert sizes == [8] and padded.shape == plain.shape == (5, plain.shape[1])
+    np.testing.assert_allclose(padded, plain, rtol=BATCH_TOL, atol=BATCH_TOL)
+
+
 def test_oom_backoff_halves_batch(small_pool, monkeypatch):
     ref = tiny(batch_size=8).embed(small_pool)
     real = TimmEmbedder._forward

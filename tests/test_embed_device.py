@@ -48,6 +48,17 @@ def test_tensor_resize_crop_matches_pil_within_rounding(interp, mode):
         assert d.mean() <= 0.3 and d.max() <= (1 if interp == "bilinear" else 6), (h, w, d.mean(), d.max())
 
 
+@pytest.mark.parametrize("mode", ["center", "border"])
+def test_batched_resize_of_mixed_sizes_equals_one_image_at_a_time(mode):
+    """Same-size images are resized in one call; the result is exactly the per-image one, in order."""
+    tf, _, _ = split_transform(cfg("bicubic", mode, crop_pct=1.0 if mode == "border" else 0.875))
+    ims = [as_tensor(smooth(h, w, seed=k)) for k, (h, w) in enumerate([(375, 500), (40, 30), (375, 500), (375, 500),
+                                                                        (40, 30), (500, 375)])]
+    got = resize_crop(tf, ims, (224, 224))
+    for k, x in enumerate(ims):
+        assert torch.equal(got[k], resize_crop(tf, [x], (224, 224))[0]), k
+
+
 @pytest.mark.parametrize("mode", ["center", "squash", "border"])
 def test_decode_target_is_what_the_resize_step_makes(mode):
     tf, _, _ = split_transform(dict(cfg(mode=mode), input_size=(3, 224, 200)))
@@ -177,6 +188,29 @@ def test_decoder_refusal_falls_back_per_image(mixed, monkeypatch):
     i = pool.index_of("j1.jpg")
     ref = np.asarray(tf(read_image(pool, i, tf))).astype(int)
     assert np.array_equal(x[i].numpy().astype(int), ref)  # exactly the CPU path
+
+
+def test_images_the_resize_enlarges_are_decoded_on_the_cpu(tmp_path, monkeypatch):
+    """nvJPEG repeats chroma samples where libjpeg interpolates; enlarging magnifies that (32-px CIFAR on an
+    H100: min cosine 0.71 to the CPU path for MobileNet V1), so enlarged images take the CPU path."""
+    import torchvision.io
+
+    smooth(32, 32, seed=1).save(tmp_path / "small.jpg", quality=90)  # resized up to 73 px: CPU
+    smooth(75, 100, seed=2).save(tmp_path / "large.jpg", quality=90)  # resized down: device decoder
+    sizes = []
+    real = torchvision.io.decode_jpeg
+
+    def spy(data, *a, **kw):
+        sizes.extend(len(d) for d in (data if isinstance(data, list) else [data]))
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", spy)
+    pool = Pool.from_folder(tmp_path)
+    tf, _, _ = split_transform(tiny().data_config())
+    ((x, rows, msgs),) = list(DeviceBatches(pool, tf, (64, 64), [[0, 1]], torch.device("cpu")))
+    assert sizes == [(tmp_path / "large.jpg").stat().st_size] and msgs == ["", ""]
+    i = pool.index_of("small.jpg")
+    assert np.array_equal(x[i].numpy(), np.asarray(tf(pool.image(i).convert("RGB"))))  # exactly the PIL path
 
 
 def test_device_pipeline_raise_mode_stops_its_threads(mixed):

@@ -185,3 +185,16 @@ def test_simulation_with_heldout_class_iou(shapes, monkeypatch):
     assert seen[0] is None and seen[1] is not None and np.shape(seen[1]) == (4,)   # from round 2 on
     with pytest.raises(ValueError, match="class_iou must be"):
         simulate_segmentation(ftr, train.masks, fte, test.masks, n_classes=4, class_iou="cv", progress=False)
+
+
+def test_decoder_device_choice(shapes):
+    import torch
+
+    train, test, ftr, fte = shapes
+    m = _decoder(device="cpu", min_steps=5, max_steps=5).fit(ftr, train.masks)
+    assert m.predict_proba(fte, [0]).shape == (1, 4, 8, 8)
+    auto = _decoder(device="auto", min_steps=5, max_steps=5).fit(ftr, train.masks)
+    assert next(auto.net_.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            _decoder(device="cuda").fit(ftr, train.masks)

@@ -12,8 +12,12 @@ from alwidgets.segmentation.select import (
     PixelUncertainty,
     RandomImages,
     UncertaintyDiversityImages,
+    class_areas,
     class_weakness,
+    greedy_diverse,
     labelled_class_iou,
+    labelled_class_pixels,
+    layout_descriptors,
     make_selector,
     pixel_uncertainty,
     reduce_image,
@@ -100,6 +104,23 @@ def test_class_targeted_picks_the_most_weak_class_area():
     assert sel.indices.tolist() == [1, 2] and sel.info["weak_classes"] == [2]
 
 
+def test_class_targeted_with_saturation_spreads_over_the_weak_classes():
+    p = np.concatenate([_sure(0)] * 4)
+    for i, (c, rows) in enumerate([(2, 4), (2, 3), (1, 2)], start=1):   # images 1, 2: class 2; image 3: class 1
+        p[i, :, :rows] = 0.0
+        p[i, c, :rows] = 1.0
+    iou = [0.9, 0.2, 0.1]
+    plain = ClassTargeted(n_weak=2, saturation=None, diversity=0.0).select(2, labels=[None] * 4, probs=p,
+                                                                          class_iou=iou)
+    assert plain.indices.tolist() == [1, 2]
+    sat = ClassTargeted(n_weak=2, saturation=1.0, diversity=0.0).select(2, labels=[None] * 4, probs=p, class_iou=iou)
+    assert sat.indices.tolist() == [1, 3]             # class 2 is covered by image 1; image 3 brings class 1
+    # labelled masks already full of class 2: its gain is small, class 1 first
+    masks = [np.full((h, w), 2, np.uint8)] + [None] * 3
+    got = ClassTargeted(n_weak=2, saturation=1.0, diversity=0.0).select(1, labels=masks, probs=p, class_iou=iou)
+    assert got.indices.tolist() == [3] and got.info["labelled_pixels"][2] == h * w
+
+
 def test_candidates_limit_the_pick_and_are_checked():
     sel = PixelUncertainty().select(2, labels=[None] * 3, probs=_maps(), candidates=[0, 2])
     assert sorted(sel.indices.tolist()) == [0, 2]
@@ -129,13 +150,110 @@ def _blobs(n_per=10, k=3, seed=0):
     return np.repeat(centres, n_per, axis=0) + 0.1 * rng.standard_normal((n_per * k, 8))
 
 
-def test_coverage_spreads_over_clusters_and_respects_labelled():
-    X = _blobs()
-    sel = CoverageImages().select(3, labels=[None] * 30, embeddings=X, random_state=0)
+@pytest.mark.parametrize("method", ["features", "kmeans", "typiclust", "kcenter"])
+def test_coverage_spreads_over_clusters_and_respects_labelled(method):
+    X = np.abs(_blobs())
+    sel = CoverageImages(method, cold_start=None).select(3, labels=[None] * 30, embeddings=X, random_state=0)
     assert sorted(int(i) // 10 for i in sel.indices) == [0, 1, 2]
+    assert sel.info["method"] == method and sel.info["reason"]
     labels = [np.zeros((2, 2))] + [None] * 29                      # cluster 0 already has a mask
-    sel = CoverageImages().select(2, labels=labels, embeddings=X, random_state=0)
+    sel = CoverageImages(method, cold_start=None).select(2, labels=labels, embeddings=X, random_state=0)
     assert sorted(int(i) // 10 for i in sel.indices) == [1, 2]
+
+
+def test_feature_coverage_prefers_patterns_the_labelled_images_lack():
+    # non-negative "channel" embeddings: images 0-2 show patterns 0/1, image 3 pattern 2 (rare), image 4 both
+    X = np.array([[1.0, 1.0, 0.0], [1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.3]])
+    labels = [np.zeros((2, 2))] + [None] * 4                        # image 0 labelled: patterns 0, 1 covered
+    sel = CoverageImages("features").select(1, labels=labels, embeddings=X, random_state=0)
+    assert sel.indices.tolist() == [4] and sel.info["method"] == "features"   # adds the rare pattern on top
+    sel = CoverageImages("features").select(2, labels=labels, embeddings=X, random_state=0)
+    assert sel.indices.tolist() == [4, 3]                             # then more of the rare pattern, not a duplicate
+    assert not sel.info["shifted"]
+    assert CoverageImages("features", cold_start=None).select(1, labels=[None] * 5, embeddings=X - 5.0,
+                                                             random_state=0).info["shifted"]
+    # nothing labelled: the first batch comes from the cold-start method
+    first = CoverageImages("features").select(2, labels=[None] * 5, embeddings=X, random_state=0)
+    assert first.info["method"] == "kmeans"
+    with pytest.raises(ValueError, match="cold_start must be another method"):
+        CoverageImages("features", cold_start="features").select(1, labels=[None] * 5, embeddings=X)
+    with pytest.raises(ValueError, match="saturation must be > 0"):
+        CoverageImages("features", saturation=0).select(1, labels=[None] * 5, embeddings=X)
+
+
+def test_coverage_kmeans_picks_central_or_random_members():
+    X = _blobs(n_per=10, k=2)
+    sel = CoverageImages("kmeans", pick="random").select(2, labels=[None] * 20, embeddings=X, random_state=0)
+    assert sorted(int(i) // 10 for i in sel.indices) == [0, 1] and sel.info["pick"] == "random"
+    with pytest.raises(ValueError, match="pick must be"):
+        CoverageImages("kmeans", pick="densest").select(1, labels=[None] * 20, embeddings=X)
+
+
+def test_coverage_kmeans_takes_the_central_image_not_an_outlier():
+    X = _blobs(n_per=10, k=2)
+    X[7, 2] += 1.5                                    # image 7 is an outlier of blob 0
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    central = [int(np.argmin(((U[b:b + 10] - U[b:b + 10].mean(0)) ** 2).sum(1))) + b for b in (0, 10)]
+    sel = CoverageImages("kmeans", pick="central").select(2, labels=[None] * 20, embeddings=X, random_state=0)
+    assert sorted(sel.indices.tolist()) == central and 7 not in central
+    with pytest.raises(ValueError, match="method must be"):
+        CoverageImages("dense").select(1, labels=[None] * 20, embeddings=X)
+
+
+def test_layout_descriptors_see_content_and_place():
+    p = np.zeros((3, C, h, w))
+    p[0, 0] = 1.0                                     # all class 0
+    p[1, 0] = 1.0
+    p[1, :, :, :2] = 0.0
+    p[1, 1, :, :2] = 1.0                              # class 1 on the left quarter
+    p[2, 0] = 1.0
+    p[2, :, :, -2:] = 0.0
+    p[2, 1, :, -2:] = 1.0                             # class 1 on the right quarter
+    d = layout_descriptors(p, [0, 1, 2], grid=(2, 4))
+    assert np.allclose(np.linalg.norm(d, axis=1), 1.0)
+    assert d[0] @ d[1] == pytest.approx(d[0] @ d[2]) and d[1] @ d[2] < d[0] @ d[1] < 1.0
+    areas = class_areas(p, [1])
+    assert areas[0].tolist() == [48.0, 16.0, 0.0]
+    masks = [np.ones((16, 16), np.uint8)]
+    masks[0][:, :4] = 3                               # ignore index 3
+    assert labelled_class_pixels(masks, [0], C, (h, w), ignore_index=3).tolist() == [0.0, 48.0, 0.0]
+
+
+def test_greedy_diverse_skips_near_duplicates_of_picks_and_labelled():
+    rng = np.random.default_rng(0)
+    X = np.vstack([[1.0, 0, 0, 0], [0.999, 0.04, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0],
+                   np.abs(rng.normal(size=(12, 4)))])          # + unrelated rows that set the similarity scale
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    gains = np.r_[1.0, 0.99, 0.5, 0.4, np.full(12, 0.01)]
+    assert greedy_diverse(2, gains, X, diversity=0.0)[0].tolist() == [0, 1]
+    assert greedy_diverse(2, gains, X, diversity=1.0, rng=0)[0].tolist() == [0, 2]
+    # row 2 duplicates a labelled image: it loses to row 3
+    got = greedy_diverse(2, gains, X, anchors=X[2:3], diversity=1.0, rng=0)[0].tolist()
+    assert got == [0, 3]
+
+
+def _scenes(n=12, seed=0):
+    """Sure maps of ``n`` different scenes: each class in a random block of the grid."""
+    rng = np.random.default_rng(seed)
+    p = np.full((n, C, h, w), 0.01)
+    for i in range(n):
+        lab = rng.integers(0, C, size=(2, 2)).repeat(h // 2, 0).repeat(w // 2, 1)
+        for c in range(C):
+            p[i, c][lab == c] = 0.98
+    return p
+
+
+def test_uncertainty_with_diversity_leaves_consecutive_frames():
+    p = np.concatenate([np.repeat(_maps()[1:2], 3, axis=0), _scenes()])   # images 0-2: one uncertain frame
+    p[3, :, :4] = 1 / C                               # image 3: a different scene, half uncertain
+    labels = [None] * len(p)
+    plain = PixelUncertainty(diversity=0.0).select(2, labels=labels, probs=p, random_state=0)
+    assert set(plain.indices.tolist()) <= {0, 1, 2}
+    div = PixelUncertainty(diversity=1.0).select(2, labels=labels, probs=p, random_state=0)
+    assert 3 in div.indices.tolist() and div.info["diversity"] == 1.0
+    cw = ClassWeightedUncertainty(diversity=1.0).select(2, labels=labels, probs=p, class_iou=[0.5] * 3,
+                                                        random_state=0)
+    assert 3 in cw.indices.tolist()
 
 
 def test_diversity_and_auto_explain_themselves():
@@ -151,7 +269,11 @@ def test_diversity_and_auto_explain_themselves():
     assert first.info["phase"] == "coverage" and "1 masks < switch_at=2" in first.info["reason"]
     labels[10] = np.zeros((h, w), np.uint8)
     later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
-    assert later.info["phase"] == "class_weighted+diversity" and "class_weights" in later.info
+    assert later.info["phase"] == "class_targeted" and "class_weights" in later.info
+    cw = AutoImages(switch_at=2, then=ClassWeightedUncertainty()).select(2, labels=labels, embeddings=X, probs=p,
+                                                                         random_state=0)
+    assert cw.info["phase"] == "class_weighted"
+    assert AutoImages().select(2, labels=[None] * 30, embeddings=np.abs(X), random_state=0).info["method"] == "kmeans"
 
 
 def test_loop_style_inputs_int_labels_with_masks_and_bool_candidates():

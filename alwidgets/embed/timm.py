@@ -282,10 +282,13 @@ class TimmEmbedder(Embedder):
         threads = torch.get_num_threads()
         if device.type == "cpu":
             torch.set_num_threads(_cores())
+        # CUDA: a short last batch is padded to the full size, so each call runs one input shape and
+        # reuses cuDNN's autotuned kernels (a new tail shape re-tunes, hundreds of ms per embed call)
+        pad = device.type == "cuda" and len(batches) > 1
         try:
             with torch.inference_mode(), rt.autocast():
                 for x, idx, msgs in loader:
-                    feats = self._forward_batches(rt.model, x, device, rt.scale, rt.shift)
+                    feats = self._forward_batches(rt.model, x, device, rt.scale, rt.shift, pad=pad)
                     idx = idx.tolist() if hasattr(idx, "tolist") else list(idx)
                     yield idx, feats, {idx[k]: msg for k, msg in enumerate(msgs) if msg}
         finally:
@@ -313,8 +316,9 @@ class TimmEmbedder(Embedder):
             return self._forward_batches(rt.model, torch.from_numpy(np.ascontiguousarray(x)), rt.device,
                                          rt.scale, rt.shift)
 
-    def _forward_batches(self, model, x, device, scale, shift) -> np.ndarray:
-        """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory."""
+    def _forward_batches(self, model, x, device, scale, shift, pad: bool = False) -> np.ndarray:
+        """Run ``x`` (uint8, NHWC) through the model, halving the batch on out-of-memory;
+        ``pad``: run a short batch padded with zeros to the batch size (one input shape)."""
         import torch
 
         parts, start = [], 0
@@ -322,7 +326,11 @@ class TimmEmbedder(Embedder):
             bs = self._max_batch
             oom = False
             try:
-                parts.append(self._forward(model, x[start:start + bs], device, scale, shift))
+                part = x[start:start + bs]
+                n = len(part)
+                if pad and n < bs:
+                    part = torch.cat([part, part.new_zeros((bs - n, *part.shape[1:]))])
+                parts.append(self._forward(model, part, device, scale, shift)[:n])
                 start += bs
             except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
                 if not _is_oom(e) or bs == 1:

@@ -127,7 +127,12 @@ class _DenseModel(BaseEstimator):
             yield rows, maps
 
     def predict_logits(self, features, indices=None, *, size=None, batch_size: int = 16):
-        """Yield ``(rows, logits)`` batches; logits ``(b, C, h, w)`` float32 tensors at ``size``."""
+        """Yield ``(rows, logits)`` batches; logits ``(b, C, h, w)`` float32 CPU tensors at ``size``."""
+        for rows, z in self._device_logits(features, indices, size=size, batch_size=batch_size):
+            yield rows, z.cpu()
+
+    def _device_logits(self, features, indices=None, *, size=None, batch_size: int = 16):
+        """As :meth:`predict_logits`, the logits left on the model's device."""
         import torch
         import torch.nn.functional as F
 
@@ -156,13 +161,13 @@ class _DenseModel(BaseEstimator):
         ``"image"`` the image resolution, or an explicit ``(H, W)``.
         """
         parts = [torch_softmax(z / self.temperature_) for _, z in
-                 self.predict_logits(features, indices, size=size, batch_size=batch_size)]
+                 self._device_logits(features, indices, size=size, batch_size=batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.n_classes, 0, 0), np.float32)
 
     def predict(self, features, indices=None, *, size="image", batch_size: int = 16) -> np.ndarray:
         """Arg-max class maps ``(n, h, w)`` uint8, by default at image resolution."""
         parts = [_argmax_classes(z) for _, z in
-                 self.predict_logits(features, indices, size=size, batch_size=batch_size)]
+                 self._device_logits(features, indices, size=size, batch_size=batch_size)]
         return np.concatenate(parts)
 
     def confusion(self, features, masks, indices=None, batch_size: int = 16, scale: int = 1) -> np.ndarray:
@@ -180,7 +185,7 @@ class _DenseModel(BaseEstimator):
             return cm
         H, W = features.image_size
         size = "image" if scale == 1 else (H // int(scale), W // int(scale))
-        for rows, z in self.predict_logits(features, idx, size=size, batch_size=batch_size):
+        for rows, z in self._device_logits(features, idx, size=size, batch_size=batch_size):
             for r, p in zip(rows, _argmax_classes(z)):
                 m = masks[r] if scale == 1 else _mask_grid(masks[r], p.shape, self.ignore_index)
                 cm += confusion_matrix(m, p, self.n_classes, self.ignore_index)
@@ -196,6 +201,8 @@ def _argmax_classes(z) -> np.ndarray:
     than an arg-max across the strided class axis of a large NCHW tensor)."""
     import torch
 
+    if z.device.type != "cpu":
+        return z.argmax(1).to(torch.uint8).cpu().numpy()
     best = z[:, 0].clone()
     idx = torch.zeros(best.shape, dtype=torch.uint8)
     for c in range(1, z.shape[1]):
@@ -206,7 +213,7 @@ def _argmax_classes(z) -> np.ndarray:
 
 
 def torch_softmax(z):
-    return z.softmax(1).numpy().astype(np.float32, copy=False)
+    return z.softmax(1).cpu().numpy().astype(np.float32, copy=False)
 
 
 @contextlib.contextmanager
@@ -484,6 +491,10 @@ class DenseDecoder(_DenseModel):
     max_seconds : float or None
         Stop a fit after this many seconds of training (an interactive refit after each mask;
         ``n_steps_`` says how many steps ran). None: run every scheduled step.
+    device : str
+        Where the decoder trains and predicts: ``"cpu"`` (default), ``"cuda"`` (or ``"cuda:N"``), or
+        ``"auto"`` (CUDA when available). The features stay in host memory; the labelled maps are
+        copied to the device for a fit. Results match the CPU's up to floating-point noise.
     random_state : int or None
 
     Attributes
@@ -497,7 +508,7 @@ class DenseDecoder(_DenseModel):
                  lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 8, crop: int | None = 32,
                  min_steps: int = 100, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
                  warm_fraction: float = 0.5, loss_stride: int = 2, max_seconds: float | None = None,
-                 random_state=None):
+                 device: str = "cpu", random_state=None):
         self.n_classes = n_classes
         self.ignore_index = ignore_index
         self.n_components = n_components
@@ -516,7 +527,18 @@ class DenseDecoder(_DenseModel):
         self.warm_fraction = warm_fraction
         self.loss_stride = loss_stride
         self.max_seconds = max_seconds
+        self.device = device
         self.random_state = random_state
+
+    def _device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'")
+        return dev
 
     def n_steps_for(self, n_masks: int, warm: bool = False) -> int:
         """Training steps of a fit on ``n_masks`` masks (cold or warm-started)."""
@@ -565,7 +587,8 @@ class DenseDecoder(_DenseModel):
         else:
             torch.manual_seed(seed)
             inputs = self._inputs(features)
-        net = self.net_
+        dev = self._device()
+        net = self.net_.to(dev)
         ign = 255 if self.ignore_index is None else int(self.ignore_index)
         H, W = features.image_size
         ls = int(self.loss_stride)
@@ -581,15 +604,16 @@ class DenseDecoder(_DenseModel):
             if cw.shape != (self.n_classes,):
                 raise ValueError(f"class_weight must have {self.n_classes} entries, got shape {cw.shape}")
         self.class_weight_ = cw
-        maps = [torch.from_numpy(np.ascontiguousarray(np.asarray(m)[labelled])) for m in inputs]  # float16
-        norm = [(torch.from_numpy(mu).view(1, -1, 1, 1), torch.from_numpy(sd).view(1, -1, 1, 1))
+        targets = targets.to(dev)
+        maps = [torch.from_numpy(np.ascontiguousarray(np.asarray(m)[labelled])).to(dev) for m in inputs]  # float16
+        norm = [(torch.from_numpy(mu).view(1, -1, 1, 1).to(dev), torch.from_numpy(sd).view(1, -1, 1, 1).to(dev))
                 for mu, sd in self.norm_]
         steps = self.n_steps_for(len(labelled), warm)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         ramp = max(1, int((0.1 if warm else 0.2) * steps))   # linear warm-up, then cosine decay to 0
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: min(1.0, (i + 1) / ramp) * 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
-        weight = torch.tensor(cw, dtype=torch.float32)
+        weight = torch.tensor(cw, dtype=torch.float32, device=dev)
         strides = [H / m.shape[-2] for m in maps]   # pixels per cell of each map
         bs = min(int(self.batch_size), len(labelled))
         losses = []
@@ -600,7 +624,7 @@ class DenseDecoder(_DenseModel):
                 if self.max_seconds is not None and time.perf_counter() - t0 > self.max_seconds and done:
                     break
                 done += 1
-                rows = torch.from_numpy(rng.choice(len(labelled), bs, replace=False))
+                rows = torch.from_numpy(rng.choice(len(labelled), bs, replace=False)).to(dev)
                 xs, t = self._crop([m[rows] for m in maps], targets[rows], strides, ls, rng)
                 xs = [(x.float() - mu) / sd for x, (mu, sd) in zip(xs, norm)]
                 if rng.random() < 0.5:
@@ -654,17 +678,18 @@ class DenseDecoder(_DenseModel):
             raise ValueError(f"features have channels {features.channels} but the model was fitted on "
                              f"{tuple(self.n_features_in_)}")
         inputs = self._inputs(features)
+        dev = next(self.net_.parameters()).device
         idx = np.arange(len(features)) if indices is None else np.asarray(indices, dtype=np.int64)
         for k in range(0, len(idx), batch_size):
             rows = idx[k:k + batch_size]
-            yield rows, [torch.from_numpy(np.asarray(m[rows], dtype=np.float32)) for m in inputs]
+            yield rows, [torch.from_numpy(np.asarray(m[rows], dtype=np.float32)).to(dev) for m in inputs]
 
     def _logits_grid(self, maps):
-        xs = [(m - _t(mu)) / _t(sd) for m, (mu, sd) in zip(maps, self.norm_)]
+        xs = [(m - _t(mu, m.device)) / _t(sd, m.device) for m, (mu, sd) in zip(maps, self.norm_)]
         return self.net_(xs)
 
 
-def _t(a):
+def _t(a, device=None):
     import torch
 
-    return torch.from_numpy(np.asarray(a, np.float32)).view(1, -1, 1, 1)
+    return torch.from_numpy(np.asarray(a, np.float32)).view(1, -1, 1, 1).to(device)

@@ -18,8 +18,9 @@ gives the reference ("full-pool mIoU") the summary measures against.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,12 +36,113 @@ class SegmentationSimulation:
     curves: pd.DataFrame
     reference: pd.DataFrame
     classes: list
+    params: dict = field(default_factory=dict)
 
     def summary(self, targets=(0.9, 0.95), rare=None, at: int | None = None) -> pd.DataFrame:
         """Per strategy: mean mIoU per budget, masks to reach each fraction of the full-pool mIoU
         (linear interpolation between budgets, averaged over the splits that reached it, with
         ``reached_P%`` = how many did), and the rare classes' mean IoU at ``at`` masks."""
         return summarize(self.curves, self.reference, targets=targets, rare=rare, at=at)
+
+    # ------------------------------------------------------------------ the report (CLI, notebooks)
+    @property
+    def budgets(self) -> list:
+        return sorted(int(b) for b in self.curves["n_masks"].unique())
+
+    def default_at(self) -> int:
+        """The budget whose per-class IoU the report shows by default: the middle one."""
+        b = self.budgets
+        return b[(len(b) - 1) // 2]
+
+    def report(self, at: int | None = None, reference: str = "random") -> pd.DataFrame:
+        """One row per strategy: ``miou@B`` (mean over splits, in %), ``masks_to_90%`` / ``masks_to_95%``
+        of the full-pool mIoU (with ``reached_*``), ``saved_vs_random`` (1 - masks to 95 % / random's),
+        ``auc`` (mean mIoU over the budget range, normalised like classification's, 0-1),
+        ``final_miou``, ``seconds_per_round`` (select + fit) and ``iou@at_<class>`` (in %)."""
+        from ..simulate import normalised_auc
+
+        at = self.default_at() if at is None else int(at)
+        if at not in self.budgets:
+            raise ValueError(f"at={at} is not one of the budgets {self.budgets}")
+        table = self.summary(at=None).set_index("strategy")
+        rows = []
+        for strat, g in self.curves.groupby("strategy", sort=False):
+            rec = table.loc[strat].to_dict()
+            aucs = [normalised_auc(gs["n_masks"].to_numpy(float), gs["miou"].to_numpy(float) / 100)
+                    for _, gs in g.sort_values("n_masks").groupby("split")]
+            last = g[g["n_masks"] == g["n_masks"].max()]
+            rec.update(strategy=strat, auc=float(np.mean(aucs)), final_miou=float(last["miou"].mean()),
+                       final_miou_std=float(last["miou"].std(ddof=0)),
+                       seconds_per_round=float((g["fit_seconds"] + g["select_seconds"]).mean()))
+            ga = g[g["n_masks"] == at]
+            for c in self.classes:
+                rec[f"iou@{at}_{c}"] = float(ga[f"iou_{c}"].mean())
+            rows.append(rec)
+        out = pd.DataFrame(rows)
+        ref = out.loc[out["strategy"] == reference, "masks_to_95%"]
+        ref = float(ref.iloc[0]) if len(ref) else math.nan
+        out["saved_vs_random"] = 1.0 - out["masks_to_95%"] / ref
+        first = ["strategy", *[f"miou@{b}" for b in self.budgets], "masks_to_90%", "reached_90%", "masks_to_95%",
+                 "reached_95%", "saved_vs_random", "auc", "final_miou", "final_miou_std", "seconds_per_round"]
+        return out[first + [c for c in out.columns if c not in first]]
+
+    def full_pool_miou(self) -> float:
+        """Mean full-pool mIoU (in %) over the splits."""
+        return float(self.reference["miou"].mean())
+
+    def to_records(self, at: int | None = None) -> list[dict]:
+        """:meth:`report` as JSON-ready dicts (NaN becomes ``None``; mIoU and IoU in %)."""
+        from ..simulate import _json_value
+
+        at = self.default_at() if at is None else int(at)
+        out = []
+        for r in self.report(at).to_dict("records"):
+            out.append({
+                "strategy": r["strategy"],
+                "miou": {str(b): _json_value(r[f"miou@{b}"]) for b in self.budgets},
+                "masks_to_90": _json_value(r["masks_to_90%"]), "reached_90": r["reached_90%"],
+                "masks_to_95": _json_value(r["masks_to_95%"]), "reached_95": r["reached_95%"],
+                "saved_vs_random": _json_value(r["saved_vs_random"]), "auc": _json_value(r["auc"]),
+                "final_miou": _json_value(r["final_miou"]), "seconds_per_round": _json_value(r["seconds_per_round"]),
+                "iou_at": at, "iou": {c: _json_value(r[f"iou@{at}_{c}"]) for c in self.classes},
+            })
+        return out
+
+    def to_markdown(self, at: int | None = None) -> str:
+        """Two markdown tables: mIoU per budget with masks to 90 / 95 % of the full-pool mIoU, AUC and
+        seconds per round; then per-class IoU at ``at`` masks (default: the middle budget)."""
+        at = self.default_at() if at is None else int(at)
+        t = self.report(at)
+
+        def num(v, fmt="{:.1f}"):
+            return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+        def reach(v, n):
+            return f"{v:.1f} ({n})" if not math.isnan(v) else f"not reached ({n})"
+
+        head = ["strategy", *[f"mIoU@{b}" for b in self.budgets], "masks to 90%", "masks to 95%",
+                "saved vs random", "AUC", "s/round"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in t.to_dict("records"):
+            lines.append("| " + " | ".join([
+                r["strategy"], *[num(r[f"miou@{b}"]) for b in self.budgets],
+                reach(r["masks_to_90%"], r["reached_90%"]), reach(r["masks_to_95%"], r["reached_95%"]),
+                num(r["saved_vs_random"], "{:+.0%}"), num(r["auc"], "{:.3f}"), num(r["seconds_per_round"], "{:.2f}"),
+            ]) + " |")
+        lines += ["", f"Per-class IoU (%) at {at} masks:", ""]
+        head = ["strategy", *self.classes]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in t.to_dict("records"):
+            lines.append("| " + " | ".join([r["strategy"], *[num(r[f"iou@{at}_{c}"]) for c in self.classes]]) + " |")
+        return "\n".join(lines)
+
+    def plot(self, reference: str = "random"):
+        """Plotly figure: mean mIoU (± std band over splits) versus masks labelled, per strategy, and
+        the full-pool mIoU (:func:`alwidgets.plots.miou_curve_figure`)."""
+        from ..plots import miou_curve_figure
+
+        curves = self.curves.assign(miou=self.curves["miou"] / 100)
+        return miou_curve_figure(curves, reference=reference, full_pool=self.full_pool_miou() / 100)
 
 
 def _interp_reach(n, y, target):
@@ -213,3 +315,60 @@ def simulate_segmentation(features, masks, test_features, test_masks, *, n_class
                     print(f"split {split} {sname:>15} {b:4d} masks: mIoU {rec['miou']:.1f} "
                           f"(fit {rec['fit_seconds']:.0f}s, select {select_s:.0f}s)", flush=True)
     return SegmentationSimulation(pd.DataFrame(curves), pd.DataFrame(refs), classes)
+
+
+def simulate_task(features, masks, task, strategies=("random", "coverage", "entropy", "class_weighted", "auto"), *,
+                  budgets=(5, 10, 20, 40), repeats: int = 3, test_features=None, test_masks=None,
+                  test_size: float = 0.25, model=None, calibrate: bool = True, random_state: int = 0,
+                  progress: bool = True) -> SegmentationSimulation:
+    """:func:`simulate_segmentation` for a :class:`~alwidgets.segmentation.SegmentationTask`: what
+    ``alwidgets.simulate(..., task="segmentation")`` and ``alwidgets simulate --task segmentation`` run.
+
+    Without ``test_features``/``test_masks``, ``test_size`` of the images with a mask are held out
+    (one seeded split) and scored at every budget. The ``repeats`` runs share the rest of the pool and
+    differ in their seeds (first batch, model initialisation, selector randomness); the full-pool
+    mIoU (every remaining mask, fitted once) is the reference for "masks to 90 / 95 %".
+    """
+    from sklearn.base import clone
+
+    masks = list(masks)
+    if len(masks) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(masks)} masks")
+    known = np.flatnonzero([m is not None for m in masks])
+    if test_features is None and test_masks is None:
+        if not 0 < test_size < 1:
+            raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+        rng = np.random.default_rng([int(random_state), 99])
+        perm = rng.permutation(known)
+        n_test = max(1, int(round(test_size * len(perm))))
+        test_rows, pool_rows = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        test_features, test_masks = features.subset(test_rows), [masks[i] for i in test_rows]
+    elif test_features is None or test_masks is None:
+        raise ValueError("give both test_features and test_masks, or neither")
+    else:
+        pool_rows = known
+        test_masks = task.check_targets(test_masks, name="test masks")
+    budgets = sorted({int(b) for b in budgets})
+    if budgets and budgets[-1] > len(pool_rows):
+        raise ValueError(f"the largest budget ({budgets[-1]} masks) exceeds the {len(pool_rows)} pool images with "
+                         "a mask")
+    sub = features if len(pool_rows) == len(features) else features.subset(pool_rows)
+    sub_masks = task._training_masks(sub, [masks[i] for i in pool_rows])
+    test_masks = task._training_masks(test_features, list(test_masks))
+    base = task.model_for(sub) if model is None else model
+    t0 = time.perf_counter()
+    ref_model = clone(base).set_params(random_state=0)
+    ref_model.fit(sub, sub_masks)
+    sc = ref_model.score(test_features, test_masks)
+    reference = {"miou": 100 * sc.miou, "n_masks": len(pool_rows), "pixel_accuracy": 100 * sc.pixel_accuracy,
+                 "fit_seconds": time.perf_counter() - t0}
+    if progress:
+        print(f"full pool of {len(pool_rows)} masks -> mIoU {reference['miou']:.1f}", flush=True)
+    res = simulate_segmentation(sub, sub_masks, test_features, test_masks, n_classes=task.n_classes,
+                                ignore_index=task.ignore_index, model=base, strategies=strategies, budgets=budgets,
+                                splits=repeats, pool_fraction=1.0, calibrate=calibrate, classes=task.classes,
+                                reference=reference, random_state=random_state, progress=progress)
+    res.params = {"task": "segmentation", "budgets": budgets, "repeats": int(repeats), "n_pool": int(len(pool_rows)),
+                  "n_test": int(len(test_masks)), "n_classes": task.n_classes, "classes": list(task.classes),
+                  "ignore_index": task.ignore_index, "random_state": random_state, "model": type(base).__name__}
+    return res

@@ -5,15 +5,23 @@ simulation can carry masks without knowing what they are:
 
 - labels in the loop: a list with one ``(H, W)`` uint8 mask per item, ``None``
   while unlabelled;
-- in the store: ``label="mask"`` with the mask as an 8-bit PNG payload
-  (``media_type="image/png"``), checked on the way in and on the way out;
+- in the store: the mask as an 8-bit PNG payload (``media_type="image/png"``) and no
+  class name (``label=None``: a mask is not one class), checked on the way in (size
+  against the item's image, values against the classes) and on the way out;
+- features: :class:`~alwidgets.segmentation.DenseFeatures` (``check_features``); pool
+  and test rows are predicted separately (``fit_predict_eval``), selectors see the
+  global embedding ``features.pooled`` and pick with the segmentation selectors
+  (``make_selector``: ``auto``, ``class_weighted``, ...);
 - model: :class:`~alwidgets.segmentation.DenseDecoder` on
   :class:`~alwidgets.segmentation.DenseFeatures`; it is refitted in place
   (warm start) rather than cloned, because a decoder that continues from its
   previous weights needs half the steps;
 - predictions: per-pixel probabilities ``(n, C, h, w)`` on the feature grid;
 - score: mIoU (also per-class IoU, pixel accuracy) from one confusion matrix
-  over non-ignored pixels, predictions upsampled to each mask's size.
+  over non-ignored pixels, predictions upsampled to each mask's size;
+- calibration (``calibrate=True``): before a refit, the temperature is fitted on the
+  masks the model has not trained on yet (the batch just received), as the
+  class-weighted selectors read probabilities literally.
 
 >>> from alwidgets.segmentation import make_shapes
 >>> from alwidgets.segmentation.task import SegmentationTask
@@ -21,7 +29,7 @@ simulation can carry masks without knowing what they are:
 >>> data = make_shapes(n_images=2, size=(16, 16))
 >>> rec = task.encode(data.masks[0])
 >>> rec["label"], rec["media_type"], rec["payload"][:4]
-('mask', 'image/png', b'\\x89PNG')
+(None, 'image/png', b'\\x89PNG')
 >>> bool((task.decode(**rec) == data.masks[0]).all())
 True
 """
@@ -49,15 +57,20 @@ class SegmentationTask(Task):
     name = "segmentation"
     score_name = "mIoU"
     higher_is_better = True
+    payload_labels = True
+    metric_keys = ("miou", "pixel_accuracy", "iou")
+    default_cv = 3
 
-    def __init__(self, classes, *, ignore_index: int = 255):
+    def __init__(self, classes, *, ignore_index: int | None = 255, calibrate: bool = True):
         self.classes = [str(c) for c in classes]
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"segmentation needs at least two distinct class names, got {self.classes}")
+        ignore_index = 255 if ignore_index is None else ignore_index
         if not len(self.classes) <= int(ignore_index) <= 255:
             raise ValueError(f"ignore_index must be an 8-bit value outside 0..{len(self.classes) - 1}, "
                              f"got {ignore_index}")
         self.ignore_index = int(ignore_index)
+        self.calibrate = bool(calibrate)
 
     def __repr__(self) -> str:
         return f"SegmentationTask(classes={self.classes!r}, ignore_index={self.ignore_index})"
@@ -79,12 +92,24 @@ class SegmentationTask(Task):
     def _check(self, mask, item_id=None):
         return check_mask(mask, n_classes=self.n_classes, ignore_index=self.ignore_index, item_id=item_id)
 
-    def encode(self, value) -> dict:
-        """A mask (array, or PNG bytes from the painter) → ``{"label": "mask", "payload": PNG, "media_type"}``."""
+    def encode(self, value, *, shape=None, item_id=None) -> dict:
+        """A mask (array, or PNG bytes from the painter) → ``{"label": None, "payload": PNG, "media_type"}``;
+        :class:`MaskError` (a ``ValueError``) naming ``item_id`` when it is not ``shape`` or holds values
+        outside the classes."""
         if isinstance(value, (bytes, bytearray, memoryview)):
-            value = mask_from_png(bytes(value), n_classes=self.n_classes, ignore_index=self.ignore_index)
-        mask = self._check(value)
-        return {"label": "mask", "payload": mask_to_png(mask), "media_type": MEDIA_TYPE}
+            value = mask_from_png(bytes(value), n_classes=self.n_classes, ignore_index=self.ignore_index,
+                                  shape=shape, item_id=item_id)
+        elif value is None or (not isinstance(value, np.ndarray) and not isinstance(value, (list, tuple))):
+            raise MaskError(item_id, None, f"a mask must be an (H, W) array of class indices or PNG bytes, "
+                                           f"got {type(value).__name__}")
+        mask = check_mask(value, n_classes=self.n_classes, ignore_index=self.ignore_index, shape=shape,
+                          item_id=item_id)
+        return {"label": None, "payload": mask_to_png(mask), "media_type": MEDIA_TYPE}
+
+    def encode_item(self, value, *, item_id, pool=None, index=None) -> dict:
+        """:meth:`encode` checked against the size of the item's image (``pool.image(index)``)."""
+        shape = None if pool is None or index is None else image_shape(pool, index)
+        return self.encode(value, shape=shape, item_id=item_id)
 
     def decode(self, label, payload=None, media_type=None):
         """The stored PNG → the mask; None when the record holds no valid mask of these classes."""
@@ -97,7 +122,63 @@ class SegmentationTask(Task):
 
     def selector_inputs(self, labels) -> dict:
         """Segmentation selectors read the labelled masks themselves (class weights from their IoU)."""
-        return {"masks": list(labels)}
+        return {"masks": list(labels), "ignore_index": self.ignore_index}
+
+    def selector_embeddings(self, X):
+        """Image-level selectors (coverage, diversity) read the global embedding of each image."""
+        return X.pooled
+
+    def make_selector(self, spec):
+        """A segmentation selector by name (``auto``, ``random``, ``coverage``, ``entropy``,
+        ``class_weighted``, ``class_targeted``, ...; see :mod:`alwidgets.segmentation.select`)."""
+        from .select import make_selector
+
+        if isinstance(spec, str):
+            spec = spec.strip().lower().replace("-", "_")
+        return make_selector(spec)
+
+    def label_counts(self, labels) -> np.ndarray:
+        """Labelled pixels per class over the labelled masks (the ignore index is not counted)."""
+        counts = np.zeros(self.n_classes, np.int64)
+        for m in labels:
+            if m is not None:
+                counts += np.bincount(np.asarray(m).ravel(), minlength=256)[: self.n_classes]
+        return counts
+
+    def suggest(self, pred):
+        """No class for a whole image; the confidence is the mean top probability over its pixels."""
+        p = np.asarray(pred, dtype=np.float32)
+        return None, round(float(p.max(axis=0).mean()), 4)
+
+    # ---------------------------------------------------------------- features
+    def check_features(self, X, *, n_items=None, like=None, name="features"):
+        """``X`` must be :class:`DenseFeatures` with ``n_items`` rows (and the same strides and channels
+        as ``like``)."""
+        from .features import DenseFeatures
+
+        if not isinstance(X, DenseFeatures):
+            raise TypeError(f"segmentation needs dense features for {name}: DenseFeatures from "
+                            f"DenseEmbedder(...).embed(pool) (or DenseFeatures.from_pixels(pool) for a demo), "
+                            f"got {type(X).__name__}")
+        if n_items is not None and len(X) != n_items:
+            raise ValueError(f"{name} has {len(X)} rows but the pool has {n_items} items")
+        if like is not None and (tuple(X.strides) != tuple(like.strides) or X.channels != like.channels):
+            raise ValueError(f"{name} has strides {X.strides} and channels {X.channels} but the pool's features "
+                             f"have {like.strides} and {like.channels}; embed both with the same embedder")
+        return X
+
+    def subset_features(self, X, rows):
+        return X.subset(rows)
+
+    def check_targets(self, y, name: str = "masks") -> list:
+        """Masks (one per row, none missing) checked against the classes."""
+        out = []
+        for r, m in enumerate(y):
+            if m is None:
+                raise ValueError(f"{name}: row {r} has no mask")
+            out.append(check_mask(m, n_classes=self.n_classes, ignore_index=self.ignore_index,
+                                  item_id=f"{name}[{r}]"))
+        return out
 
     # ---------------------------------------------------------------- model
     def default_model(self):
@@ -105,11 +186,61 @@ class SegmentationTask(Task):
 
         return DenseDecoder(self.n_classes, self.ignore_index)
 
+    def model_for(self, X):
+        """:class:`DenseDecoder` sized for ``X``: its PCA projection (48/64/64 components) only for maps
+        wider than that (a backbone's), none for narrow maps (``DenseFeatures.from_pixels``)."""
+        return dense_model_for(X, self.n_classes, self.ignore_index)
+
+    def _training_masks(self, X, labels) -> list:
+        """The labels at the features' image size (masks of another size are nearest-sampled)."""
+        from .model import _mask_grid
+
+        H, W = X.image_size
+        return [None if m is None else (m if m.shape == (H, W) else _mask_grid(m, (H, W), self.ignore_index))
+                for m in labels]
+
     def fit_predict(self, model, X, labels, X_eval=None):
         """Fit ``model`` (in place: warm start) on the labelled masks of features ``X``; return
-        ``(model, probabilities (n, C, h, w))`` for ``X_eval`` (default ``X``)."""
-        model.fit(X, list(labels))
+        ``(model, probabilities (n, C, h, w))`` for ``X_eval`` (default ``X``).
+
+        A warm start continues from the weights of the last fit; when a mask the model trained on
+        is no longer labelled (an undo) the fit starts cold, so the retracted mask leaves no trace.
+        With ``calibrate``, the temperature is first fitted on the masks the model has not trained
+        on yet (on the feature grid, at most 16 of them) and applied after the refit.
+        """
+        masks = self._training_masks(X, list(labels))
+        now = {i for i, m in enumerate(masks) if m is not None}
+        before = getattr(model, "trained_rows_", None)
+        fitted = hasattr(model, "n_features_in_")
+        temperature = getattr(model, "temperature_", None) if fitted else None
+        if self.calibrate and fitted and before is not None:
+            new = sorted(now - set(before))[:16]
+            if new:
+                from .calibrate import fit_pixel_temperature
+
+                try:
+                    temperature = fit_pixel_temperature(model, X, masks, new, size=None,
+                                                        random_state=0).temperature_
+                except (ValueError, RuntimeError):   # one class in the new masks, features changed, ...
+                    pass
+        cold = before is not None and not set(before) <= now and getattr(model, "warm_start", False)
+        if cold:
+            model.set_params(warm_start=False)
+        try:
+            model.fit(X, masks)
+        finally:
+            if cold:
+                model.set_params(warm_start=True)
+        model.trained_rows_ = sorted(now)
+        if temperature is not None:
+            model.temperature_ = float(temperature)
         return model, model.predict_proba(X if X_eval is None else X_eval)
+
+    def fit_predict_eval(self, model, X, labels, X_eval=None):
+        """Fit once, then predict the pool and the held-out rows separately (dense features are
+        not joined: each set may be a large memory map)."""
+        model, pred = self.fit_predict(model, X, labels)
+        return model, pred, None if X_eval is None else model.predict_proba(X_eval)
 
     def check_predictions(self, pred, n_items: int):
         p = np.asarray(pred)
@@ -148,8 +279,9 @@ class SegmentationTask(Task):
                 p = z[0].argmax(0).numpy()
             cm += confusion_matrix(t, p, self.n_classes, self.ignore_index)
         s = SegmentationScores.from_confusion(cm)
-        return {"score": s.miou, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy,
-                "iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, s.iou)}}
+        iou = {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, s.iou)}
+        return {"score": s.miou, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "iou": iou,
+                "per_class": dict(iou)}
 
     def cross_validate(self, model, X, labels, *, cv: int = 5, random_state=0) -> dict | None:
         """mIoU of out-of-fold predictions on the labelled masks (seeded K-fold over images), ± its
@@ -161,13 +293,14 @@ class SegmentationTask(Task):
         lab = np.flatnonzero(self.is_labelled(labels))
         if len(lab) < 4:
             return None
-        folds = KFold(n_splits=min(cv, len(lab) // 2), shuffle=True, random_state=random_state)
+        folds = KFold(n_splits=max(2, min(cv, len(lab) // 2)), shuffle=True, random_state=random_state)
         preds: dict = {}
         fold_scores = []
+        train = self._training_masks(X, list(labels))
         for tr, te in folds.split(lab):
             masks = [None] * len(labels)
             for i in lab[tr]:
-                masks[i] = labels[i]
+                masks[i] = train[i]
             m = clone(model).fit(X, masks)
             p = m.predict_proba(X, lab[te])
             for i, pi in zip(lab[te], p):
@@ -177,3 +310,32 @@ class SegmentationTask(Task):
         out["score_std"] = float(np.std(fold_scores))
         out["n_folds"] = len(fold_scores)
         return out
+
+
+def image_shape(pool, index: int) -> tuple[int, int]:
+    """``(H, W)`` of pool item ``index`` (the size its mask must have), reading only the file's header."""
+    arrays = getattr(pool, "arrays", None)
+    if arrays is not None:
+        return tuple(int(v) for v in np.shape(arrays[index])[:2])
+    path = pool.paths[index]
+    if "://" not in str(path):
+        from .data import _image_shape
+
+        return _image_shape(path, pool.ids[index])
+    w, h = pool.image(index).size
+    return int(h), int(w)
+
+
+def dense_model_for(features, n_classes: int, ignore_index=None, **params):
+    """A :class:`~alwidgets.segmentation.DenseDecoder` whose PCA projection fits ``features``: the
+    default components (48/64/64...) where a map is wider, none when every map is at most 64 wide."""
+    from .model import DenseDecoder
+
+    default = DenseDecoder(n_classes, ignore_index).n_components
+    channels = tuple(features.channels)
+    if max(channels) <= 64:
+        comps = None
+    else:
+        comps = tuple(min(c, default[min(k, len(default) - 1)]) for k, c in enumerate(channels))
+    params.setdefault("n_components", comps)
+    return DenseDecoder(n_classes, ignore_index, **params)

@@ -15,7 +15,14 @@ What a task decides:
   selectors take an integer array with ``-1`` for unlabelled items plus
   task-specific extra inputs (numeric targets, per-pixel maps);
 - how quality is measured (``score``, ``cross_validate``) and named
-  (``score_name``: accuracy, RMSE, mIoU).
+  (``score_name``: accuracy, RMSE, mIoU);
+- what the loop's features are (``check_features``; a 2-d array by default,
+  :class:`~alwidgets.segmentation.DenseFeatures` for masks), how the pool and
+  held-out rows are predicted together (``fit_predict_eval``), what selectors see
+  of them (``selector_embeddings``) and which selectors exist (``make_selector``).
+
+Methods with a default implement the classification-like case, so a task
+overrides only what differs.
 """
 from __future__ import annotations
 
@@ -37,6 +44,13 @@ class Task(ABC):
     name: str = "task"
     score_name: str = "score"
     higher_is_better: bool = True
+    payload_labels: bool = False
+    """True when a label lives in the store's payload (a PNG mask), not in its label text:
+    the Session then reads the payloads back to decode labels."""
+    metric_keys: tuple = ()
+    """Extra metrics of :meth:`score` that ``Session.history`` shows as columns (besides the score)."""
+    default_cv: int = 5
+    """Folds of :meth:`cross_validate` when the Session is not told (``Session(cv=None)``)."""
 
     # ---------------------------------------------------------------- labels
     @abstractmethod
@@ -62,6 +76,11 @@ class Task(ABC):
         """Store fields → the label as the loop holds it (None when it is not valid any more,
         e.g. a class that was removed)."""
 
+    def encode_item(self, value, *, item_id: str, pool=None, index: int | None = None) -> dict:
+        """:meth:`encode` for one pool item (``pool[index]``), where the item can matter (a mask must
+        have its image's size); errors name ``item_id``. Default: :meth:`encode`."""
+        return self.encode(value)
+
     def selector_labels(self, labels) -> np.ndarray:
         """The integer ``labels`` array selectors take (``-1`` = unlabelled)."""
         return np.where(self.is_labelled(labels), 0, UNLABELED).astype(np.int64)
@@ -70,15 +89,77 @@ class Task(ABC):
         """Extra per-call inputs the task's selectors need (e.g. numeric ``targets``)."""
         return {}
 
+    def selector_embeddings(self, X):
+        """What selectors receive as ``embeddings=`` (the features themselves by default)."""
+        return X
+
+    def make_selector(self, spec):
+        """A selector of this task by name (``"auto"``, ``"margin"``, ...) or passed through.
+        Default: the :mod:`alwidgets.select` registry."""
+        from ..select.registry import make_selector
+
+        return make_selector(spec)
+
+    def label_counts(self, labels) -> np.ndarray:
+        """What the "labels per class" panel shows: labelled items per class by default."""
+        labels = np.asarray(labels)
+        n = len(getattr(self, "classes", ()))
+        return np.bincount(labels[labels != UNLABELED].astype(np.int64), minlength=n)
+
+    def suggest(self, pred):
+        """``(suggestion, confidence)`` shown with one item of a batch, from its prediction
+        (``selector_probs`` row); ``(None, None)`` when the task has none."""
+        return None, None
+
+    # ---------------------------------------------------------------- features
+    def check_features(self, X, *, n_items: int | None = None, like=None, name: str = "embeddings"):
+        """``X`` validated as this task's features (``n_items`` rows; comparable with ``like``, the
+        pool's features, when given). Default: a finite 2-d float array."""
+        from .._validation import check_embeddings
+
+        X = check_embeddings(X, n_items=n_items, name=name)
+        if like is not None and X.shape[1] != like.shape[1]:
+            raise ValueError(f"{name} has {X.shape[1]} features but the pool's embeddings have {like.shape[1]}")
+        return X
+
+    def subset_features(self, X, rows):
+        """The features of pool rows ``rows``."""
+        return X[np.asarray(rows, dtype=np.int64)]
+
     # ---------------------------------------------------------------- model
     @abstractmethod
     def default_model(self):
         """The model used when none is given."""
 
+    def model_for(self, X):
+        """The default model for features ``X`` (a task whose model depends on the features' shape
+        overrides this). Default: :meth:`default_model`."""
+        return self.default_model()
+
     @abstractmethod
     def fit_predict(self, model, X, labels, X_eval=None):
         """Fit a clone of ``model`` on the labelled items; return ``(fitted, predictions)`` for
         ``X_eval`` (default: every row of ``X``)."""
+
+    def fit_predict_eval(self, model, X, labels, X_eval=None):
+        """Fit on the labelled items of ``X``; predict every row of ``X`` and of ``X_eval`` (held-out
+        rows, e.g. a test set). Returns ``(fitted, pool predictions, eval predictions or None)``.
+
+        Default: one :meth:`fit_predict` call on the pool and the held-out rows joined (one
+        prediction pass; a memory-mapped pool gets the rows appended as a shard, no copy).
+        """
+        if X_eval is None:
+            fitted, pred = self.fit_predict(model, X, labels, X_eval=X)
+            return fitted, pred, None
+        from ..embeddings import ShardedEmbeddings
+
+        if isinstance(X, ShardedEmbeddings):
+            rows = ShardedEmbeddings(X.shards + [np.ascontiguousarray(X_eval, dtype=np.float32)],
+                                     paths=None if X.paths is None else X.paths + [None])
+        else:
+            rows = np.concatenate([X, X_eval])
+        fitted, pred = self.fit_predict(model, X, labels, X_eval=rows)
+        return fitted, pred[: len(X)], pred[len(X):]
 
     def check_predictions(self, pred, n_items: int):
         """Validated predictions for ``n_items`` items (shape and values), or a clear error."""

@@ -123,6 +123,11 @@ class Classification(Task):
     def selector_labels(self, labels) -> np.ndarray:
         return labels
 
+    def suggest(self, pred):
+        """The most probable class and its probability."""
+        c = int(np.argmax(pred))
+        return self.classes[c], round(float(pred[c]), 4)
+
     # ---------------------------------------------------------------- model
     def default_model(self):
         from ..models import default_model
