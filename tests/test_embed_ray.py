@@ -125,7 +125,7 @@ def test_ray_resumes_by_shard_and_recomputes_a_truncated_one(connected, folder, 
 
     emb = make(ckpt, cache_dir=tmp_path)
     emb.cache_chunk = 5  # 24 rows: chunks 0-4, one batch each
-    ex = Interrupted(stages="two")
+    ex = Interrupted(stages="two", num_actors=1)   # one model process to start per run: cheaper
     ex.stop_after = 2
     with pytest.raises(KeyboardInterrupt):
         emb.embed(Pool.from_folder(folder, on_error="skip"), executor=ex)

@@ -272,13 +272,14 @@ def test_scale_benchmark_runs_on_a_small_pool(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
     out = subprocess.run([sys.executable, str(script), "--n", "3000", "--d", "8", "--shard-rows", "1100",
-                          "--batch", "16", "--dir", str(tmp_path / "pool"), "--skip-ray"],
+                          "--batch", "16", "--dir", str(tmp_path / "pool"), "--skip-ray", "--kcenter-radius"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout.split("strategy")[-1]
     for name in ("coverage", "kcenter", "margin", "uncertainty_diversity"):
         assert name in table and "failed" not in table
     assert len(list((tmp_path / "pool").glob("emb-*.npy"))) == 3
+    assert out.stdout.count("uniform sample") == 2   # the k-center radius check, seeds 0 and 1
 
 
 def test_uncertainty_diversity_kcenter_reads_many_labelled_rows_in_blocks(tmp_path, monkeypatch):

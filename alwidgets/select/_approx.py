@@ -57,12 +57,12 @@ the same covering radius); memory-mapped pools whose float32 copy would exceed
 APPROX_SAMPLE = 200_000
 """Default candidate budget on the approximate path (200,000 x 256 float32 = 200 MB)."""
 
-IVF_MAX_ROWS = 2_000_000
-"""Pools of up to this many rows are indexed whole; bigger ones through the labelled rows plus a
-uniform random sample of this many (the pass that assigns rows to cells costs about 6 s per
-million 256-d float16 rows on 2 busy cores: 60-80 s for 10 million, 12-15 s for the sample; the
-sample's rows still span every page of the files, so reading them costs as much as a full read,
-converting and comparing them a fifth)."""
+IVF_MAX_ROWS = 1_000_000
+"""Pools of up to this many rows are indexed whole; bigger ones through their labelled rows, their
+candidates (when fewer) and a uniform random sample of about this many. The pass that assigns rows
+to cells costs 6-15 s per million 256-d float16 rows on the 2 busy cores of the benchmark machine
+(60-150 s for all of 10 million, beyond the 60 s target; the sample's rows still span every page
+of the files, so reading them costs as much as a full read, converting and comparing them a tenth)."""
 
 IVF_NLIST_MAX = 256
 """Most cells of the k-center / BADGE partition: ``nlist = clip(sqrt(N), 16, IVF_NLIST_MAX)``. The
@@ -81,8 +81,9 @@ APPROX_REFINE = 3
 
 APPROX_VERIFY_ROWS = 250_000
 """Rows a k-center refinement pass reads at most: those whose triangle-inequality bound exceeds the
-covering radius, the largest bounds first (all of them on pools of a few hundred thousand rows; on
-10M x 256 the bound prunes little, so the passes check the 250,000 most likely rows each)."""
+covering radius, the largest bounds first. Pools where that is too few for a complete check (256-d
+pools of a million rows and more: there the bound prunes little) get one such pass, not
+``APPROX_REFINE``."""
 
 
 def use_approximate(setting, embeddings) -> bool:

@@ -237,8 +237,8 @@ class KCenterGreedy(Approximable, Selector):
             picked[idx] = True
             rest = cpos[~picked[cpos]]
             r2 = float(nearest_center(Xr[rest], C)[1].max()) if len(rest) else 0.0
-            if passes >= APPROX_REFINE or len(cand) == len(allowed):
-                break
+            if passes >= APPROX_REFINE or len(cand) == len(allowed) or unchecked:
+                break   # (after a pass that could not check every row: more would not either)
             # a row x of cell j is at most |x - c_j| + |c_j - C| from the centres (triangle inequality;
             # |x - c_j| is in the partition): only rows where that exceeds the candidates' covering
             # radius can be farther, the rest are not read
