@@ -143,6 +143,8 @@ def main(argv=None):
                          "split is one more job")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds after which no new job starts (what finished is reported)")
+    ap.add_argument("--jobs", default=None,
+                    help="only these curves, as STRATEGY:SPLIT,... (no reference fits): to finish a stopped run")
     ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
     args = ap.parse_args(argv)
     if args.report_from:
@@ -255,7 +257,7 @@ def variants():
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
         "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_cw": lambda: named("auto_cw", S.AutoImages(then=S.ClassWeightedUncertainty())),
+        "auto_cov5_targeted": lambda: named("auto_cov5_targeted", S.AutoImages(switch_at=1, then=S.ClassTargeted())),
         "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
@@ -368,10 +370,14 @@ def run_jobs(args, tag, n_train, t0):
 
     splits = list(range(args.first_split, args.first_split + args.splits))
     names = args.strategies.split(",")
+    jobs = [("ref", s) for s in splits if not args.reference] + [(n, s) for s in splits for n in names]
+    if args.jobs:
+        jobs = [(j.split(":")[0], int(j.split(":")[1])) for j in args.jobs.split(",")]
+        names = sorted({n for n, _ in jobs})
+        args.reference = None
     unknown = set(names) - set(variants())
     if unknown:
         raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {', '.join(variants())}")
-    jobs = [("ref", s) for s in splits if not args.reference] + [(n, s) for s in splits for n in names]
     if args.deadline is not None:
         args.deadline = time.time() + args.deadline
     files = {"ref": OUT / f"segmentation_reference{tag}.csv", "curve": OUT / f"segmentation_curves{tag}.csv"}
