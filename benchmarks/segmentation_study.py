@@ -7,13 +7,19 @@ refitted (warm start) after each round. Each split is a random 80 % of the 367
 train images; each strategy starts from the same 5-image random batch
 (model-based strategies) or picks its own first batch (coverage, auto).
 
-    nice -n 10 python benchmarks/segmentation_study.py                       # the full study
-    nice -n 10 python benchmarks/segmentation_study.py --splits 1 --budgets 5,10,20,40,80 --score-scale 2
+    # the study in benchmarks/results/segmentation_study.md (about 80 min on 2 busy cores)
+    nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage,entropy,class_weighted,class_targeted,auto \
+        --budgets 5,10,20,40,80,160 --splits 4 --first-split 10 --score-scale 2 --threads 1 --workers 2
+    # on a GPU machine: --device cuda --workers 14 --score-scale 1
+    # a variant screen without full-pool fits (names: see variants(); oracle_* read the hidden masks)
+    nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage_typiclust,oracle_classes \
+        --budgets 5,10,20 --splits 4 --score-scale 4 --reference '{"miou": 53.0, "n_masks": 294}' --tag screen
 
-Writes ``benchmarks/results/segmentation_{curves,reference,summary}.csv`` and
-``segmentation_study.md`` (tables, ratios against random of the same run), and
-appends each curve row to the CSV as it is produced, so a stopped run keeps
-what it measured.
+Every (strategy, split) curve and every split's full-pool reference is one job (``--workers`` processes).
+Writes ``benchmarks/results/segmentation_{curves,reference,summary}{_TAG}.csv`` and
+``segmentation_study{_TAG}.md`` (mIoU, paired differences to random ± standard error, rare-4 IoU,
+masks to 90/95 % of the full-pool mIoU), appending each row as it is produced, so a stopped run keeps
+what it measured (``--jobs STRATEGY:SPLIT,...`` finishes it; ``--report-from TAGS`` rebuilds the report).
 """
 from __future__ import annotations
 
