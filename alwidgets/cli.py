@@ -121,14 +121,18 @@ def _json_dict(text, option) -> dict:
     return value
 
 
-def embed_pool(pool, embedder):
-    """The embedder's output for ``pool``; failures to load weights or read images become usage errors."""
+def embed_pool(pool, embedder, executor="local"):
+    """The embedder's output for ``pool``; failures to load weights or read images, or to reach a
+    Ray cluster, become usage errors."""
     from .embed import WeightsUnavailableError
     from .pool import ImageReadError
 
+    usage = (WeightsUnavailableError, ImageReadError, FileNotFoundError, ValueError)
+    if executor != "local":  # no Ray, an unreachable cluster, an embedder that cannot run there
+        usage += (ImportError, ConnectionError, TypeError)
     try:
-        return embedder.embed(pool)
-    except (WeightsUnavailableError, ImageReadError, FileNotFoundError, ValueError) as e:
+        return embedder.embed(pool, executor=executor)
+    except usage as e:
         raise UsageError(str(e).splitlines()[0]) from None
     except RuntimeError as e:
         if "CUDA" in str(e) or "device" in str(e):
@@ -312,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--out", required=True, metavar="FILE",
                      help="FILE.npy (ids written to FILE.ids.txt) or FILE.npz (arrays X, y, ids)")
     emb.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    emb.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="where to embed: this process (default) or a Ray cluster (pip install 'alwidgets[ray]')")
+    emb.add_argument("--address", metavar="ADDR", default=None,
+                     help="with --engine ray: auto | HOST:PORT | ray://HOST:PORT (default: $RAY_ADDRESS, "
+                          "else a Ray started on this machine)")
     return parser
 
 
@@ -574,12 +583,19 @@ def cmd_embed(args) -> int:
         raise UsageError(f"--out {args.out}: use a .npy file (ids go beside it) or a .npz file (X, y, ids)")
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address only applies to --engine ray")
+    executor = "local"
+    if args.engine == "ray":
+        from .embed.ray import RayExecutor
+
+        executor = RayExecutor(address=args.address)
     pool = load_pool(args.dataset)
     if args.max_items is not None and args.max_items < len(pool):
         pool = pool.subset(subsample(pool.targets, args.max_items, 0))
     if any("\n" in i for i in pool.ids):
         raise UsageError(f"--dataset {args.dataset}: item ids contain line breaks; cannot write them one per line")
-    X = embed_pool(pool, make_embedder(args.embedder, args))
+    X = embed_pool(pool, make_embedder(args.embedder, args), executor)
     if out.suffix == ".npz":
         np.savez(out, X=X, y=pool.targets, ids=np.array(pool.ids, dtype=str))
         print(f"wrote {X.shape[0]} x {X.shape[1]} embeddings, targets and ids to {out}")

@@ -59,6 +59,8 @@ def miou_curve_figure(curves: pd.DataFrame, *, baseline: pd.DataFrame | None = N
     ``random (simulated)`` and ``random band``. ``full_pool`` draws the mIoU of a model trained on
     every mask as a dotted line.
 
+    Examples
+    --------
     >>> import pandas as pd
     >>> fig = miou_curve_figure(pd.DataFrame({"n_labels": [5, 10], "miou": [0.3, 0.4]}),
     ...                         baseline=pd.DataFrame({"n_labels": [5, 10], "mean": [0.28, 0.37], "std": [0.02, 0.01]}))
@@ -100,6 +102,8 @@ def class_iou_figure(iou, classes=None, *, n_weak: int = 3, title: str = "IoU pe
     ``iou`` is a dict ``{class: IoU}`` (``session.metrics_["iou"]``) or a sequence in the order of
     ``classes``. Traces: ``IoU`` (the others), ``weakest`` (the weak ones), ``no data``.
 
+    Examples
+    --------
     >>> fig = class_iou_figure({"road": 0.9, "pole": 0.1, "car": 0.6, "sky": None}, n_weak=1)
     >>> [(t.name, list(t.y)) for t in fig.data]
     [('IoU', [0.9, None, 0.6, None]), ('weakest', [None, 0.1, None, None]), ('no data', [None, None, None, 1.0])]
@@ -139,6 +143,8 @@ def pixel_counts_figure(counts, classes, *, title: str = "labelled pixels per cl
     with each class's share of the labelled pixels; a log axis when the classes differ by more
     than 100x (rare classes stay visible). One trace: ``pixels``.
 
+    Examples
+    --------
     >>> pixel_counts_figure([9000, 40, 0], ["road", "pole", "sign"]).data[0].y
     (9000, 40, 0)
     """

@@ -186,19 +186,22 @@ class Session:
         self.store, self._owns_store = self._open_store(store)
         self._listeners = {e: [] for e in EVENTS}
         self._labels_cache = (None, None)  # (store change counter, labels)
+        self._labels_raw = None            # what the store held at the last read: (labels, payloads)
+        self._labels_version = 0           # grows only when the labels themselves changed
         try:
             self.attach_report = self._attach()
         except BaseException:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
-        self._fitted_at = None    # the store's change counter when it was made
+        self._fitted_at = None    # the labels' version it was made from
         self.batch: Batch | None = None
         self.batch_size = 16
         self.continuous = False
         self._round = None        # the open round: {"id", "shown", "timings"}
         self._skipped: set[str] = set()
         self._undo: list[str] = []
+        self._saved_since_batch: set[str] = set()  # submit(resubmit=True) may correct these
         self._leased: list[str] = []
         self._view = None
         self.metrics_ = self._last_metrics()  # resuming: the plots start from the last finished round
@@ -339,13 +342,20 @@ class Session:
     # ------------------------------------------------------------------ state from the store
     def labels(self) -> np.ndarray:
         """Label per pool item as the task holds it (class index, ``-1`` = unlabelled), read from the
-        store; re-read only when the store changed."""
+        store; re-read only when the store changed (and decoded again only when its labels did: rounds
+        and leases also change the store)."""
         changes = getattr(self.store, "changes", None)
         if changes is not None and self._labels_cache[0] == changes:
             return self._labels_cache[1].copy()
-        out = self.task.empty_labels(len(self.pool))
         payloads = self.store.current_payloads() if self.task.payload_labels else {}
-        for item_id, name in self.store.current_labels().items():
+        current = self.store.current_labels()
+        if self._labels_raw is not None and self._labels_raw == (current, payloads):
+            self._labels_cache = (changes, self._labels_cache[1])
+            return self._labels_cache[1].copy()
+        self._labels_raw = (current, payloads)
+        self._labels_version += 1
+        out = self.task.empty_labels(len(self.pool))
+        for item_id, name in current.items():
             try:
                 i = self.pool.index_of(item_id)
             except KeyError:
@@ -437,12 +447,12 @@ class Session:
 
     def _fit(self, labels):
         self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
-        self._fitted_at = self._labels_cache[0]  # the store's change counter the labels were read at
+        self._fitted_at = self._labels_version   # the labels it was fitted on
         return self.fitted_
 
     def _fit_fresh(self, labels):
-        """The current fit if the store has not changed since it was made, else a new one."""
-        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_cache[0]:
+        """The current fit if the labels have not changed since it was made, else a new one."""
+        if self.fitted_ is not None and self._fitted_at is not None and self._fitted_at == self._labels_version:
             return self.fitted_
         return self._fit(labels)
 
@@ -529,6 +539,7 @@ class Session:
         if len(idx) < k or not k:
             batch.reason = self._why_short(labels, n_done, n_refused)
         self.batch = batch
+        self._saved_since_batch = set()
         self._emit("batch", batch)
         return batch
 
@@ -587,19 +598,22 @@ class Session:
                 warnings.warn(f"could not release {len(ids)} leased items ({e}); they are freed after "
                               f"lease_ttl={self.lease_ttl:g} s", RuntimeWarning, stacklevel=3)
 
-    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False) -> str:
+    def submit(self, labels: dict, *, sources=None, seconds=None, skipped=(), close: bool = False,
+               resubmit: bool = False) -> str:
         """Record ``{item_id: class_name}`` for items of the current batch; refit; returns a status line.
 
         Returns once the store has committed the labels. ``skipped`` ids (of the batch)
         are not offered again in this session. The batch stays open for its other items
-        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. Bad input raises ``ValueError``/``TypeError``
+        unless ``close=True`` (the grid's Enter): then they are given back and the round ends. With
+        ``resubmit=True`` items this session saved since its last :meth:`next_batch` may be submitted
+        again (the mask painter's corrections: the new label supersedes). Bad input raises ``ValueError``/``TypeError``
         naming it, and nothing is saved; a store failure raises
         :class:`~alwidgets.store.StoreError` and nothing is saved either. Items another
         session took over meanwhile are not saved and the status says so. Emits ``"change"``.
         """
         from .store import LeaseConflictError
 
-        records, skipped = self._check_submit(labels, sources, seconds, skipped)
+        records, skipped = self._check_submit(labels, sources, seconds, skipped, resubmit)
         conflicts = {}
         if records:
             try:
@@ -610,6 +624,7 @@ class Session:
                 if records:
                     self.store.add_labels(records, session=self.session_id)
         saved = [r["item_id"] for r in records]
+        self._saved_since_batch.update(saved)
         self._undo.extend(saved)
         self._skipped.update(skipped)
         self._skipped.difference_update(saved)
@@ -631,7 +646,7 @@ class Session:
         self._emit("change", msg)
         return msg
 
-    def _check_submit(self, labels, sources, seconds, skipped):
+    def _check_submit(self, labels, sources, seconds, skipped, resubmit=False):
         """Validate a submit against the current batch; returns ``(records, skipped ids)``."""
         if not isinstance(labels, dict):
             raise TypeError(f"labels must be a dict {{item_id: class_name}}, got {type(labels).__name__}")
@@ -640,6 +655,8 @@ class Session:
         if isinstance(skipped, (str, bytes)) or not isinstance(skipped, (list, tuple, set, frozenset)):
             raise TypeError(f"skipped must be a list of item ids, got {type(skipped).__name__}")
         shown = set(self.batch.ids) if self.batch is not None else set()
+        if resubmit:
+            shown |= self._saved_since_batch
         outside = [k for k in [*labels, *skipped] if not isinstance(k, str) or k not in shown]
         if outside:
             raise ValueError(f"not in the current batch: item ids [{', '.join(_short(k) for k in outside[:5])}]"
@@ -836,11 +853,11 @@ class Session:
         saved, the model refit and the plots redrawn in place. With ``continuous=True``
         the next batch then loads in the same grid.
         """
-        from .widgets.view import SessionView
+        from .widgets.view import view_for
 
         self.continuous = bool(continuous)
         if self._view is None:
-            self._view = SessionView(self)
+            self._view = view_for(self)  # the label grid, or the mask painter for segmentation
         return self._view.show(check_positive_int(n, "n"), continuous=self.continuous)
 
     # ------------------------------------------------------------------ strategy advice
@@ -851,6 +868,10 @@ class Session:
         """
         from .recommend import recommend
 
+        if self.task.payload_labels:
+            raise TypeError(f"recommend replays classification strategies; for a {self.task.name} session compare "
+                            "strategies with alwidgets.simulate(features, masks, task='segmentation') or "
+                            "'alwidgets simulate --task segmentation'")
         self.recommendation_ = recommend(self, **kwargs)
         return self.recommendation_
 

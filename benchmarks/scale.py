@@ -11,10 +11,13 @@ probabilities for ``--classes`` classes, generated in the subprocess (included i
 in its seconds). Targets (issue 17, 2 cores, 24 GB): coverage and k-center <= 60 s, margin <= 5 s,
 peak RSS <= 8 GB, at n = 10,000,000, d = 256.
 
-(a) Ray: embeds ``--limit`` images of the CIFAR-10 subset with TimmEmbedder locally and with
-``executor="ray"`` on a 2-node Ray cluster started on 127.0.0.1 (head + worker, ``ray start``),
-and prints images/s, the wall-time ratio ray/local and the largest difference between the two
-results. Runs only when ``alwidgets.embed.ray`` and Ray import; otherwise it says it was not run.
+(a) Ray: embeds ``--limit`` images of the CIFAR-10 subset with TimmEmbedder locally (first a cold
+run, which also imports timm) and with ``RayExecutor`` on a 2-node Ray cluster started on
+127.0.0.1 by :func:`alwidgets.embed.ray.local_cluster` (head + worker, ``ray start``, 1 CPU
+each), ``--ray-repeats`` rounds of one warm local run then one Ray run per ``--ray-stages``
+setting (interleaved, so a change of the shared machine's load hits both), and prints wall time,
+images/s, when the first batch came back, the ratio to the median warm local run and the largest
+difference between the results. Runs only when Ray imports; otherwise it says it was not run.
 
     nice python benchmarks/scale.py                       # both, 10M x 256
     nice python benchmarks/scale.py --n 1000000 --skip-ray
@@ -28,8 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,7 @@ def run_selection(args) -> list[dict]:
             continue
         total = r["check_s"] + r["select_s"]
         target = TARGETS.get(r["strategy"])
-        path = "sampled" if r["approximate"] else "exact"
+        path = "ivf" if r["approximate"] else "exact"
         print(f"{r['strategy']:<24}{r['check_s']:>9.1f}{r['select_s']:>10.1f}{total:>9.1f}"
               f"{'-' if target is None else f'{target:.0f}':>10}{r['rss_gib']:>14.2f}{path:>14}   {r['load']}")
     if not args.keep and not args.dir:
@@ -152,91 +153,128 @@ def run_selection(args) -> list[dict]:
     return rows
 
 
+def kcenter_radius(args) -> None:
+    """Covering radius over the whole pool of k-center's picks: the IVF path vs the exact greedy on
+    the labelled rows plus a uniform sample of ``approx_sample`` candidates (the earlier approximate
+    path), for seeds 0 and 1. One full chunked pass per radius."""
+    from alwidgets._validation import check_embeddings
+    from alwidgets.embeddings import open_embeddings, take_rows
+    from alwidgets.select import KCenterGreedy
+    from alwidgets.select._approx import APPROX_SAMPLE
+    from alwidgets.select._faiss import nearest_center
+    from alwidgets.select.kcenter import farthest_first
+
+    E = check_embeddings(open_embeddings(sorted(str(p) for p in Path(args.dir).glob("emb-*.npy"))))
+    n = len(E)
+    rng = np.random.default_rng(1)   # the labelled rows of the worker runs
+    lab = np.sort(rng.choice(n, args.labelled, replace=False))
+    labels = np.full(n, -1, np.int64)
+    labels[lab] = 0
+
+    def radius(centres):
+        C = take_rows(E, centres)
+        return float(np.sqrt(max(float(nearest_center(B, C)[1].max()) for _, B in E.iter_chunks())))
+
+    print(f"\nk-center covering radius over all {n:,} rows ({args.batch} picks, {args.labelled} labelled)")
+    for seed in (0, 1):
+        t = time.perf_counter()
+        ivf = KCenterGreedy().select(args.batch, labels=labels, embeddings=E, random_state=seed).indices
+        t_ivf = time.perf_counter() - t
+        r = np.random.default_rng(seed)
+        free = np.setdiff1d(np.arange(n), lab)
+        cs = np.sort(r.choice(free, min(APPROX_SAMPLE, len(free)), replace=False))
+        rows = np.sort(np.concatenate([lab, cs]))
+        t = time.perf_counter()
+        idx, _ = farthest_first(take_rows(E, rows), args.batch, start=np.searchsorted(rows, lab),
+                                candidates=np.searchsorted(rows, cs))
+        t_smp = time.perf_counter() - t
+        r_ivf, r_smp = radius(np.concatenate([lab, ivf])), radius(np.concatenate([lab, rows[idx]]))
+        print(f"  seed {seed}: IVF {r_ivf:.3f} ({t_ivf:.1f} s), uniform sample {r_smp:.3f} ({t_smp:.1f} s): "
+              f"{r_ivf / r_smp:.3f}x (load {load()})", flush=True)
+
+
 # ---------------------------------------------------------------------------- (a) Ray
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _Timed:
+    """Wraps an executor: records when each batch comes back (seconds since the run started)."""
 
+    def __init__(self, inner):
+        self.inner, self.name, self.times = inner, inner.name, []
 
-def _ray_node(args, log):
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               RAY_USAGE_STATS_ENABLED="0", RAY_agent_register_timeout_ms="180000",
-               RAY_raylet_start_wait_time_s="180")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)   # the driver's packages (Ray included)
-    ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
-    return subprocess.Popen([*ray_cli, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                             "--num-cpus", "1", "--object-store-memory", str(200 * 2**20), *args], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def prepare(self, embedder):
+        return self.inner.prepare(embedder)
+
+    def run(self, embedder, pool, chunks):
+        t = time.perf_counter()
+        for item in self.inner.run(embedder, pool, chunks):
+            self.times.append(time.perf_counter() - t)
+            yield item
+
+    def __repr__(self):
+        return repr(self.inner)
 
 
 def run_ray(args) -> None:
     try:
-        import ray
+        import ray  # noqa: F401
 
-        from alwidgets.embed.ray import RayExecutor
+        from alwidgets.embed.ray import RayExecutor, local_cluster
     except ImportError as e:
         print(f"(a) Ray embedding: not run ({e}; pip install 'alwidgets[ray]')")
         return
     from alwidgets import Pool
     from alwidgets.embed import TimmEmbedder
+    from alwidgets.embed.base import Executor
 
     folder = Path(args.cifar)
     if not folder.is_dir():
         print(f"(a) Ray embedding: not run (no CIFAR-10 subset at {folder})")
         return
     pool = Pool.from_folder(folder)
-    pool = pool.subset(np.random.default_rng(0).permutation(len(pool))[: args.limit])
+    pool = pool.subset(np.sort(np.random.default_rng(0).permutation(len(pool))[: args.limit]))
     ckpt = Path(args.checkpoint)
     kw = dict(checkpoint=str(ckpt), pad_type="same") if ckpt.is_file() else dict(pretrained=False)
     make = lambda: TimmEmbedder(args.model, progress=False, device="cpu", cache_dir=False, **kw)  # noqa: E731
-    t = time.perf_counter()
-    ref = make().embed(pool)
-    local_s = time.perf_counter() - t
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # Ray >= 2.5x: token auth, pointless on a loopback test cluster
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    log = open(Path(tempfile.gettempdir()) / f"alwidgets-scale-ray-{port}.log", "w")
-    procs = []
-    try:
-        procs.append(_ray_node(["--head", "--port", str(port), "--include-dashboard=false"], log))
-        time.sleep(5)
-        procs.append(_ray_node(["--address", address], log))
-        deadline = time.time() + 240
-        while True:
-            try:
-                if not ray.is_initialized():
-                    ray.init(address=address, log_to_driver=False, include_dashboard=False)
-                if len([nd for nd in ray.nodes() if nd["Alive"]]) >= 2:
-                    break
-            except ConnectionError:
-                pass
-            if time.time() > deadline or any(p.poll() is not None for p in procs):
-                print(f"(a) Ray embedding: the 2-node cluster did not start; see {log.name}")
-                return
-            time.sleep(1)
-        t = time.perf_counter()
-        X = make().embed(pool, executor=RayExecutor(address=address))
-        ray_s = time.perf_counter() - t
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-        log.close()
+    Executor.register(_Timed)   # a virtual subclass: the run loop accepts it as an executor
     n = len(pool)
-    print(f"\n(a) Embedding {n} CIFAR-10 images, {args.model} ({'checkpoint' if ckpt.is_file() else 'random weights'}), "
-          f"CPU; load {load()}")
-    print(f"{'executor':<26}{'wall s':>8}{'img/s':>8}")
-    print(f"{'local':<26}{local_s:>8.1f}{n / local_s:>8.1f}")
-    print(f"{'ray, 2 nodes x 1 CPU':<26}{ray_s:>8.1f}{n / ray_s:>8.1f}")
-    print(f"overhead ray/local: {ray_s / local_s:.2f}x (aim <= 1.3x); same shape {X.shape == ref.shape}, "
-          f"max |ray - local| = {float(np.abs(X - ref).max()):.2e}")
+    rows = []
+
+    def timed(label, executor, load_before):
+        t = time.perf_counter()
+        X = make().embed(pool, executor=executor)
+        wall = time.perf_counter() - t
+        first = executor.times[0] if isinstance(executor, _Timed) and executor.times else float("nan")
+        rows.append(dict(executor=label, wall=wall, first=first, load=f"{load_before} -> {load()}"))
+        print(f"  {label}: {wall:.1f} s (first batch after {first:.1f} s; load {rows[-1]['load']})", flush=True)
+        return X
+
+    ref = timed("local (cold: imports timm, builds the model)", _Timed(get_local()), load())
+    t = time.perf_counter()
+    results = {}
+    with local_cluster(nodes=(1, 1), object_store_mb=200) as cluster:
+        print(f"  2-node cluster up in {time.perf_counter() - t:.0f} s at {cluster.address}", flush=True)
+        # local and Ray runs interleaved, so a change of the machine's load hits both
+        for k in range(args.ray_repeats):
+            ref = timed("local", _Timed(get_local()), load())
+            for stages in args.ray_stages.split(","):
+                label = f"ray {stages}, 2 nodes x 1 CPU" + (" (first run)" if k == 0 else "")
+                results[stages] = timed(label, _Timed(RayExecutor(stages=stages)), load())
+    print(f"\n(a) Embedding {n} CIFAR-10 images, {args.model} "
+          f"({'checkpoint' if ckpt.is_file() else 'random weights'}), CPU; {os.cpu_count()} CPUs")
+    print(f"{'executor':<46}{'wall s':>8}{'img/s':>8}{'first batch s':>15}{'x local':>9}   load (1/5/15 min)")
+    base = float(np.median([r["wall"] for r in rows if r["executor"] == "local"]))
+    for r in rows:
+        print(f"{r['executor']:<46}{r['wall']:>8.1f}{n / r['wall']:>8.1f}{r['first']:>15.1f}"
+              f"{r['wall'] / base:>9.2f}   {r['load']}")
+    print(f"x local: wall time over the median of the {args.ray_repeats} warm local runs ({base:.1f} s)")
+    for stages, X in results.items():
+        print(f"ray {stages} vs local: same shape {X.shape == ref.shape}, max |ray - local| = "
+              f"{float(np.abs(X - ref).max()):.2e}")
+
+
+def get_local():
+    from alwidgets.embed.base import LocalExecutor
+
+    return LocalExecutor()
 
 
 def main(argv=None) -> None:
@@ -252,8 +290,12 @@ def main(argv=None) -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--skip-select", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--kcenter-radius", action="store_true",
+                    help="also compare k-center's covering radius over the whole pool, IVF vs uniform sample")
     ap.add_argument("--cifar", default=str(REPO.parent / "shared/data/cifar10-subset/test"))
-    ap.add_argument("--limit", type=int, default=256, help="CIFAR images for (a)")
+    ap.add_argument("--limit", type=int, default=1000, help="CIFAR images for (a) (the test split has 1,000)")
+    ap.add_argument("--ray-stages", default="fused,two", help="RayExecutor stages to time, comma-separated")
+    ap.add_argument("--ray-repeats", type=int, default=2, help="runs per stages setting (the first is cold)")
     ap.add_argument("--model", default="mobilenetv1_100")
     ap.add_argument("--checkpoint", default=str(REPO.parent / "shared/weights/mobilenetv1_100.coral_in1k.safetensors"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -262,7 +304,11 @@ def main(argv=None) -> None:
         return worker(args)
     print(f"uptime load average (1/5/15 min): {load()}; {os.cpu_count()} CPUs", flush=True)
     if not args.skip_select:
+        if args.kcenter_radius and not args.dir:   # the radius check reads the pool again: keep it
+            args.dir = str(Path(tempfile.gettempdir()) / f"alwidgets-scale-{args.n}x{args.d}")
         run_selection(args)
+        if args.kcenter_radius:
+            kcenter_radius(args)
     if not args.skip_ray:
         run_ray(args)
 

@@ -154,6 +154,31 @@ def test_corrupt_cache_entry_is_recomputed(folder, ckpt, tmp_path, monkeypatch):
     assert count.seen == 10 and np.allclose(X, Y, atol=TOL / 10)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_chunk_broken_on_disk_is_detected_and_recomputed(folder, ckpt, tmp_path, monkeypatch, damage):
+    """A shard (cache chunk) cut short on disk, or with flipped bytes in its data, is recomputed on
+    resume; never joined into a short or wrong array."""
+    cache = tmp_path / "cache"
+    ref = make(ckpt, False).embed(Pool.from_folder(folder))
+    emb = make(ckpt, cache, batch_size=2)
+    emb.cache_chunk = 4  # chunks: rows 0-3, 4-7, 8-9
+    count = Counter(monkeypatch, fail_after=8)  # chunks 0 and 1 finish
+    with pytest.raises(KeyboardInterrupt):
+        emb.embed(Pool.from_folder(folder))
+    (entry,) = cache.iterdir()
+    chunk = entry / "chunk4-000001.npz"
+    data = chunk.read_bytes()
+    if damage == "truncate":  # caught before the run: only chunks 1 and 2 are computed
+        chunk.write_bytes(data[: len(data) // 2])
+    else:  # same size, a byte of X's data flipped: caught by the zip CRC when the chunks are joined
+        k = data.index(b"X.npy") + 200
+        chunk.write_bytes(data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1:])
+    count.fail_after, count.seen = None, 0
+    X = emb.embed(Pool.from_folder(folder))
+    assert count.seen == 6  # truncated: chunks 1 and 2 in one run; flipped: chunk 2, then chunk 1 again
+    np.testing.assert_allclose(X, ref, rtol=TOL, atol=TOL)
+
+
 def test_env_var_sets_default_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ALWIDGETS_CACHE", str(tmp_path / "env-cache"))
     assert default_cache_dir() == tmp_path / "env-cache"

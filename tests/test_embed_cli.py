@@ -106,3 +106,24 @@ def test_bad_out_path(capsys, tmp_path):
     assert code == 2 and "use a .npy file" in err
     code, _, err = run(capsys, "embed", "--out", tmp_path / "nope" / "x.npy")
     assert code == 2 and "does not exist" in err
+
+
+def test_engine_options_are_one_line_usage_errors(capsys, tmp_path, folder, ckpt):
+    """``--engine ray`` (the cluster run itself is in test_embed_ray.py): misuse and an unreachable
+    address are one-line usage errors, before anything is embedded."""
+    code, _, err = run(capsys, "embed", "--address", "auto", "--out", tmp_path / "x.npy")
+    assert code == 2 and "--address only applies to --engine ray" in err and err.count("\n") == 1
+    try:
+        import ray
+    except ImportError:   # without Ray: says how to install it
+        code, _, err = run(capsys, "embed", "--engine", "ray", "--dataset", f"folder:{folder}", "--embedder",
+                           "timm:resnet10t", "--checkpoint", ckpt, "--out", tmp_path / "x.npy")
+        assert code == 2 and 'pip install "alwidgets[ray]"' in err and err.count("\n") == 1
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+    code, _, err = run(capsys, "embed", "--engine", "ray", "--address", "127.0.0.1:1", "--dataset",
+                       f"folder:{folder}", "--embedder", "timm:resnet10t", "--checkpoint", ckpt,
+                       "--out", tmp_path / "x.npy")
+    assert code == 2 and "cannot connect to the Ray cluster at '127.0.0.1:1'" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.npy").exists()

@@ -116,6 +116,37 @@ def test_03_images_with_timm(tmp_path, monkeypatch):
     assert ("mobilenetv1_100" in text) == (SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors").is_file()
 
 
+@pytest.mark.slow  # ~100 s on the 2 shared cores at load 5 (the first run also embeds 40 CamVid frames)
+def test_04_segmentation(tmp_path, monkeypatch):
+    nb = run_notebook("04_segmentation.ipynb", tmp_path, monkeypatch)
+    text = outputs(nb)
+    real = (SHARED / "data" / "camvid").is_dir() and (SHARED / "weights").is_dir()
+    db = tmp_path / ("alwidgets-camvid-train.db" if real else "alwidgets-shapes.db")
+    assert text.count("saved 4 labels · mIoU") == 3
+    assert text.count(f"(test set, {9 if real else 12} items)") == 3
+    labels = stored_labels(db)
+    assert len(labels) == 12 and set(labels["media_type"]) == {"image/png"}     # masks as PNG payloads
+    assert set(labels["source"]) == {"simulated"} and set(labels["annotator"]) == {"simulated"}
+    assert only_simulated(nb, 12)
+    assert len(list((tmp_path / "masks-export" / "masks").glob("*.png"))) == 12
+    assert (tmp_path / "masks-coco.json").is_file()
+    figs = [o["data"]["application/vnd.plotly.v1+json"] for c in nb.cells for o in c.get("outputs", [])
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    names = [[t.get("name") for t in f["data"]] for f in figs]
+    assert "random (simulated)" in names[0] and "session" in names[0]
+    assert names[1] == ["IoU", "weakest", "no data"] and names[2] == ["pixels"]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow  # ~30 s
+def test_04_segmentation_paints_nothing_by_itself(tmp_path, monkeypatch):
+    nb = run_notebook("04_segmentation.ipynb", tmp_path, monkeypatch, simulate=False)
+    assert "saved" not in outputs(nb)
+    dbs = list(tmp_path.glob("alwidgets-*.db"))
+    assert len(dbs) == 1 and len(stored_labels(dbs[0])) == 0
+
+
 def test_notebooks_are_committed_without_outputs():
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = json.loads(path.read_text())

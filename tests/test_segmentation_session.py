@@ -9,6 +9,7 @@ from alwidgets.loop import Loop
 from alwidgets.segmentation import DenseDecoder, MaskError, make_shapes, mask_from_png, mask_to_png
 from alwidgets.segmentation.features import DenseFeatures
 from alwidgets.segmentation.task import SegmentationTask
+from store_backends import backend, pg_server, store_target  # noqa: F401 (fixtures)
 
 
 def small_model():
@@ -51,7 +52,9 @@ def test_round_trip_restart_undo_and_metrics(shapes, tmp_path):
     assert len(b) == 3 and b.info["phase"] == "coverage" and b.suggestions == [None] * 3
     msg = s.submit(masks_for(data, b))
     assert msg == "saved 3 labels · mIoU n/a (cross-validated on 3 labelled items)"
+    fit = s.fitted_
     b2 = s.next_batch(2)
+    assert s.fitted_ is fit       # rounds and leases change the store, not the masks: no second fit
     assert all(0 < c <= 1 for c in b2.confidences)                   # mean top probability per image
     # the painter's PNG bytes work as well as arrays
     s.submit({k: mask_to_png(v) for k, v in masks_for(data, b2).items()})
@@ -133,9 +136,49 @@ def test_segmentation_by_name_test_set_and_selector_names(shapes):
         s.use("least_confidence")
     with pytest.raises(TypeError, match="import_masks"):
         s.import_labels(s.labels_df())
+    with pytest.raises(TypeError, match="simulate --task segmentation"):
+        s.recommend()
     s.close()
     # test items by id, with masks known to the data set: never offered
     s = Session(data, embeddings=feats, model=small_model(), store=":memory:", test=list(test_ids),
                 selector="random")
     assert s.metrics_ is None and not set(s.candidates()) & set(range(12, 16))
     s.close()
+
+
+def test_two_sessions_lease_images_and_supersede_masks(shapes, tmp_path):
+    data, feats = shapes
+    db = tmp_path / "team.db"
+    a = Session(data, embeddings=feats, model=small_model(), store=db, selector="random", annotator="ana")
+    b = Session(data, embeddings=feats, model=small_model(), store=db, selector="random", annotator="bo",
+                random_state=0)
+    ba, bb = a.next_batch(3), b.next_batch(3)
+    assert not set(ba.ids) & set(bb.ids)                    # each session's batch is leased to it
+    a.submit(masks_for(data, ba))
+    # a corrected mask (the painter's resubmit of a saved image) supersedes the first; the history keeps both
+    k = ba.ids[0]
+    fixed = data.masks[data.pool.index_of(k)].copy()
+    fixed[:4, :4] = 1 - fixed[:4, :4].clip(0, 1)     # a visible change (an equal mask is not stored again)
+    a.submit({k: fixed}, resubmit=True)
+    hist = a.labels_df(history=True)
+    rows = hist[hist["item_id"] == k]
+    assert len(rows) == 2 and rows["superseded_by"].notna().tolist() == [True, False]
+    np.testing.assert_array_equal(b.labels()[data.pool.index_of(k)], fixed)   # the other session reads it
+    assert set(a.labels_df()["annotator"]) == {"ana"}
+    a.close()
+    b.close()
+
+
+def test_masks_round_trip_on_both_backends(shapes, store_target):
+    """Masks as payloads through SQLite and PostgreSQL: submit, read back by a new session, undo."""
+    data, feats = shapes
+    with Session(data, embeddings=feats, model=small_model(), store=store_target, selector="random") as s:
+        b = s.next_batch(2)
+        s.submit(masks_for(data, b))
+        assert set(s.store.current_payloads()) == set(b.ids)
+        s.undo()
+    with Session(data, embeddings=feats, model=small_model(), store=store_target, selector="random") as s2:
+        labels = s2.labels()
+        i = data.pool.index_of(b.ids[0])
+        np.testing.assert_array_equal(labels[i], data.masks[i])
+        assert labels[data.pool.index_of(b.ids[1])] is None and set(s2.store.current_payloads()) == {b.ids[0]}

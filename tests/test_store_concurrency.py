@@ -25,9 +25,11 @@ except ValueError:  # pragma: no cover - Windows
 pytestmark = pytest.mark.skipif(CTX is None, reason="needs the fork start method")
 
 
-def _kernel(target, name, start, queue, seed):
+def _kernel(target, name, start, queue, seed, finished):
     """One Session's use of the store, as a notebook kernel of the OS user 'jovyan' would: lease a batch,
-    look at it (a realistic delay), submit; some leases expire while the annotator is away."""
+    look at it (a realistic delay), submit; some leases expire while the annotator is away. The undo
+    checks run once both kernels ``finished`` labelling (an item undone earlier is free work for the other
+    kernel, which may lease it before this one relabels it: the store allows that, the checks below don't)."""
     try:
         rng = random.Random(seed)
         session = uuid.uuid4().hex
@@ -58,6 +60,7 @@ def _kernel(target, name, start, queue, seed):
                         continue
                     acks += [(lid, r["item_id"], r["label"]) for lid, r in zip(ids, records)]
                     break
+            finished.wait(timeout=120)
             # undo: the other kernel's labels are refused; our own last one is retracted and labelled again
             mine = {item for _, item, _ in acks}
             for item in [i for i in IDS if i not in mine][:5]:
@@ -123,7 +126,8 @@ def target(store_target):
 
 
 def test_two_kernels_of_one_user_never_replace_each_others_labels(target):
-    results = _run(target, _kernel, lambda name: (1 if name == "k1" else 2,))
+    finished = CTX.Barrier(2)
+    results = _run(target, _kernel, lambda name: (1 if name == "k1" else 2, finished))
     sessions = {r[1]: r for r in results}
     with LabelStore(target) as store:
         hist = store.labels_df(history=True)

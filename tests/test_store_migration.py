@@ -65,8 +65,8 @@ def test_v1_store_upgrades_and_keeps_every_label_round_and_lease(v1):
 
     with LabelStore(v1, annotator="dan") as store:
         conn = store._connection()
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
         assert store.check() == []
         hist = store.labels_df(history=True)
         got = list(zip(hist.label_id, hist.item_id, hist.label, hist.annotator,
@@ -104,7 +104,7 @@ def test_v1_store_upgrades_and_keeps_every_label_round_and_lease(v1):
 def test_v1_store_opened_read_only_is_not_upgraded(v1):
     from alwidgets.store import LabelStore, StoreReadOnlyError
 
-    with pytest.raises(StoreReadOnlyError, match="schema version 1 and needs upgrading to 2.*open it once writable"):
+    with pytest.raises(StoreReadOnlyError, match="schema version 1 and needs upgrading to 3.*open it once writable"):
         LabelStore(v1, read_only=True)
     c = sqlite3.connect(v1)
     assert c.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -122,3 +122,29 @@ def test_failed_migration_leaves_the_v1_store_untouched(v1, monkeypatch):
     monkeypatch.undo()
     with LabelStore(v1) as store:
         assert store.current_labels() == V1_CURRENT
+
+
+def test_v2_file_opens_read_only_and_upgrades_to_v3_without_changes(tmp_path):
+    """v3 changes nothing in an SQLite file (it adds PostgreSQL's submit function): a v2 store still opens
+    read-only as it is, and a writable open only records the version."""
+    from alwidgets.store import LabelStore
+
+    path = tmp_path / "v2.db"
+    with LabelStore(path, annotator="ana") as store:
+        store.attach_pool(["a", "b"], ["cat", "dog"])
+        store.add_labels([{"item_id": "a", "label": "cat"}])
+    c = sqlite3.connect(path)
+    c.execute("DELETE FROM schema_version WHERE version = 3")
+    c.execute("PRAGMA user_version = 2")
+    c.commit()
+    c.close()
+    with LabelStore(path, read_only=True) as store:
+        assert store.current_labels() == {"a": "cat"}
+    c = sqlite3.connect(path)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+    c.close()
+    with LabelStore(path) as store:
+        conn = store._connection()
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert store.add_labels([{"item_id": "b", "label": "dog"}]) == [2]

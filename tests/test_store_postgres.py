@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pandas as pd
 import pytest
 
 from alwidgets.store import (
@@ -78,7 +79,7 @@ def test_connection_lost_mid_submit_acknowledges_nothing(store, pg_server):
     schema = store._connection().execute("SELECT current_schema()").fetchone()[0]
     admin = psycopg.connect(pg_server.url(schema), autocommit=True)
     admin.execute("BEGIN")
-    admin.execute("UPDATE changes SET n = n")  # the submit's last statement before COMMIT waits for this row
+    admin.execute("UPDATE changes SET n = n")  # a submit's last write before COMMIT waits for this row
     outcome = {}
 
     def submit():
@@ -93,7 +94,7 @@ def test_connection_lost_mid_submit_acknowledges_nothing(store, pg_server):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not pg_server.sql(  # a fresh connection: activity is snapshotted
             "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock' "
-            "AND query LIKE 'UPDATE changes%%'", (pid,)):
+            "AND (query LIKE 'UPDATE changes%%' OR query LIKE 'SELECT alwidgets_submit(%%')", (pid,)):
         time.sleep(0.02)
     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     t.join(10)
@@ -186,3 +187,90 @@ def test_server_restart_keeps_every_label_and_the_store_reconnects(store, pg_ser
     assert store.current_labels() == {**{i: "cat" for i in IDS[:4]}, IDS[4]: "dog"}  # every acknowledged label
     assert store.add_labels([lab(IDS[5], "dog")], session="k1") == [acked[-1] + 2]
     assert store.check() == []
+
+
+def _scripted_team(store) -> list:
+    """Every kind of submit add_labels answers: new labels, relabels, resubmits, payloads, rounds, undos,
+    skip_unchanged, a repeated item, bad input and both lease conflicts; what each call returned or raised."""
+    out = []
+
+    def do(fn, *args, **kw):
+        try:
+            out.append(fn(*args, **kw))
+        except (ValueError, StoreError) as e:
+            out.append((type(e).__name__, str(e).replace(store.path, "STORE")))
+
+    a, b, c, d, e, f, g, h = IDS[:8]
+    do(store.lease, [a, b, c], session="s1")
+    do(store.lease, [d, h], session="s2")
+    do(store.add_labels, [lab(a, "cat", seconds=1.5), lab(b, "dog")], session="s1")
+    do(store.add_labels, [lab(a, "cat", seconds=1.5)], session="s1")          # a resubmit: the same id
+    do(store.add_labels, [lab(a, "dog")], session="s1")                       # a relabel
+    do(store.add_labels, [lab(a, "cat", annotator="bo", source="accepted")], session="s2")
+    do(store.add_labels, [lab(a, "bird")], session="s1")                      # relabelled since shown
+    do(store.add_labels, [lab(h, "bird")], session="s1")                      # leased to s2
+    do(store.add_labels, [{"item_id": c, "label": None, "payload": b"\x89PNG", "media_type": "image/png"}],
+       session="s1")
+    do(store.add_labels, [{"item_id": c, "label": None, "payload": b"\x89PNG", "media_type": "image/png"}],
+       session="s1")                                                            # the same payload again
+    rnd = store.start_round("random")
+    do(store.add_labels, [lab(e, "cat", round=rnd, source="simulated")])
+    do(store.add_labels, [lab(e, "cat"), lab(f, "dog")], skip_unchanged=True)
+    do(store.add_labels, [lab(f, "dog")])                                      # unchanged, but no session
+    do(store.add_labels, [lab(g, "cat"), lab(g, "dog")], session="s3")         # one item twice
+    do(store.add_labels, [lab("nope", "cat")])
+    do(store.add_labels, [lab(g, "wolf")])
+    do(store.add_labels, [lab(g, "cat", round=99)])
+    do(store.undo, e)
+    do(store.add_labels, [lab(e, "dog", seconds=0.0)], session="s1")           # after an undo
+    do(store.add_labels, [lab(d, "cat"), lab(b, "cat")], session="s2")
+    do(store.add_labels, [lab(i, "bird") for i in IDS[8:]], session="s4")
+    return out
+
+
+def test_one_statement_submit_writes_exactly_what_the_general_path_writes(pg_server):
+    """On PostgreSQL a plain submit is one statement (the schema's alwidgets_submit); anything else is
+    left to the general path. Both ways, every answer, error, history row, lease and the change counter
+    are the same."""
+    import re
+
+    results, calls = {}, {}
+    for fast in (True, False):
+        with LabelStore(pg_server.new_schema(), annotator="ana") as s:
+            s.attach_pool(IDS, CLASSES)
+            db = s._backend()
+            db.submits_in_one_statement = fast
+            submit, calls[fast] = db.submit, []
+            db.submit = lambda *a: calls[fast].append(submit(*a)) or calls[fast][-1]
+            answers = _scripted_team(s)
+            hist = s.labels_df(history=True).drop(columns="created_at")
+            created = [r[0] for r in s._connection().execute("SELECT created_at FROM labels")]
+            assert created and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", c) for c in created)
+            leases = s._connection().execute(
+                "SELECT item_id, session, annotator, after_label, expires_at > EXTRACT(EPOCH FROM now()) "
+                "FROM leases ORDER BY item_id, session").fetchall()
+            results[fast] = (answers, hist, leases, s.changes, s.check())
+    assert calls[False] == []
+    # the first new id of each one-statement submit; None: a resubmit, a lease conflict, an unchanged label
+    # under skip_unchanged, bad input (nothing written, the general path answers); the repeated item never asks
+    assert calls[True] == [1, None, 3, 4, None, None, 5, None, 6, None, 8, None, None, None, 12, 13, 15]
+    (answers, hist, leases, changes, problems), general = results[True], results[False]
+    assert answers == general[0]
+    pd.testing.assert_frame_equal(hist, general[1])
+    assert leases == general[2] and changes == general[3] and problems == general[4] == []
+    assert any(isinstance(x, tuple) and x[0] == "LeaseConflictError" for x in answers)
+
+
+def test_v2_database_upgrades_to_v3(url, pg_server):
+    """A database created at v2 (before the submit function) gets the function when first opened."""
+    with LabelStore(url) as s:
+        s.attach_pool(IDS, CLASSES)
+        s.add_labels([lab(IDS[0], "cat")])
+        conn = s._connection()
+        conn.execute("DROP FUNCTION alwidgets_submit")
+        conn.execute("DELETE FROM schema_version WHERE version = 3")
+    with LabelStore(url) as s:
+        conn = s._connection()
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [2, 3]
+        assert s._backend().submit(None, False, [(IDS[1], "dog", None, None, "human", "ana", None, None)]) == 2
+        assert s.current_labels() == {IDS[0]: "cat", IDS[1]: "dog"} and s.check() == []

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DEFAULT_CHUNK, CacheEntry, cache_key, default_cache_dir
+from .cache import DEFAULT_CHUNK, BrokenChunk, CacheEntry, cache_key, default_cache_dir
 
 
 class Executor(abc.ABC):
@@ -170,9 +170,23 @@ class Embedder(abc.ABC):
             hit = entry.load()
             if hit is not None:
                 return _reported(pool, *hit)
-            chunks = {c: entry.chunk_rows(c) for c in entry.missing_chunks()}
-        else:  # no cache: the whole pool is one chunk, kept in memory
-            chunks = {0: range(len(pool))}
+            for attempt in range(3):
+                emb._run(pool, runner, entry, {c: entry.chunk_rows(c) for c in entry.missing_chunks()})
+                try:
+                    # rows embedded by an earlier, interrupted run report their errors here
+                    return _reported(pool, *entry.finish())
+                except BrokenChunk as e:  # a chunk file broken on disk (truncated): compute it again
+                    if attempt == 2:
+                        raise RuntimeError(f"the embedding cache at {entry.dir} keeps losing chunks: {e}") from e
+        # no cache: the whole pool is one chunk, kept in memory
+        return emb._run(pool, runner, None, {0: range(len(pool))})
+
+    def _run(self, pool, runner, entry, chunks: dict[int, range]):
+        """Compute ``chunks`` on ``runner``; save each finished chunk to ``entry`` (or return the
+        one in-memory chunk when ``entry`` is None)."""
+        emb = self
+        if not chunks:
+            return None
         size = entry.chunk_size if entry is not None else len(pool)
         kept: dict[int, np.ndarray] = {}
         save = entry.save_chunk if entry is not None else (lambda c, X, errors: kept.__setitem__(c, X))
@@ -197,10 +211,7 @@ class Embedder(abc.ABC):
                 if close is not None:
                     close()  # stop the executor's workers and restore its settings now, not at GC
         chunker.check_complete()
-        if entry is None:
-            return kept[0]
-        # rows embedded by an earlier, interrupted run report their errors here
-        return _reported(pool, *entry.finish())
+        return kept[0] if entry is None else None
 
     def _cache_entry(self, pool):
         if self.cache_dir is False:

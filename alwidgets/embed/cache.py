@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +109,20 @@ class CacheEntry:
         return self.dir / f"chunk{self.chunk_size}-{c:06d}.npz"
 
     def missing_chunks(self) -> list[int]:
-        """Chunks not yet on disk, in order."""
-        return [c for c in range(self.n_chunks) if not self._chunk_path(c).is_file()]
+        """Chunks not yet on disk (or on disk but broken: then deleted), in order.
+
+        A chunk file cut short on disk (its zip directory, at the end, is gone) or with a member
+        past the end of the file is broken; a broken one that passes this cheap check (flipped
+        bytes) is caught when :meth:`finish` reads it (:class:`BrokenChunk`).
+        """
+        out = []
+        for c in range(self.n_chunks):
+            path = self._chunk_path(c)
+            if path.is_file() and not _zip_intact(path):
+                path.unlink(missing_ok=True)
+            if not path.is_file():
+                out.append(c)
+        return out
 
     def save_chunk(self, c: int, X: np.ndarray, errors: dict[int, str] | None = None) -> None:
         """Write chunk ``c`` (rows ``chunk_rows(c)``) atomically; ``errors`` maps pool rows to reasons."""
@@ -124,20 +137,41 @@ class CacheEntry:
         atomic_write(self._chunk_path(c), _to_file(np.savez, X=X, err_rows=err_rows, err_msgs=err_msgs))
 
     def load_chunk(self, c: int):
-        """``(X, {row: reason})`` of a finished chunk."""
-        with np.load(self._chunk_path(c), allow_pickle=False) as z:
-            return z["X"], dict(zip(z["err_rows"].tolist(), z["err_msgs"].tolist()))
+        """``(X, {row: reason})`` of a finished chunk; :class:`BrokenChunk` (the file deleted) when it
+        cannot be read or does not hold ``len(chunk_rows(c))`` rows."""
+        path = self._chunk_path(c)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                X, errors = z["X"], dict(zip(z["err_rows"].tolist(), z["err_msgs"].tolist()))
+            if X.ndim != 2 or X.shape[0] != len(self.chunk_rows(c)):
+                raise ValueError(f"{X.shape[0] if X.ndim else 0} rows instead of {len(self.chunk_rows(c))}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            path.unlink(missing_ok=True)
+            raise BrokenChunk(c, f"{path.name}: {type(e).__name__}: {e}") from None
+        return X, errors
 
     def finish(self):
         """Join the chunks into the final file, write ``meta.json`` last, drop the chunks.
 
-        Returns ``(embeddings, {row: reason})``.
+        Returns ``(embeddings, {row: reason})``. Raises :class:`BrokenChunk` naming the chunks that
+        could not be read (they are deleted, so computing :meth:`missing_chunks` again repairs the
+        entry) or whose width differs from the others'.
         """
-        parts, errors = [], {}
+        parts, errors, broken = [], {}, []
         for c in range(self.n_chunks):
-            X, err = self.load_chunk(c)
+            try:
+                X, err = self.load_chunk(c)
+            except BrokenChunk as e:
+                broken.append(e)
+                continue
+            if parts and X.shape[1] != parts[0].shape[1]:
+                self._chunk_path(c).unlink(missing_ok=True)
+                broken.append(BrokenChunk(c, f"{X.shape[1]} columns, the others {parts[0].shape[1]}"))
+                continue
             parts.append(X)
             errors.update(err)
+        if broken:
+            raise BrokenChunk([b.chunks[0] for b in broken], "; ".join(b.reason for b in broken))
         X = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
         atomic_write(self._final, _to_file(np.save, X, allow_pickle=False))
         meta = dict(self.meta, format=FORMAT_VERSION, n=self.n, dim=int(X.shape[1]),
@@ -151,6 +185,26 @@ class CacheEntry:
     def clear(self) -> None:
         """Delete this entry."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class BrokenChunk(RuntimeError):
+    """Cached chunk file(s) that could not be read (truncated, corrupt); they have been deleted."""
+
+    def __init__(self, chunks, reason: str):
+        self.chunks = [chunks] if isinstance(chunks, int) else list(chunks)
+        self.reason = reason
+        super().__init__(f"cache chunk(s) {self.chunks} unreadable and deleted: {reason}")
+
+
+def _zip_intact(path: Path) -> bool:
+    """Cheap check of an ``.npz`` chunk: its zip directory (at the end) reads, and every member
+    lies inside the file. Does not read the data."""
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as z:
+            return all(i.header_offset + i.compress_size <= size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def _to_file(save, *args, **kwargs):

@@ -3,7 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable
+from ..embeddings import take_rows
+from ._approx import (
+    APPROX_CONSTRAINTS,
+    APPROX_SAMPLE,
+    Approximable,
+    IVFPartition,
+    default_nlist,
+    allowed_positions,
+    index_rows,
+    stratified_candidates,
+)
 from ._faiss import sequential_blas, sq_norms
 from .base import Selection, Selector
 from .registry import register
@@ -114,11 +124,14 @@ class Badge(Approximable, Selector):
     Parameters
     ----------
     approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
-        algorithm runs on every labelled item plus ``approx_sample`` random
-        candidates (see docs/scaling.md). ``True``/``False`` force it.
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (4,000,000) items in memory and for
+        memory-mapped pools whose float32 copy fits ``MATERIALIZE_LIMIT`` (1 GiB), else the
+        IVF path: D^2 sampling on candidates drawn from every cell of an IVF
+        partition of the embeddings (each cell's items with the largest gradient
+        norm, plus a stratified random share), see docs/scaling.md.
+        ``True``/``False`` force either path.
     approx_sample : int
-        Candidates sampled on the approximate path (default 200,000).
+        Candidate budget of the IVF path (default 200,000).
 
     Examples
     --------
@@ -154,3 +167,22 @@ class Badge(Approximable, Selector):
         d2[0] = a[first]
         info = {"mean_gradient_norm": float(np.sqrt(a).mean())}
         return Selection(unl[rows], np.sqrt(d2), info)
+
+    def _ivf(self, n, *, labels, embeddings, probs, candidates, rng):
+        """D^2 sampling on IVF-drawn candidates: from every cell, its largest gradient norms and a
+        stratified random share of ``approx_sample``."""
+        irows = index_rows(len(labels), np.empty(0, np.int64), candidates, rng)
+        part = IVFPartition.build(embeddings, default_nlist(len(irows)), rng, rows=irows)
+        allowed = allowed_positions(part, candidates, len(labels))
+        # |g|^2 = |p - onehot(argmax p)|^2 |h|^2 = (sum p^2 - 2 max p + 1) |h|^2, in row chunks
+        a = np.zeros(len(irows), np.float32)
+        for s in range(0, len(allowed), 1 << 18):
+            pos = allowed[s:s + (1 << 18)]
+            P = np.asarray(probs[irows[pos]], dtype=np.float32)
+            a[pos] = (np.einsum("ij,ij->i", P, P) - 2.0 * P.max(axis=1) + 1.0) * part.sq[pos]
+        cand = irows[stratified_candidates(part, allowed, self.approx_sample, rng, score=a)]
+        sel = self._exact(n, labels=labels[cand], embeddings=take_rows(embeddings, cand), probs=probs[cand],
+                          model=None, candidates=np.arange(len(cand)), rng=rng)
+        info = {**sel.info, "approximate": {"index": "ivf", "nlist": part.nlist, "indexed_rows": int(len(irows)),
+                                            "candidates": int(len(cand)), "pool_candidates": int(len(candidates))}}
+        return Selection(cand[sel.indices], sel.scores, info)

@@ -6,7 +6,8 @@ import heapq
 import numpy as np
 
 from .._validation import UNLABELED, Interval
-from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable
+from ..embeddings import take_rows
+from ._approx import APPROX_CONSTRAINTS, APPROX_SAMPLE, Approximable, IVFPartition, allowed_positions, index_rows
 from ._faiss import kmeans, l2_normalize, mean_knn_distance, nearest_center, sequential_blas
 from .base import Selection, Selector
 from .registry import register
@@ -70,11 +71,15 @@ class Coverage(Approximable, Selector):
         had cost 0.6-1.6 points at 5 per class. ``n_init=1,
         n_local_trials=1`` gives the earlier behaviour.
     approximate : "auto" or bool
-        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (1,000,000) items, else the
-        algorithm runs on every labelled item plus ``approx_sample`` random
-        candidates (see docs/scaling.md). ``True``/``False`` force it.
+        ``"auto"``: exact below ``APPROX_MIN_ROWS`` (4,000,000) items in memory and for
+        memory-mapped pools whose float32 copy fits ``MATERIALIZE_LIMIT`` (1 GiB), else the
+        IVF path: the k-means clusters become the cells of an IVF partition of
+        the pool, every item is assigned in one chunked pass over the
+        (memory-mapped) embeddings, and only the rows that are ranked are read
+        back; the picks are those of the exact algorithm up to the k-means
+        training sample (see docs/scaling.md). ``True``/``False`` force either path.
     approx_sample : int
-        Candidates sampled on the approximate path (default 200,000).
+        Cap on the k-means training rows of the IVF path (default 200,000).
 
     Notes
     -----
@@ -130,6 +135,31 @@ class Coverage(Approximable, Selector):
                    max_points_per_centroid=max(self.max_points_per_centroid, -(-self.min_train // K)), rng=rng,
                    **self._seeding(int(labelled.sum()), n, K))
         owner, d2 = nearest_center(X, C)
+        return self._pick(n, X, owner, d2, K, labelled, candidates, rng, {})
+
+    def _ivf(self, n, *, labels, embeddings, probs, candidates, rng):
+        """The exact algorithm with the clusters as the cells of an IVF partition of the pool: k-means
+        on a random sample of the normalised rows, every indexed row assigned in one chunked pass, the
+        rows that are ranked read back (normalised) when needed."""
+        N = len(labels)
+        lab = np.flatnonzero(labels != UNLABELED)
+        irows = index_rows(N, lab, candidates, rng)
+        labelled = labels[irows] != UNLABELED
+        K = int(min(len(lab) + n, self.max_clusters, len(irows)))
+        per = max(self.max_points_per_centroid, -(-self.min_train // K))
+        per = max(1, min(per, self.approx_sample // K))
+        part = IVFPartition.build(embeddings, K, rng, rows=irows, normalize=True, train_per_cell=per,
+                                  niter=self.kmeans_iter, **self._seeding(len(lab), n, K))
+        cand = allowed_positions(part, candidates, N)
+        info = {"approximate": {"index": "ivf", "nlist": part.nlist, "indexed_rows": int(len(irows)),
+                                "train_rows": int(min(len(irows), part.nlist * per))}}
+        sel = self._pick(n, _NormalizedRows(embeddings, irows), part.cell, part.d2, part.nlist,
+                         labelled, cand, rng, info)
+        return Selection(irows[sel.indices], sel.scores, sel.info)
+
+    def _pick(self, n, X, owner, d2, K, labelled, candidates, rng, info):
+        """Round-robin over the clusters (fewest labels first), the most typical free item of each."""
+        N = len(owner)
         sizes = np.bincount(owner, minlength=K)
         counts = np.bincount(owner[labelled], minlength=K)
         taken = np.ones(N, dtype=bool)   # labelled, or not a candidate: never picked
@@ -164,7 +194,7 @@ class Coverage(Approximable, Selector):
                 if (~taken[members]).any():
                     heapq.heappush(heap, (tier, cnt + 1, neg_size, c))
         info = {"n_clusters": K, "n_small_clusters": int(np.sum(open_ & (sizes < self.min_cluster_size))),
-                "clusters": clusters}
+                "clusters": clusters, **info}
         return Selection(np.asarray(picks, np.int64), np.asarray(scores), info)
 
     def _seeding(self, n_labelled: int, n: int, K: int) -> dict:
@@ -215,3 +245,17 @@ class Coverage(Approximable, Selector):
             typ = 1.0 / (mean_knn_distance(X[cand], X[ref], k, query_rows=cand, reference_rows=ref) + 1e-6)
         o = np.lexsort((cand, -typ))
         return cand[o], typ[o]
+
+
+class _NormalizedRows:
+    """``X[pos]``: the L2-normalised float32 rows ``rows[pos]`` of (memory-mapped) embeddings, read
+    on demand."""
+
+    def __init__(self, embeddings, rows):
+        self.embeddings, self.rows = embeddings, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, pos):
+        return l2_normalize(take_rows(self.embeddings, self.rows[np.asarray(pos, np.int64)]))

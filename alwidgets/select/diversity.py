@@ -4,13 +4,18 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import UNLABELED, Interval, Options
-from ._faiss import kmeans, sq_norms
+from ..embeddings import take_rows
+from ._faiss import kmeans, nearest_center, sq_norms
 from .base import Selection, Selector, top_k
 from .kcenter import farthest_first
 from .registry import register
 from .uncertainty import MEASURES, uncertainty
 
 METHODS = ("kmeans", "kcenter")
+
+LABELLED_IN_ONE_GO = 100_000
+"""``method="kcenter"`` reads up to this many labelled rows at once; more are read in blocks of it
+(100,000 x 256 float32 = 100 MB), so a big labelled set never has to fit in memory."""
 
 
 @register("uncertainty_diversity")
@@ -39,9 +44,12 @@ class UncertaintyDiversity(Selector):
     ``Selection.scores`` are the uncertainty of each pick.
 
     Exact at any pool size: the uncertainty pass is chunked and only the
-    ``factor x n`` candidates (and the labelled items, for ``"kcenter"``) are
-    read from the embeddings, so memory-mapped
-    :class:`~alwidgets.embeddings.ShardedEmbeddings` are never loaded whole.
+    ``factor x n`` candidates (and the labelled items, for ``"kcenter"``, in
+    blocks of ``LABELLED_IN_ONE_GO``) are read from the embeddings, so
+    memory-mapped :class:`~alwidgets.embeddings.ShardedEmbeddings` are never
+    loaded whole. It needs no IVF index (unlike coverage, k-center and BADGE
+    on big pools): its geometry runs on ``factor x n`` rows, and an index over
+    the pool would cost a pass over every row that it never needs.
 
     Examples
     --------
@@ -76,9 +84,17 @@ class UncertaintyDiversity(Selector):
             return Selection(cand, cu, info)
         if self.method == "kcenter":
             lab = np.flatnonzero(labels != UNLABELED)
-            X = np.concatenate([embeddings[lab], embeddings[cand]])
-            rows, _ = farthest_first(X, n, start=np.arange(len(lab)))
-            pos = rows - len(lab)
+            if len(lab) <= LABELLED_IN_ONE_GO:
+                X = np.concatenate([embeddings[lab], embeddings[cand]])
+                rows, _ = farthest_first(X, n, start=np.arange(len(lab)))
+                pos = rows - len(lab)
+            else:   # many labelled items: their distances to the candidates, reading them in blocks
+                Xc = np.asarray(embeddings[cand], dtype=np.float32)
+                init = np.full(len(Xc), np.inf, np.float32)
+                for s in range(0, len(lab), LABELLED_IN_ONE_GO):
+                    np.minimum(init, nearest_center(Xc, take_rows(embeddings, lab[s:s + LABELLED_IN_ONE_GO]))[1],
+                               out=init)
+                pos, _ = farthest_first(Xc, n, init_sqdist=init)
         else:
             Xc = embeddings[cand]
             w = cu - cu.min() + 1e-6

@@ -33,8 +33,10 @@ from .errors import (
 )
 
 _NOTHING_LOST = "nothing from this call was written and earlier labels are intact"
-_LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes
+LOCK_KEY = 0x616C77  # 'alw': the advisory lock every PostgreSQL write transaction takes (the v3 schema's
+#                       alwidgets_submit function takes it too: changing it needs a schema migration)
 _CHECK_AFTER_IDLE_S = 1.0  # a write after this long idle first checks that the connection is alive
+_CHUNK = 900  # bound parameters per SQLite IN (...) query
 
 
 def is_postgres_url(path) -> bool:
@@ -117,8 +119,34 @@ class SQLiteBackend:
     def execute(self, sql, params=()):
         return self.conn.execute(sql, params)
 
-    def executemany(self, sql, seq) -> None:
-        self.conn.executemany(sql, seq)
+    # Set-based statements, written once by LabelStore for both back ends. ``columns`` are
+    # ``(name, PostgreSQL type)`` pairs; SQLite runs a row at a time in-process (nothing to save).
+    @staticmethod
+    def in_list(column: str, values, sql_type: str = "text"):
+        """``(condition, params)`` pieces that together test ``column`` against ``values``
+        (SQLite: ``IN (?, ...)`` chunks short enough for one statement)."""
+        values = list(values)
+        for k in range(0, len(values), _CHUNK):
+            chunk = values[k:k + _CHUNK]
+            yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
+
+    def insert_rows(self, table: str, columns, rows, suffix: str = "") -> None:
+        """``INSERT INTO table(columns) VALUES ... suffix`` for every row of ``rows``."""
+        names = ", ".join(name for name, _ in columns)
+        self.conn.executemany(f"INSERT INTO {table}({names}) VALUES ({','.join('?' * len(columns))}) {suffix}",
+                              rows)
+
+    def update_rows(self, table: str, set_columns, key_columns, rows) -> None:
+        """``UPDATE table SET set_columns WHERE key_columns`` for every row ``(*set values, *key values)``
+        (the keys of ``rows`` must be unique)."""
+        sets = ", ".join(f"{name} = ?" for name, _ in set_columns)
+        keys = " AND ".join(f"{name} = ?" for name, _ in key_columns)
+        self.conn.executemany(f"UPDATE {table} SET {sets} WHERE {keys}", rows)
+
+    def probe(self) -> None:
+        """Nothing to check: the file is opened in-process."""
+
+    submits_in_one_statement = False  # in-process: LabelStore's general path costs no round trips
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -269,21 +297,68 @@ class PostgresBackend:
         sql = _PLACEHOLDER.sub("%s", sql)
         return self.conn.execute(sql, list(params) if params else None, prepare=None)
 
-    def executemany(self, sql, seq) -> None:
-        self._start()
-        with self.conn.cursor() as cur:
-            cur.executemany(_PLACEHOLDER.sub("%s", sql), [list(p) for p in seq])
+    # Set-based statements: one statement whatever the number of rows, each column sent as one
+    # array parameter (``unnest``), so a submit is a handful of statements, not one per label.
+    @staticmethod
+    def in_list(column: str, values, sql_type: str = "text"):
+        """``(condition, params)``: one ``column = ANY(array)`` test for all of ``values``."""
+        values = list(values)
+        if values:
+            yield f"{column} = ANY(?::{sql_type}[])", [values]
+
+    @staticmethod
+    def _unnest(columns, rows):
+        """``unnest``'s arguments (``?::type[]`` each) and the column arrays of ``rows``."""
+        return ", ".join(f"?::{sql_type}[]" for _, sql_type in columns), [list(col) for col in zip(*rows)]
+
+    def insert_rows(self, table: str, columns, rows, suffix: str = "") -> None:
+        """One ``INSERT INTO table(columns) SELECT * FROM unnest(arrays) suffix`` for all ``rows``."""
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        marks, arrays = self._unnest(columns, rows)
+        self.execute(f"INSERT INTO {table}({names}) SELECT * FROM unnest({marks}) {suffix}", arrays)
+
+    def update_rows(self, table: str, set_columns, key_columns, rows) -> None:
+        """One ``UPDATE table SET ... FROM unnest(arrays) WHERE keys match`` for all ``rows``
+        ``(*set values, *key values)`` (the keys of ``rows`` must be unique)."""
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return
+        columns = [*set_columns, *key_columns]
+        marks, arrays = self._unnest(columns, rows)
+        sets = ", ".join(f"{name} = v.{name}" for name, _ in set_columns)
+        keys = " AND ".join(f"t.{name} = v.{name}" for name, _ in key_columns)
+        names = ", ".join(name for name, _ in columns)
+        self.execute(f"UPDATE {table} AS t SET {sets} FROM unnest({marks}) AS v({names}) WHERE {keys}", arrays)
+
+    def probe(self) -> None:
+        """Check a connection idle for a while (one ``SELECT 1``) before a write, so a connection the
+        server dropped meanwhile (a restart) is found before anything is sent and the caller reconnects."""
+        if time.monotonic() - self._last_used > _CHECK_AFTER_IDLE_S:
+            self.conn.execute("SELECT 1")
 
     def begin(self) -> None:
         """Start a write transaction: BEGIN, the write lock and the server's clock are sent with the
-        transaction's first statements (one round trip with its first reads).
-
-        A connection idle for a while is checked first (one ``SELECT 1``), so a connection the server
-        dropped meanwhile (a restart) is found before anything is sent and the caller reconnects.
-        """
-        if time.monotonic() - self._last_used > _CHECK_AFTER_IDLE_S:
-            self.conn.execute("SELECT 1")
+        transaction's first statements (one round trip with its first reads)."""
+        self.probe()
         self._pending, self._lock_cur, self._now = True, None, None
+
+    submits_in_one_statement = True
+
+    def submit(self, session, skip_unchanged: bool, rows) -> int | None:
+        """Save validated ``rows`` (:meth:`LabelStore._records` tuples, each item once) with the schema's
+        ``alwidgets_submit`` function: one statement, its own transaction, one round trip. Returns the
+        first new label id (the rows get consecutive ids in order), or None when the call needs
+        LabelStore's general path (nothing was written)."""
+        self._last_used = time.monotonic()
+        items, labels, seconds, rounds, sources, annotators, payloads, media_types = (list(c) for c in zip(*rows))
+        return self.conn.execute(
+            "SELECT alwidgets_submit(%s, %s, %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::text[], "
+            "%s::text[], %s::bytea[], %s::text[])",
+            [session, bool(skip_unchanged), items, labels, seconds, rounds, sources, annotators, payloads,
+             media_types]).fetchone()[0]
 
     def _start(self) -> None:
         self._last_used = time.monotonic()
@@ -291,7 +366,7 @@ class PostgresBackend:
             self._pending = False
             self.conn.execute("BEGIN")
             self._lock_cur = self.conn.execute(
-                "SELECT pg_advisory_xact_lock(%s), EXTRACT(EPOCH FROM clock_timestamp())::float8", (_LOCK_KEY,))
+                "SELECT pg_advisory_xact_lock(%s), EXTRACT(EPOCH FROM clock_timestamp())::float8", (LOCK_KEY,))
 
     def commit(self) -> None:
         self._start()

@@ -44,14 +44,13 @@ MAX_PAYLOAD_BYTES = 64 * 2**20
 """Largest annotation payload one label row may carry (a PNG mask is a few kB)."""
 
 _RECORD_KEYS = {"item_id", "label", "seconds", "round", "source", "annotator", "payload", "media_type"}
-_CHUNK = 900  # bound parameters per IN (...) query
 
-
-def _chunks(ids):
-    """``(chunk, "?,?,...")`` for slices of ``ids`` short enough for one ``IN (...)`` query."""
-    for k in range(0, len(ids), _CHUNK):
-        chunk = ids[k:k + _CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
+# Columns written in bulk, with their PostgreSQL types (each is sent as one array there; see backends.py)
+_LABEL_ROW = (("label_id", "bigint"), ("item_id", "text"), ("class_id", "bigint"), ("annotator", "text"),
+              ("session", "text"), ("created_at", "text"), ("seconds", "float8"), ("round_id", "bigint"),
+              ("source", "text"), ("payload", "bytea"), ("media_type", "text"), ("superseded_by", "bigint"))
+_LEASE_ROW = (("item_id", "text"), ("session", "text"), ("annotator", "text"), ("expires_at", "float8"),
+              ("after_label", "bigint"))
 
 
 def pool_fingerprint(ids) -> str:
@@ -302,23 +301,13 @@ class LabelStore:
         """One write transaction holding the store's write lock: COMMIT, or roll back and raise."""
         with self._lock:
             db = self._backend()
-            for attempt in (0, 1):
-                try:
-                    db.ensure()
-                    db.begin()
-                    break
-                except db.errors as e:  # a connection that died while idle: nothing was sent, so reconnect
-                    if attempt == 0 and db.is_disconnect(e):
-                        db.translate(e, action)  # closes it; ensure() opens a new one
-                        continue
-                    db.rollback()
-                    raise db.translate(e, action) from e
-            db.deferred = []
+            self._start_write(db, action, db.begin)
+            db.deferred = []  # (method of db, args): the writes, run with COMMIT
             try:
                 yield db
                 with db.pipeline():  # the writes, the change counter and COMMIT: one round trip on PostgreSQL
-                    for sql, params, many in db.deferred:
-                        (db.executemany if many else db.execute)(sql, params)
+                    for method, args in db.deferred:
+                        method(*args)
                     db.execute("UPDATE changes SET n = n + 1 WHERE id = 1")
                     db.commit()
             except BaseException as e:
@@ -326,6 +315,22 @@ class LabelStore:
                 if isinstance(e, db.errors):
                     raise db.translate(e, action) from e
                 raise
+
+    @staticmethod
+    def _start_write(db, action: str, start) -> None:
+        """``db.ensure()`` then ``start()``; a connection that died while idle (nothing was sent) is
+        re-opened once."""
+        for attempt in (0, 1):
+            try:
+                db.ensure()
+                start()
+                return
+            except db.errors as e:
+                if attempt == 0 and db.is_disconnect(e):
+                    db.translate(e, action)  # closes it; ensure() opens a new one
+                    continue
+                db.rollback()
+                raise db.translate(e, action) from e
 
     def _query(self, sql: str, params=(), action: str = "reading"):
         """Run a read; on PostgreSQL a lost connection is re-opened and the read retried once."""
@@ -349,9 +354,8 @@ class LabelStore:
         """The subset of ``ids`` that are items of the attached pool."""
         ids = list(dict.fromkeys(ids))
         found = set()
-        for chunk, marks in _chunks(ids):
-            found.update(r[0] for r in db.execute(
-                f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
+        for cond, params in db.in_list("item_id", ids):
+            found.update(r[0] for r in db.execute(f"SELECT item_id FROM items WHERE in_pool = 1 AND {cond}", params))
         return found
 
     @staticmethod
@@ -386,23 +390,23 @@ class LabelStore:
                    ("SELECT COALESCE(MAX(label_id), 0) FROM labels", ())]
         rounds = sorted(set(rounds))
         if rounds:
-            queries.append((f"SELECT round_id FROM rounds WHERE round_id IN ({','.join('?' * len(rounds))})",
-                            rounds))
-        chunks = list(_chunks(items))
-        for chunk, marks in chunks:
-            queries.append((f"SELECT item_id FROM items WHERE in_pool = 1 AND item_id IN ({marks})", chunk))
+            queries += [(f"SELECT round_id FROM rounds WHERE {cond}", params)
+                        for cond, params in db.in_list("round_id", rounds, "bigint")]
+        k = len(queries)
+        chunks = list(db.in_list("item_id", items))
+        for cond, params in chunks:
+            queries.append((f"SELECT item_id FROM items WHERE in_pool = 1 AND {cond}", params))
             queries.append(("SELECT item_id, label_id, class_id, session, payload, media_type, source FROM labels "
-                            f"WHERE superseded_by IS NULL AND item_id IN ({marks})", chunk))
+                            f"WHERE superseded_by IS NULL AND {cond}", params))
             if leases:
-                queries.append(("SELECT item_id, session, annotator, expires_at, after_label FROM leases "
-                                f"WHERE item_id IN ({marks})", chunk))
-        with db.pipeline():
+                queries.append((f"SELECT item_id, session, annotator, expires_at, after_label FROM leases WHERE {cond}",
+                                params))
+        with db.pipeline():  # results are read after the block: fetching inside it would cost a round trip more
             cursors = [db.execute(sql, params) for sql, params in queries]
-            results = [c.fetchall() for c in cursors]
+        results = [c.fetchall() for c in cursors]
         snap = {"class_ids": {name: cid for cid, name in results[0]}, "last": int(results[1][0][0]),
-                "rounds": {r[0] for r in results[2]} if rounds else set(), "known": set(), "heads": {},
+                "rounds": {r[0] for rows in results[2:k] for r in rows}, "known": set(), "heads": {},
                 "leases": []}
-        k = 3 if rounds else 2
         per = 3 if leases else 2
         for c in range(len(chunks)):
             block = results[k + per * c: k + per * (c + 1)]
@@ -483,8 +487,8 @@ class LabelStore:
                         self.path)
                 db.execute("UPDATE items SET in_pool = 0 WHERE in_pool = 1")
             if stored_fp != fp:  # a new pool, or another one attached by ids
-                db.executemany("INSERT INTO items(item_id, in_pool) VALUES (?, 1) "
-                               "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1", ((i,) for i in ids))
+                db.insert_rows("items", (("item_id", "text"), ("in_pool", "integer")), [(i, 1) for i in ids],
+                               "ON CONFLICT(item_id) DO UPDATE SET in_pool = 1")
             new_classes = self._extend_classes(db, classes)
             if stored_fp != fp:
                 self._set_meta(db, "pool_fingerprint", fp)
@@ -619,6 +623,9 @@ class LabelStore:
             session = _check_name(session, "session")
         if not rows:
             return []
+        ids = self._submit_in_one_statement(rows, session, skip_unchanged)
+        if ids is not None:
+            return ids
         with self._transaction("saving labels") as db:
             items = [r[0] for r in rows]
             snap = self._snapshot(db, items, leases=session is not None,
@@ -649,6 +656,24 @@ class LabelStore:
                     heads[item_id] = (out[-1], cid, session, payload, media_type, source)  # a repeat in this call
             new_ids = self._insert(db, write, now, snap) if write else []
         return [new_ids[v] if kind == "new" else v for kind, v in out]
+
+    def _submit_in_one_statement(self, rows, session, skip_unchanged) -> list[int] | None:
+        """PostgreSQL: save ``rows`` with one statement (one round trip, see ``alwidgets_submit`` in
+        schema.py) when every record becomes a new row; None when the general path must decide
+        (a repeated item, an error, a conflict, an unchanged label: nothing was written then)."""
+        if len({r[0] for r in rows}) != len(rows):
+            return None
+        with self._lock:
+            db = self._backend()
+            if not db.submits_in_one_statement:
+                return None
+            self._start_write(db, "saving labels", db.probe)
+            try:
+                first = db.submit(session, skip_unchanged, rows)
+            except db.errors as e:
+                db.rollback()
+                raise db.translate(e, "saving labels") from e
+        return None if first is None else list(range(int(first), int(first) + len(rows)))
 
     @staticmethod
     def _validate(rows, snap) -> dict[str, int]:
@@ -697,9 +722,9 @@ class LabelStore:
         (``class_id`` and ``payload`` None = an undo) after ``snap`` (:meth:`_snapshot` of their items);
         ends the leases on labelled items. Returns the new row ids; the writes run at COMMIT.
 
-        Two batched statements whatever the number of rows: the items' current rows are pointed at
-        their first new row, then the new rows are inserted with ``superseded_by`` already set where a
-        later row of this call replaces them.
+        Three set-based statements whatever the number of rows: the items' current rows are pointed at
+        their first new row, the new rows are inserted with ``superseded_by`` already set where a later
+        row of this call replaces them, and the labelled items' live leases end.
         """
         ids = list(range(snap["last"] + 1, snap["last"] + 1 + len(rows)))
         first, after, last_row = {}, [None] * len(rows), {}
@@ -710,19 +735,18 @@ class LabelStore:
             last_row[r[0]] = k
         supersede = [(first[i], snap["heads"][i][0]) for i in first if i in snap["heads"]]
         if supersede:
-            db.deferred.append(("UPDATE labels SET superseded_by = ? WHERE label_id = ?", supersede, True))
+            db.deferred.append((db.update_rows, ("labels", (("superseded_by", "bigint"),), (("label_id", "bigint"),),
+                                                 supersede)))
         created = _iso(now)
-        db.deferred.append((
-            "INSERT INTO labels(label_id, item_id, class_id, annotator, session, created_at, seconds, round_id, "
-            "source, payload, media_type, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(ids[k], item_id, class_id, annotator, session, created, seconds, rnd,
-              "undo" if class_id is None and payload is None else source, payload, media_type, after[k])
-             for k, (item_id, class_id, seconds, rnd, source, annotator, session, payload, media_type)
-             in enumerate(rows)], True))
+        db.deferred.append((db.insert_rows, ("labels", _LABEL_ROW, [
+            (ids[k], item_id, class_id, annotator, session, created, seconds, rnd,
+             "undo" if class_id is None and payload is None else source, payload, media_type, after[k])
+            for k, (item_id, class_id, seconds, rnd, source, annotator, session, payload, media_type)
+            in enumerate(rows)])))
         labelled = list(dict.fromkeys(r[0] for r in rows if r[1] is not None or r[7] is not None))
-        for chunk, marks in _chunks(labelled):  # labelling ends every live lease; the rows stay as evidence
-            db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE expires_at > ? AND item_id IN ({marks})",
-                                [now, now, *chunk], False))
+        for cond, params in db.in_list("item_id", labelled):  # labelling ends every live lease; rows stay as evidence
+            db.deferred.append((db.execute, (f"UPDATE leases SET expires_at = ? WHERE expires_at > ? AND {cond}",
+                                             [now, now, *params])))
         return ids
 
     def undo(self, item_id: str, *, session: str | None = None, annotator: str | None = None) -> int:
@@ -904,12 +928,13 @@ class LabelStore:
             renew = [(now + float(ttl), i, session) for i in got if i in live_mine]
             grant = [(i, session, annotator, now + float(ttl), snap["last"]) for i in got if i not in live_mine]
             if renew:
-                db.deferred.append(("UPDATE leases SET expires_at = ? WHERE item_id = ? AND session = ?", renew, True))
+                db.deferred.append((db.update_rows, ("leases", (("expires_at", "float8"),),
+                                                     (("item_id", "text"), ("session", "text")), renew)))
             if grant:
-                db.deferred.append(("INSERT INTO leases(item_id, session, annotator, expires_at, after_label) "
-                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, session) DO UPDATE SET "
-                                    "annotator = excluded.annotator, expires_at = excluded.expires_at, "
-                                    "after_label = excluded.after_label", grant, True))
+                db.deferred.append((db.insert_rows, ("leases", _LEASE_ROW, grant,
+                                                     "ON CONFLICT(item_id, session) DO UPDATE SET "
+                                                     "annotator = excluded.annotator, expires_at = excluded.expires_at, "
+                                                     "after_label = excluded.after_label")))
             return got
 
     def release(self, item_ids, *, session: str) -> int:
@@ -927,9 +952,9 @@ class LabelStore:
             now = db.now()
             self._require_known(ids, snap, "releasing")
             mine = [i for i, holder, _, expires_at, _ in snap["leases"] if holder == session and expires_at > now]
-            for chunk, marks in _chunks(mine):
-                db.deferred.append((f"UPDATE leases SET expires_at = ? WHERE session = ? AND item_id IN ({marks})",
-                                    [now, session, *chunk], False))
+            for cond, params in db.in_list("item_id", mine):
+                db.deferred.append((db.execute, (f"UPDATE leases SET expires_at = ? WHERE session = ? AND {cond}",
+                                                 [now, session, *params])))
             return len(mine)
 
     def leases_df(self):

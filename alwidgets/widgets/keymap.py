@@ -81,14 +81,59 @@ def build_keymap(classes, changes: dict | None = None) -> dict[str, str]:
     return out
 
 
-def check_action(action, n_classes: int, *, where: str = "action") -> str:
-    """``action`` if it is one of :data:`ACTIONS` or ``class:N`` with ``1 <= N <= n_classes``."""
-    if isinstance(action, str) and action in ACTIONS:
+def check_action(action, n_classes: int, *, where: str = "action", actions=ACTIONS) -> str:
+    """``action`` if it is one of ``actions`` or ``class:N`` with ``1 <= N <= n_classes``."""
+    if isinstance(action, str) and action in actions:
         return action
     m = _CLASS_ACTION.match(action) if isinstance(action, str) else None
     if m is None:
-        raise ValueError(f"{where} = {action!r} is not an action; use one of {', '.join(ACTIONS)} "
+        raise ValueError(f"{where} = {action!r} is not an action; use one of {', '.join(actions)} "
                          f"or 'class:N' (the N-th class, N >= 1)")
     if int(m.group(1)) > n_classes:
         raise ValueError(f"{where} = {action!r}: there are only {n_classes} classes")
     return action
+
+
+# ---------------------------------------------------------------------------------- the mask painter
+PAINTER_ACTIONS = ("brush", "eraser", "polygon", "void", "smaller", "bigger", "undo", "redo", "clear", "prefill",
+                   "toggle", "opacity", "zoom_in", "zoom_out", "fit", "pan", "submit", "skip", "previous", "next",
+                   "cancel", "search")
+"""Actions of the mask painter's keys besides ``class:N`` (``docs/keymap.md``, "Mask painter")."""
+
+PAINTER_KEYS = {
+    "b": "brush", "e": "eraser", "g": "polygon", "v": "void", "[": "smaller", "]": "bigger",
+    "z": "undo", "y": "redo", "Delete": "clear", "p": "prefill", "h": "toggle", "o": "opacity",
+    "+": "zoom_in", "=": "zoom_in", "-": "zoom_out", "f": "fit", " ": "pan",
+    "Enter": "submit", "s": "skip", "ArrowLeft": "previous", "ArrowRight": "next", "Escape": "cancel", "/": "search",
+}
+"""The painter's action keys (``KeyboardEvent.key`` values) before class keys and user changes."""
+
+
+def build_painter_keymap(classes, changes: dict | None = None) -> dict[str, str]:
+    """The full key -> action map of the mask painter for ``classes``, with the user's ``changes``.
+
+    Keys ``1``-``9``, ``0`` give the first ten classes by position (class names are never
+    keys here: letters are the tools'); classes beyond the tenth are picked in the
+    searchable palette (``/``) or given keys in ``changes``. ``None`` unbinds a key.
+    Raises ``ValueError`` naming the key for an unknown action or a class beyond ``classes``.
+
+    >>> km = build_painter_keymap(["road", "car"], {"q": "class:2", "Delete": None})
+    >>> km["1"], km["q"], km["Enter"], "3" in km, "Delete" in km
+    ('class:1', 'class:2', 'submit', False, False)
+    """
+    classes = list(classes)
+    out = dict(PAINTER_KEYS)
+    out.update({str((i + 1) % 10): f"class:{i + 1}" for i in range(min(10, len(classes)))})
+    if changes is None:
+        return out
+    if not isinstance(changes, dict):
+        raise TypeError(f"keymap must be a dict {{key: action}}, got {type(changes).__name__}")
+    for key, action in changes.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"keymap keys are KeyboardEvent.key strings such as 'q' or 'ArrowLeft', got {key!r}")
+        if action is None:
+            out.pop(key, None)
+            continue
+        check_action(action, len(classes), where=f"keymap[{key!r}]", actions=PAINTER_ACTIONS)
+        out[key] = action
+    return out

@@ -1,4 +1,4 @@
-"""Writes keymaps.json: the key maps Python sends for the class lists the JS tests use.
+"""Writes keymaps.json: the key maps Python sends for the class lists the JS tests use (grid and painter).
 
 The JS has no key map of its own; its tests use these real ones. tests/test_js.py
 checks that the file matches alwidgets.widgets.keymap.build_keymap (rerun this
@@ -18,11 +18,20 @@ CASES = {
 }
 
 
-def build() -> dict:
-    from alwidgets.widgets.keymap import build_keymap
+PAINTER_CASES = {
+    "painter": {"classes": ["sky", "road", "<b>car</b>"], "changes": None},
+    "painter_many": {"classes": [f"class {chr(65 + i)}" for i in range(14)], "changes": {"q": "class:12"}},
+}
 
-    return {name: {"classes": c["classes"], "keymap": build_keymap(c["classes"], c["changes"])}
-            for name, c in CASES.items()}
+
+def build() -> dict:
+    from alwidgets.widgets.keymap import build_keymap, build_painter_keymap
+
+    out = {name: {"classes": c["classes"], "keymap": build_keymap(c["classes"], c["changes"])}
+           for name, c in CASES.items()}
+    out.update({name: {"classes": c["classes"], "keymap": build_painter_keymap(c["classes"], c["changes"])}
+                for name, c in PAINTER_CASES.items()})
+    return out
 
 
 def text() -> str:
