@@ -269,10 +269,9 @@ def test_diversity_and_auto_explain_themselves():
     assert first.info["phase"] == "coverage" and "1 masks < switch_at=2" in first.info["reason"]
     labels[10] = np.zeros((h, w), np.uint8)
     later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
-    assert later.info["phase"] == "class_targeted" and "class_weights" in later.info
-    cw = AutoImages(switch_at=2, then=ClassWeightedUncertainty()).select(2, labels=labels, embeddings=X, probs=p,
-                                                                         random_state=0)
-    assert cw.info["phase"] == "class_weighted"
+    assert later.info["phase"] == "class_weighted" and "class_weights" in later.info
+    ct = AutoImages(switch_at=2, then=ClassTargeted()).select(2, labels=labels, embeddings=X, probs=p, random_state=0)
+    assert ct.info["phase"] == "class_targeted" and "weak_classes" in ct.info
     assert AutoImages().select(2, labels=[None] * 30, embeddings=np.abs(X), random_state=0).info["method"] == "kmeans"
 
 
