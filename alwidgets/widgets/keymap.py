@@ -66,19 +66,7 @@ def build_keymap(classes, changes: dict | None = None) -> dict[str, str]:
     classes = list(classes)
     out = dict(ACTION_KEYS)
     out.update({key: f"class:{n}" for key, n in class_keys(classes).items()})
-    if changes is None:
-        return out
-    if not isinstance(changes, dict):
-        raise TypeError(f"keymap must be a dict {{key: action}}, got {type(changes).__name__}")
-    for key, action in changes.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"keymap keys are KeyboardEvent.key strings such as 'q' or 'ArrowLeft', got {key!r}")
-        if action is None:
-            out.pop(key, None)
-            continue
-        check_action(action, len(classes), where=f"keymap[{key!r}]")
-        out[key] = action
-    return out
+    return _apply_changes(out, changes, len(classes), ACTIONS)
 
 
 def check_action(action, n_classes: int, *, where: str = "action", actions=ACTIONS) -> str:
@@ -124,6 +112,11 @@ def build_painter_keymap(classes, changes: dict | None = None) -> dict[str, str]
     classes = list(classes)
     out = dict(PAINTER_KEYS)
     out.update({str((i + 1) % 10): f"class:{i + 1}" for i in range(min(10, len(classes)))})
+    return _apply_changes(out, changes, len(classes), PAINTER_ACTIONS)
+
+
+def _apply_changes(out: dict, changes, n_classes: int, actions) -> dict:
+    """``out`` with the user's ``changes`` ({key: action, or None to unbind}) applied and checked."""
     if changes is None:
         return out
     if not isinstance(changes, dict):
@@ -134,6 +127,6 @@ def build_painter_keymap(classes, changes: dict | None = None) -> dict[str, str]
         if action is None:
             out.pop(key, None)
             continue
-        check_action(action, len(classes), where=f"keymap[{key!r}]", actions=PAINTER_ACTIONS)
+        check_action(action, n_classes, where=f"keymap[{key!r}]", actions=actions)
         out[key] = action
     return out

@@ -47,6 +47,13 @@ SOURCES = ("human", "accepted")
 _ITEM_TEXT = ("caption", "mime", "suggestion", "error")
 
 
+def check_error(e: dict) -> dict:
+    """The structured ``error`` trait of the widgets: ``{}`` or ``{"kind": str, "message": str}``."""
+    if e and not (isinstance(e.get("message"), str) and isinstance(e.get("kind"), str)):
+        raise traitlets.TraitError("error must be {} or {'kind': str, 'message': str}")
+    return e
+
+
 def clip(text, limit: int = ECHO_CHARS) -> str:
     """``text`` as a string of at most about ``limit`` characters (longer text is cut and its length named)."""
     text = text if isinstance(text, str) else repr(text)
@@ -151,10 +158,7 @@ class LabelGrid(anywidget.AnyWidget):
 
     @traitlets.validate("error")
     def _check_error(self, proposal):
-        e = proposal["value"]
-        if e and not (isinstance(e.get("message"), str) and isinstance(e.get("kind"), str)):
-            raise traitlets.TraitError("error must be {} or {'kind': str, 'message': str}")
-        return e
+        return check_error(proposal["value"])
 
     # ------------------------------------------------------------------ browser messages
     def _handle_custom_msg(self, content, buffers):

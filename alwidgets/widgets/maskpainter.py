@@ -52,7 +52,7 @@ import numpy as np
 import traitlets
 
 from .keymap import PAINTER_ACTIONS, build_painter_keymap, check_action
-from .labelgrid import clip
+from .labelgrid import check_error, clip
 
 _STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -237,10 +237,7 @@ class MaskPainter(anywidget.AnyWidget):
 
     @traitlets.validate("error")
     def _check_error(self, proposal):
-        e = proposal["value"]
-        if e and not (isinstance(e.get("message"), str) and isinstance(e.get("kind"), str)):
-            raise traitlets.TraitError("error must be {} or {'kind': str, 'message': str}")
-        return e
+        return check_error(proposal["value"])
 
     # ------------------------------------------------------------------ showing an image
     def set_image(self, item_id: str, image, *, prediction=None, initial=None) -> None:
