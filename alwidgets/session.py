@@ -682,7 +682,7 @@ class Session:
             self._finish_round(n_added=n_added, labels=labels, fit_s=fit_s)
         else:
             self.metrics_ = self._evaluate(labels)
-        return f"saved {n_added} labels · " + self._metrics_text() + self._lift_note()
+        return f"saved {n_added} label{'s' * (n_added != 1)} · " + self._metrics_text() + self._lift_note()
 
     def _metrics_text(self) -> str:
         m = self.metrics_

@@ -197,7 +197,7 @@ def test_pressing_6_on_a_six_labels_it_6(server, page, sync_api):
     expect(tiles.nth(2).locator(".alw-assigned")).to_have_text("6")
     item = tiles.nth(2).get_attribute("data-id")
     page.keyboard.press("Enter")
-    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 1 labels", timeout=SLOW)
+    expect(page.locator(".alw-grid .alw-status")).to_contain_text("saved 1 label ·", timeout=SLOW)
     from alwidgets.store import LabelStore
 
     with LabelStore(store, read_only=True) as s:
