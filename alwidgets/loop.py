@@ -84,13 +84,16 @@ class Loop:
     def __repr__(self) -> str:
         return f"Loop({self.task!r}, model={type(self.model).__name__}, selector={self.selector.name!r})"
 
-    def fit(self, X, labels, X_eval=None) -> Fitted:
-        """Fit on the labelled items; predict the pool and ``X_eval`` in one call."""
+    def fit(self, X, labels, X_eval=None, *, model=None) -> Fitted:
+        """Fit on the labelled items; predict the pool and ``X_eval`` in one call.
+
+        ``model``: fit this one instead of the loop's (a background refit fits a fork of it)."""
         t0 = time.perf_counter()
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if n == 0:
             return Fitted(None, None, None, 0, time.perf_counter() - t0)
-        model, pred, eval_pred = self.task.fit_predict_eval(self.model, X, labels, X_eval=X_eval)
+        model, pred, eval_pred = self.task.fit_predict_eval(self.model if model is None else model, X, labels,
+                                                            X_eval=X_eval)
         return Fitted(model, pred, eval_pred, n, time.perf_counter() - t0)
 
     def select(self, n: int, X, labels, fitted: Fitted | None = None, *, candidates=None,

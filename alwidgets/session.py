@@ -25,7 +25,8 @@ from ._validation import check_positive_int
 from .loop import Loop
 from .tasks import Classification
 
-EVENTS = ("batch", "change", "baseline")
+EVENTS = ("batch", "change", "baseline", "fit")
+REFIT_MODES = ("auto", "now", "background")
 _MAX_SHOWN = 80  # characters of a user-given value echoed back in a message
 
 
@@ -109,6 +110,15 @@ class Session:
     cv : int, optional
         Folds of the cross-validation when there is no test set; default the task's
         (5 for classes, 3 for masks).
+    refit : {"auto", "now", "background"}
+        When the model is refitted after a submit. ``"now"``: before ``submit`` returns.
+        ``"background"``: on a worker thread — ``submit`` returns once the store has committed,
+        the painter moves on at once, and the fit, the metrics and the ``"fit"``/``"change"``
+        events follow when the refit lands (in a notebook, by the kernel's event loop; elsewhere
+        at :meth:`wait`, which every method needing a fresh fit calls). Refits never queue up: a
+        submit during a refit replaces any refit not started yet. ``"auto"`` (default):
+        background for tasks whose fits take seconds (segmentation) when called in a notebook
+        kernel (a running event loop), now otherwise.
 
     Examples
     --------
@@ -126,8 +136,15 @@ class Session:
 
     def __init__(self, pool, classes=None, embeddings=None, embedder=None, selector="auto", model=None,
                  store=None, test=None, *, budget=None, calibration=False, keymap=None, annotator=None,
-                 cv=None, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0, task=None):
+                 cv=None, thumbnail_size=96, random_state=0, attach="fingerprint", lease_ttl=1800.0, task=None,
+                 refit="auto"):
+        from .background import BackgroundWork
         from .pool import Pool
+
+        if refit not in REFIT_MODES:
+            raise ValueError(f"refit must be one of {', '.join(map(repr, REFIT_MODES))}, got {refit!r}")
+        self.refit = refit
+        self._work = BackgroundWork(self._refit_job, self._refit_landed)
 
         self.data = None          # a SegmentationData given as the pool: its known masks
         if _is_segmentation_data(pool):
@@ -234,8 +251,9 @@ class Session:
     # ------------------------------------------------------------------ events
     def on(self, event: str, callback) -> None:
         """Call ``callback(payload)`` after ``event``: ``"batch"`` (the new :class:`Batch`),
-        ``"change"`` (the status line after a submit, undo or import), ``"baseline"`` (a
-        DataFrame ``n_labels, mean, std`` of the simulated random baseline)."""
+        ``"change"`` (the status line after a submit, undo, import or a background refit),
+        ``"baseline"`` (a DataFrame ``n_labels, mean, std`` of the simulated random baseline),
+        ``"fit"`` (the loop's new :class:`~alwidgets.loop.Fitted`)."""
         if event not in self._listeners:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         if callback not in self._listeners[event]:
@@ -442,13 +460,71 @@ class Session:
     # ------------------------------------------------------------------ model
     def fit(self):
         """Refit the model on every label in the store; predict the pool (and the test set)."""
+        self.wait()
         self._fit(self.labels())
         return self
 
     def _fit(self, labels):
-        self.fitted_ = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
-        self._fitted_at = self._labels_version   # the labels it was fitted on
-        return self.fitted_
+        fitted = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
+        self._use_fit(fitted, self._labels_version)
+        return fitted
+
+    def _use_fit(self, fitted, version) -> None:
+        self.fitted_ = fitted
+        self._fitted_at = version   # the labels' version it was fitted on
+        self._emit("fit", fitted)
+
+    # ------------------------------------------------------------------ background refits
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background refit (``refit="background"``) to land and apply it: the fit, the
+        metrics, the round's record, the events. Returns False if ``timeout`` seconds passed first."""
+        return self._work.wait(timeout)
+
+    def _background(self) -> bool:
+        if self.refit != "auto":
+            return self.refit == "background"
+        if not self.task.slow_fit:
+            return False
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def _refit_job(self, job: dict, publish) -> None:
+        """On the worker thread: fit a fork of the model on ``job["labels"]``, publish it, then score it
+        (skipped when a newer refit waits and no round needs its metrics). Touches no store."""
+        t0 = time.perf_counter()
+        model = self.task.fork_model(self.loop.model)
+        fitted = self.loop.fit(self.embeddings, job["labels"], X_eval=None if self.test is None else self.test[0],
+                               model=model)
+        self.loop.model = model   # the next refit warm-starts from this one (only this thread fits meanwhile)
+        publish("fit", (job, fitted, time.perf_counter() - t0))
+        if job["round"] is None and self._work.has_newer():
+            return
+        publish("scores", (job, self._evaluate(job["labels"], fitted)))
+
+    def _refit_landed(self, kind: str, value) -> None:
+        """On the session's thread: use what a background refit found."""
+        if kind == "error":
+            msg = f"the labels are saved, but the background refit failed: {type(value).__name__}: {value}"
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            self._emit("change", msg)
+            return
+        job = value[0]
+        if kind == "fit":
+            _, fitted, job["fit_s"] = value
+            self._use_fit(fitted, job["version"])
+            return
+        self.metrics_ = value[1]
+        rnd = job["round"]
+        if rnd is not None:
+            timings = {**rnd["timings"], "fit_s": job.get("fit_s")}
+            self.store.finish_round(rnd["id"], self._round_metrics(rnd["n_added"]), timings)
+        n = int(np.count_nonzero(self.task.is_labelled(job["labels"])))
+        self._emit("change", f"refitted on {n} label{'s' * (n != 1)} · " + self._metrics_text() + self._lift_note())
 
     def _fit_fresh(self, labels):
         """The current fit if the labels have not changed since it was made, else a new one."""
@@ -464,15 +540,17 @@ class Session:
         set), ``source`` (``"test"`` or ``"cv"``), ``source_text``, ``n_eval``, ``n_labels``,
         ``per_class`` and, with ``calibration=True``, ``reliability`` and ``ece``.
         """
+        self.wait()
         return self._evaluate(self.labels())
 
-    def _evaluate(self, labels) -> dict:
+    def _evaluate(self, labels, fitted=None) -> dict:
+        """Metrics of the fit on ``labels`` (``fitted``, else the session's, refitted if stale)."""
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self.test is not None:
-            self._fit_fresh(labels)
+            fitted = self._fit_fresh(labels) if fitted is None else fitted
             y_true, source = self.test[1], "test"
-            m = None if self.fitted_.eval_predictions is None else \
-                {**self.task.score(y_true, self.fitted_.eval_predictions), "score_std": 0.0}
+            m = None if fitted.eval_predictions is None else \
+                {**self.task.score(y_true, fitted.eval_predictions), "score_std": 0.0}
         else:
             y_true, source = None, "cv"
             m = self.task.cross_validate(self.model, self.embeddings, labels, cv=self.cv,
@@ -505,6 +583,7 @@ class Session:
         """
         if n is not None:
             self.batch_size = check_positive_int(n, "n")
+        self.wait()   # a background refit lands first: the picks use it
         labels = self.labels()
         n_done = int(np.count_nonzero(self.task.is_labelled(labels)))
         if self._round is not None:  # a batch was shown and replaced without a submit
@@ -675,6 +754,16 @@ class Session:
         return records, [str(s) for s in skipped]
 
     def _after_change(self, n_added: int, labels, round_done: bool = True) -> str:
+        saved = f"saved {n_added} label{'s' * (n_added != 1)} · "
+        if self._background():
+            rnd = None
+            if self._round is not None and round_done:   # recorded once the refit has scored it
+                rnd = {"id": self._round["id"], "n_added": n_added,
+                       "timings": {**self._round["timings"], "label_s": time.perf_counter() - self._round["shown"]}}
+                self._round = None
+            self._work.request({"labels": labels, "version": self._labels_version, "round": rnd})
+            return saved + "refitting in the background"
+        self.wait()
         t0 = time.perf_counter()
         self._fit(labels)
         fit_s = time.perf_counter() - t0
@@ -682,7 +771,7 @@ class Session:
             self._finish_round(n_added=n_added, labels=labels, fit_s=fit_s)
         else:
             self.metrics_ = self._evaluate(labels)
-        return f"saved {n_added} label{'s' * (n_added != 1)} · " + self._metrics_text() + self._lift_note()
+        return saved + self._metrics_text() + self._lift_note()
 
     def _metrics_text(self) -> str:
         m = self.metrics_
@@ -714,6 +803,7 @@ class Session:
         """Retract the last label *this session* saved (the store keeps the history). Emits ``"change"``."""
         if not self._undo:
             return "nothing to undo"
+        self.wait()
         item_id = self._undo[-1]
         if item_id not in self.store.current_labels():  # already retracted
             self._undo.pop()
@@ -760,7 +850,9 @@ class Session:
         """The current model's class map for ``item_id``: an ``(H, W)`` uint8 array at its image's size
         (what the mask painter pre-fills with ``p``), or ``None`` while no mask is labelled.
 
-        Uses the last fit (refitted first if the store changed since)."""
+        Uses the last fit (refitted first if the store changed since). With background refits it
+        does not wait for a refit under way: the newest fit that has landed answers (the painter
+        then shows the next image at once; the ``"fit"`` event tells when a newer one is there)."""
         self._require_masks("predicted_mask")
         from .segmentation.task import image_shape
 
@@ -768,7 +860,12 @@ class Session:
         labels = self.labels()
         if not self.task.is_labelled(labels).any():
             return None
-        fitted = self._fit_fresh(labels)
+        self._work.apply_results()
+        if self._work.busy and self.fitted_ is not None and self.fitted_.model is not None:
+            fitted = self.fitted_
+        else:
+            self.wait()
+            fitted = self._fit_fresh(labels)
         return fitted.model.predict(self.embeddings, [i], size=image_shape(self.pool, i))[0]
 
     def export_masks(self, root, *, item_ids=None):
@@ -804,6 +901,7 @@ class Session:
         msg = str(report).splitlines()[0].rstrip(":") + (" (see report.rejected)" if len(report.rejected) else "")
         print(msg)
         if report.accepted:
+            self.wait()
             rid = self.store.start_round("import", {"n": int(report.accepted), "session": self.session_id},
                                          type(self.model).__name__)
             labels = self.labels()
@@ -956,6 +1054,8 @@ class Session:
     # ------------------------------------------------------------------ misc
     def close(self) -> None:
         """Give back this session's leases and close the store if this session opened it."""
+        if getattr(self, "_work", None) is not None:
+            self.wait()
         if getattr(self, "_leased", None):
             self._release()
         if getattr(self, "_owns_store", False):

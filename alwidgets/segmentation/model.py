@@ -465,7 +465,10 @@ class DenseDecoder(_DenseModel):
     flips and random crops of ``crop`` stride-8 cells. A refit starts from the
     previous weights (``warm_start``) and runs ``steps_per_mask * n_masks``
     steps between ``min_steps`` and ``max_steps`` (``warm_fraction`` of that
-    when warm-started).
+    when warm-started, and at most ``steps_per_new_mask`` per mask added since
+    the last fit: the painter's refit after each mask is short, a batch of
+    masks gets the whole schedule, and a batch painted mask by mask costs about
+    what one refit after it would).
 
     Parameters
     ----------
@@ -486,6 +489,8 @@ class DenseDecoder(_DenseModel):
     min_steps, max_steps, steps_per_mask : int
     warm_start : bool
     warm_fraction : float
+    steps_per_new_mask : int or None
+        Cap of a warm-started refit: this many steps per mask added since the last fit (None: no cap).
     loss_stride : int
         Pixel stride of the grid the loss is computed on (2 = every second pixel).
     max_seconds : float or None
@@ -507,7 +512,7 @@ class DenseDecoder(_DenseModel):
                  width: int = 64, fine: int = 32, dropout: float = 0.1, class_weight="sqrt_median_frequency",
                  lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 8, crop: int | None = 32,
                  min_steps: int = 100, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
-                 warm_fraction: float = 0.5, loss_stride: int = 2, max_seconds: float | None = None,
+                 warm_fraction: float = 0.5, steps_per_new_mask: int | None = 25, loss_stride: int = 2, max_seconds: float | None = None,
                  device: str = "cpu", random_state=None):
         self.n_classes = n_classes
         self.ignore_index = ignore_index
@@ -525,6 +530,7 @@ class DenseDecoder(_DenseModel):
         self.steps_per_mask = steps_per_mask
         self.warm_start = warm_start
         self.warm_fraction = warm_fraction
+        self.steps_per_new_mask = steps_per_new_mask
         self.loss_stride = loss_stride
         self.max_seconds = max_seconds
         self.device = device
@@ -540,10 +546,14 @@ class DenseDecoder(_DenseModel):
             raise RuntimeError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'")
         return dev
 
-    def n_steps_for(self, n_masks: int, warm: bool = False) -> int:
-        """Training steps of a fit on ``n_masks`` masks (cold or warm-started)."""
+    def n_steps_for(self, n_masks: int, warm: bool = False, n_new: int | None = None) -> int:
+        """Training steps of a fit on ``n_masks`` masks (cold, or warm-started with ``n_new`` of them
+        added since the last fit: None counts them all)."""
         steps = min(self.max_steps, max(self.min_steps, self.steps_per_mask * n_masks))
-        return max(1, int(round(steps * (self.warm_fraction if warm else 1.0))))
+        steps = max(1, int(round(steps * (self.warm_fraction if warm else 1.0))))
+        if warm and n_new is not None and self.steps_per_new_mask is not None:
+            steps = min(steps, max(1, int(self.steps_per_new_mask) * max(1, n_new)))
+        return steps
 
     def _inputs(self, features):
         """The maps the network reads: projected (cached) or raw."""
@@ -608,7 +618,7 @@ class DenseDecoder(_DenseModel):
         maps = [torch.from_numpy(np.ascontiguousarray(np.asarray(m)[labelled])).to(dev) for m in inputs]  # float16
         norm = [(torch.from_numpy(mu).view(1, -1, 1, 1).to(dev), torch.from_numpy(sd).view(1, -1, 1, 1).to(dev))
                 for mu, sd in self.norm_]
-        steps = self.n_steps_for(len(labelled), warm)
+        steps = self.n_steps_for(len(labelled), warm, len(labelled) - getattr(self, "n_masks_", 0) if warm else None)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         ramp = max(1, int((0.1 if warm else 0.2) * steps))   # linear warm-up, then cosine decay to 0
         sched = torch.optim.lr_scheduler.LambdaLR(

@@ -60,6 +60,7 @@ class SegmentationTask(Task):
     payload_labels = True
     metric_keys = ("miou", "pixel_accuracy", "iou")
     default_cv = 3
+    slow_fit = True
 
     def __init__(self, classes, *, ignore_index: int | None = 255, calibrate: bool = True):
         self.classes = [str(c) for c in classes]
@@ -235,6 +236,18 @@ class SegmentationTask(Task):
         if temperature is not None:
             model.temperature_ = float(temperature)
         return model, model.predict_proba(X if X_eval is None else X_eval)
+
+    def fork_model(self, model):
+        """A shallow copy of ``model`` with its own network weights (a decoder trains in place; the
+        fixed PCA projection and its cached maps stay shared: a fit never changes them)."""
+        import copy
+
+        fork = copy.copy(model)
+        if hasattr(model, "net_"):
+            fork.net_ = copy.deepcopy(model.net_)
+        if hasattr(model, "trained_rows_"):
+            fork.trained_rows_ = list(model.trained_rows_)
+        return fork
 
     def fit_predict_eval(self, model, X, labels, X_eval=None):
         """Fit once, then predict the pool and the held-out rows separately (dense features are

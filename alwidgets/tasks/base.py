@@ -51,6 +51,9 @@ class Task(ABC):
     """Extra metrics of :meth:`score` that ``Session.history`` shows as columns (besides the score)."""
     default_cv: int = 5
     """Folds of :meth:`cross_validate` when the Session is not told (``Session(cv=None)``)."""
+    slow_fit: bool = False
+    """True when a refit takes seconds (a dense decoder): a Session in a notebook then refits in the
+    background (``Session(refit="auto")``) so the labeller never waits for it."""
 
     # ---------------------------------------------------------------- labels
     @abstractmethod
@@ -140,6 +143,13 @@ class Task(ABC):
     def fit_predict(self, model, X, labels, X_eval=None):
         """Fit a clone of ``model`` on the labelled items; return ``(fitted, predictions)`` for
         ``X_eval`` (default: every row of ``X``)."""
+
+    def fork_model(self, model):
+        """A model a background refit may fit while ``model`` (the last fit) keeps predicting.
+
+        Default: ``model`` itself (:meth:`fit_predict` fits a clone). A task that fits in place (a
+        warm-started decoder) returns a copy sharing only what a fit never changes."""
+        return model
 
     def fit_predict_eval(self, model, X, labels, X_eval=None):
         """Fit on the labelled items of ``X``; predict every row of ``X`` and of ``X_eval`` (held-out

@@ -291,12 +291,17 @@ class MaskSessionView:
         if hasattr(session, "on"):
             session.on("batch", self._on_batch)
             session.on("change", self._on_change)
+            try:
+                session.on("fit", self._on_fit)
+            except (KeyError, ValueError):   # a session without the event: predictions as they were
+                pass
 
     def close(self) -> None:
         """Stop following the session's events (the widget stays as it is)."""
         if hasattr(self.session, "off"):
             self.session.off("batch", self._on_batch)
             self.session.off("change", self._on_change)
+            self.session.off("fit", self._on_fit)
 
     @property
     def painter(self):
@@ -367,6 +372,15 @@ class MaskSessionView:
         if self._held:
             return  # our own submit: it pushes once at its end
         self._status = clip(status or "", 300)
+        self._push()
+
+    def _on_fit(self, fitted) -> None:
+        """A refit landed (in the background while the labeller paints): the shown image's prediction
+        (what ``p`` pre-fills) is now the new model's; the labeller's mask is untouched."""
+        if self._held or self._current is None or self._img is None:
+            return  # our own submit or a new image: _load makes the prediction then
+        img, _, init = self._img
+        self._img = (img, self._prediction_png(self._current, img), init)
         self._push()
 
     # ------------------------------------------------------------------ the one path to the widget
@@ -525,12 +539,18 @@ class MaskSessionView:
             path = pool.paths[i] if pool.paths is not None else None
             img = browser_image(Path(path) if path is not None and "://" not in path else pool.image(i))
         kw = dict(n_classes=len(self.classes), ignore_index=self.ignore_index, shape=(img.height, img.width))
-        pred = b""
+        return img, self._prediction_png(item_id, img), index_png(self._masks.get(item_id), **kw)
+
+    def _prediction_png(self, item_id: str, img) -> bytes:
+        """The model's mask of ``item_id`` as an index PNG, ``b""`` when there is none."""
+        from .maskpainter import index_png
+
         try:
-            pred = index_png(self._prediction(item_id, img), **kw)
+            return index_png(self._prediction(item_id, img), n_classes=len(self.classes),
+                             ignore_index=self.ignore_index, shape=(img.height, img.width))
         except Exception as e:  # a prediction is a help, never a reason not to paint
             log.warning("MaskSessionView: no prediction for %s: %s", item_id, e)
-        return img, pred, index_png(self._masks.get(item_id), **kw)
+            return b""
 
     def _prediction(self, item_id: str, img):
         s = self.session

@@ -1035,10 +1035,17 @@ function render({ model, el }) {
     pending = true;
     Promise.resolve().then(() => { pending = false; if (!disposed) load(); });
   };
+  const onPrediction = () => {          // a refit landed: the shown image keeps its mask, p uses the new one
+    if (pending || !st.ready || model.get("current") !== shown) { onImage(); return; }
+    prediction = null;
+    predictionFor = null;
+    paintTools();
+    setTimeout(ensurePrediction, 0);
+  };
   const onItems = () => { buildStrip(); };
   const listeners = [
     ["change:current", onImage], ["change:image", onImage], ["change:batch", onImage],
-    ["change:prediction", onImage], ["change:initial", onImage],
+    ["change:prediction", onPrediction], ["change:initial", onImage],
     ["change:items", onItems], ["change:classes", buildPalette], ["change:keymap", buildPalette],
     ["change:status", onStatus], ["change:notice", onNotice], ["change:error", onError], ["change:ack", onAck],
   ];
