@@ -84,16 +84,17 @@ class Loop:
     def __repr__(self) -> str:
         return f"Loop({self.task!r}, model={type(self.model).__name__}, selector={self.selector.name!r})"
 
-    def fit(self, X, labels, X_eval=None, *, model=None) -> Fitted:
+    def fit(self, X, labels, X_eval=None, *, model=None, on_fit=None) -> Fitted:
         """Fit on the labelled items; predict the pool and ``X_eval`` in one call.
 
-        ``model``: fit this one instead of the loop's (a background refit fits a fork of it)."""
+        ``model``: fit this one instead of the loop's (a background refit fits a fork of it);
+        ``on_fit(fitted model)``: called as soon as the task can (see ``Task.fit_predict_eval``)."""
         t0 = time.perf_counter()
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if n == 0:
             return Fitted(None, None, None, 0, time.perf_counter() - t0)
         model, pred, eval_pred = self.task.fit_predict_eval(self.model if model is None else model, X, labels,
-                                                            X_eval=X_eval)
+                                                            X_eval=X_eval, on_fit=on_fit)
         return Fitted(model, pred, eval_pred, n, time.perf_counter() - t0)
 
     def select(self, n: int, X, labels, fitted: Fitted | None = None, *, candidates=None,

@@ -211,6 +211,7 @@ class Session:
             self.close()
             raise
         self.fitted_ = None       # the loop's last Fitted
+        self._newest_model = None # the last fitted model (ahead of fitted_ while a background refit predicts)
         self._fitted_at = None    # the labels' version it was made from
         self.batch: Batch | None = None
         self.batch_size = 16
@@ -253,7 +254,7 @@ class Session:
         """Call ``callback(payload)`` after ``event``: ``"batch"`` (the new :class:`Batch`),
         ``"change"`` (the status line after a submit, undo, import or a background refit),
         ``"baseline"`` (a DataFrame ``n_labels, mean, std`` of the simulated random baseline),
-        ``"fit"`` (the loop's new :class:`~alwidgets.loop.Fitted`)."""
+        ``"fit"`` (the newly fitted model, before it has predicted the pool)."""
         if event not in self._listeners:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         if callback not in self._listeners[event]:
@@ -467,12 +468,18 @@ class Session:
     def _fit(self, labels):
         fitted = self.loop.fit(self.embeddings, labels, X_eval=None if self.test is None else self.test[0])
         self._use_fit(fitted, self._labels_version)
+        self._use_model(fitted.model)
         return fitted
 
     def _use_fit(self, fitted, version) -> None:
         self.fitted_ = fitted
         self._fitted_at = version   # the labels' version it was fitted on
-        self._emit("fit", fitted)
+
+    def _use_model(self, model) -> None:
+        """The newest fitted model (a background refit hands it over before it predicts the pool);
+        what the painter pre-fills from. Emits ``"fit"``."""
+        self._newest_model = model
+        self._emit("fit", model)
 
     # ------------------------------------------------------------------ background refits
     def wait(self, timeout: float | None = None) -> bool:
@@ -499,7 +506,7 @@ class Session:
         t0 = time.perf_counter()
         model = self.task.fork_model(self.loop.model)
         fitted = self.loop.fit(self.embeddings, job["labels"], X_eval=None if self.test is None else self.test[0],
-                               model=model)
+                               model=model, on_fit=lambda m: publish("model", (job, m)))
         self.loop.model = model   # the next refit warm-starts from this one (only this thread fits meanwhile)
         publish("fit", (job, fitted, time.perf_counter() - t0))
         if job["round"] is None and self._work.has_newer():
@@ -514,6 +521,9 @@ class Session:
             self._emit("change", msg)
             return
         job = value[0]
+        if kind == "model":
+            self._use_model(value[1])
+            return
         if kind == "fit":
             _, fitted, job["fit_s"] = value
             self._use_fit(fitted, job["version"])
@@ -861,12 +871,11 @@ class Session:
         if not self.task.is_labelled(labels).any():
             return None
         self._work.apply_results()
-        if self._work.busy and self.fitted_ is not None and self.fitted_.model is not None:
-            fitted = self.fitted_
-        else:
+        model = self._newest_model if self._work.busy else None
+        if model is None:
             self.wait()
-            fitted = self._fit_fresh(labels)
-        return fitted.model.predict(self.embeddings, [i], size=image_shape(self.pool, i))[0]
+            model = self._fit_fresh(labels).model
+        return model.predict(self.embeddings, [i], size=image_shape(self.pool, i))[0]
 
     def export_masks(self, root, *, item_ids=None):
         """Write the current masks as ``root/masks/<item_id>.png`` (8-bit index PNGs) and

@@ -113,7 +113,13 @@ def main(argv=None):
         print(f"{mode:>10}: {args.masks} masks fitted in {start_fit:.1f} s; per Enter at {rows[0]['n_masks']}-"
               f"{rows[-1]['n_masks']} masks (median of {len(rows)}): next image {med['next_s'] * 1000:.0f} ms, "
               f"refit landed {med['fit_s']:.2f} s ({med['steps']:.0f} steps), metrics {med['scores_s']:.2f} s; "
-              f"mIoU {rows[-1]['miou']:.1f}; load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+              f"mIoU {rows[-1]['miou']:.1%}; load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+    m = out["modes"]
+    if "now" in m and "background" in m:
+        now, bg = m["now"]["median"], m["background"]["median"]
+        out["ratio_background_over_now"] = {k: bg[k] / now[k] for k in ("next_s", "fit_s")}
+        print(f"background / now: next image {bg['next_s'] / now['next_s']:.3f}x, "
+              f"refit landed {bg['fit_s'] / now['fit_s']:.2f}x (target: next image with the refitted model <= 3 s)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
 

@@ -105,7 +105,7 @@ def test_background_refit_equals_the_refit_now(shapes):
     now, bg = session(shapes, refit="now"), session(shapes, refit="background")
     events = []
     bg.on("change", lambda m: events.append(("change", m)))
-    bg.on("fit", lambda f: events.append(("fit", f.n_labels)))
+    bg.on("fit", lambda m: events.append(("fit", m.n_masks_)))
     for _ in range(2):
         b1, b2 = now.next_batch(3), bg.next_batch(3)
         assert b1.ids == b2.ids

@@ -202,7 +202,12 @@ class SegmentationTask(Task):
 
     def fit_predict(self, model, X, labels, X_eval=None):
         """Fit ``model`` (in place: warm start) on the labelled masks of features ``X``; return
-        ``(model, probabilities (n, C, h, w))`` for ``X_eval`` (default ``X``).
+        ``(model, probabilities (n, C, h, w))`` for ``X_eval`` (default ``X``)."""
+        model = self.fit(model, X, labels)
+        return model, model.predict_proba(X if X_eval is None else X_eval)
+
+    def fit(self, model, X, labels):
+        """Fit ``model`` in place on the labelled masks of features ``X``; returns it.
 
         A warm start continues from the weights of the last fit; when a mask the model trained on
         is no longer labelled (an undo) the fit starts cold, so the retracted mask leaves no trace.
@@ -235,7 +240,7 @@ class SegmentationTask(Task):
         model.trained_rows_ = sorted(now)
         if temperature is not None:
             model.temperature_ = float(temperature)
-        return model, model.predict_proba(X if X_eval is None else X_eval)
+        return model
 
     def fork_model(self, model):
         """A shallow copy of ``model`` with its own network weights (a decoder trains in place; the
@@ -249,11 +254,13 @@ class SegmentationTask(Task):
             fork.trained_rows_ = list(model.trained_rows_)
         return fork
 
-    def fit_predict_eval(self, model, X, labels, X_eval=None):
+    def fit_predict_eval(self, model, X, labels, X_eval=None, on_fit=None):
         """Fit once, then predict the pool and the held-out rows separately (dense features are
-        not joined: each set may be a large memory map)."""
-        model, pred = self.fit_predict(model, X, labels)
-        return model, pred, None if X_eval is None else model.predict_proba(X_eval)
+        not joined: each set may be a large memory map); ``on_fit(model)`` between the two."""
+        model = self.fit(model, X, labels)
+        if on_fit is not None:
+            on_fit(model)
+        return model, model.predict_proba(X), None if X_eval is None else model.predict_proba(X_eval)
 
     def check_predictions(self, pred, n_items: int):
         p = np.asarray(pred)

@@ -151,15 +151,20 @@ class Task(ABC):
         warm-started decoder) returns a copy sharing only what a fit never changes."""
         return model
 
-    def fit_predict_eval(self, model, X, labels, X_eval=None):
+    def fit_predict_eval(self, model, X, labels, X_eval=None, on_fit=None):
         """Fit on the labelled items of ``X``; predict every row of ``X`` and of ``X_eval`` (held-out
         rows, e.g. a test set). Returns ``(fitted, pool predictions, eval predictions or None)``.
+        ``on_fit(fitted)``, if given, is called once the model is fitted, before the predictions (a
+        background refit hands the painter the new model while the pool is still being predicted);
+        this default calls it after them.
 
         Default: one :meth:`fit_predict` call on the pool and the held-out rows joined (one
         prediction pass; a memory-mapped pool gets the rows appended as a shard, no copy).
         """
         if X_eval is None:
             fitted, pred = self.fit_predict(model, X, labels, X_eval=X)
+            if on_fit is not None:
+                on_fit(fitted)
             return fitted, pred, None
         from ..embeddings import ShardedEmbeddings
 
@@ -169,6 +174,8 @@ class Task(ABC):
         else:
             rows = np.concatenate([X, X_eval])
         fitted, pred = self.fit_predict(model, X, labels, X_eval=rows)
+        if on_fit is not None:
+            on_fit(fitted)
         return fitted, pred[: len(X)], pred[len(X):]
 
     def check_predictions(self, pred, n_items: int):
