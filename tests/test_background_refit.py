@@ -230,3 +230,23 @@ def test_a_refit_after_one_new_mask_is_short():
     masks[11] = data.masks[11]
     m.fit(feats, masks)
     assert m.n_steps_ == 60
+
+
+def test_the_label_grid_follows_a_background_refit():
+    pytest.importorskip("anywidget")
+    from alwidgets import Pool
+    from alwidgets.widgets.view import SessionView
+
+    s = Session(Pool.digits(), selector="margin", store=":memory:", refit="background")
+    view = SessionView(s)
+    view.show(6)
+    ids = list(s.batch.ids)
+    truth = {k: s.pool.classes[s.pool.targets[s.pool.index_of(k)]] for k in ids}
+    view._submit(truth, sources={}, seconds={}, skipped=[])
+    assert view.grid.status == "saved 6 labels · refitting in the background"
+    assert s.history.empty or s.history["n_labels"].dropna().empty     # the round is recorded when scored
+    s.wait()
+    assert view.grid.status.startswith("refitted on 6 labels · accuracy")
+    assert s.history["n_labels"].tolist() == [6] and view.grid.progress["pool_labelled"] == 6
+    assert view.grid.progress["accuracy"] == s.metrics_["accuracy"]
+    s.close()
