@@ -12,11 +12,11 @@ on the thread that owns the session (its store, its events):
 - otherwise (a script, a test) at the next :meth:`BackgroundWork.wait`, which every session
   method that needs a fresh fit calls first.
 
->>> import threading
 >>> applied = []
 >>> work = BackgroundWork(lambda job, publish: publish("done", job * 2), lambda kind, value: applied.append(value))
 >>> work.request(21)
 >>> work.wait()
+True
 >>> applied
 [42]
 """

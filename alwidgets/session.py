@@ -223,6 +223,7 @@ class Session:
         self._leased: list[str] = []
         self._view = None
         self.metrics_ = self._last_metrics()  # resuming: the plots start from the last finished round
+        self.status_ = ""                      # the last status line (a "change" event's): what the widget shows
 
     # ------------------------------------------------------------------ properties
     @property
@@ -266,6 +267,8 @@ class Session:
             self._listeners[event].remove(callback)
 
     def _emit(self, event: str, payload) -> None:
+        if event == "change":
+            self.status_ = payload
         for cb in list(self._listeners[event]):
             cb(payload)
 
@@ -484,7 +487,19 @@ class Session:
     # ------------------------------------------------------------------ background refits
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a background refit (``refit="background"``) to land and apply it: the fit, the
-        metrics, the round's record, the events. Returns False if ``timeout`` seconds passed first."""
+        metrics, the round's record, the events (``status_`` then says "refitted on N labels · ...").
+        Returns False if ``timeout`` seconds passed first.
+
+        >>> from alwidgets import Pool, Session
+        >>> s = Session(Pool.digits(), selector="margin", store=":memory:", refit="background")
+        >>> s.submit({i: "3" for i in s.next_batch(4)})
+        'saved 4 labels · refitting in the background'
+        >>> s.wait()
+        True
+        >>> s.status_
+        'refitted on 4 labels · accuracy 100% ± 0 (cross-validated on 4 labelled items)'
+        >>> s.close()
+        """
         return self._work.wait(timeout)
 
     def _background(self) -> bool:

@@ -122,7 +122,8 @@ def test_04_segmentation(tmp_path, monkeypatch):
     text = outputs(nb)
     real = (SHARED / "data" / "camvid").is_dir() and (SHARED / "weights").is_dir()
     db = tmp_path / ("alwidgets-camvid-train.db" if real else "alwidgets-shapes.db")
-    assert text.count("saved 4 labels · mIoU") == 3
+    assert text.count("saved 4 labels · refitting in the background") == 3     # a kernel refits in the background
+    assert text.count("refitted on 4 labels · mIoU") == 1 and text.count("refitted on 12 labels · mIoU") == 1
     assert text.count(f"(test set, {9 if real else 12} items)") == 3
     labels = stored_labels(db)
     assert len(labels) == 12 and set(labels["media_type"]) == {"image/png"}     # masks as PNG payloads
