@@ -225,6 +225,7 @@ def variants():
         "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
+        "coverage_central_strat": lambda: named("coverage_central_strat", _CentralThenStratified("kmeans")),
         "entropy_plain": lambda: named("entropy_plain", S.PixelUncertainty(diversity=0.0)),
         "class_weighted_plain": lambda: named("class_weighted_plain", S.ClassWeightedUncertainty(diversity=0.0)),
         "class_targeted_plain": lambda: named("class_targeted_plain", S.ClassTargeted(saturation=None,
@@ -302,6 +303,24 @@ class OracleClasses:
                 return Selection(np.asarray(picks), np.zeros(n), {"reason": "oracle: hidden masks"})
 
         return _Oracle()
+
+
+def _central_then_stratified():
+    from alwidgets.segmentation import select as S
+
+    class CentralThenStratified(S.CoverageImages):
+        """k-means coverage: the central image of each cluster while nothing is labelled, then a random
+        member of each cluster without a labelled image (stratified sampling)."""
+
+        def _select(self, n, *, labelled, **kw):
+            self.pick = "random" if labelled.any() else "central"
+            return super()._select(n, labelled=labelled, **kw)
+
+    return CentralThenStratified
+
+
+def _CentralThenStratified(*a, **kw):
+    return _central_then_stratified()(*a, **kw)
 
 
 # ------------------------------------------------------------------------------ jobs
