@@ -12,20 +12,11 @@ from alwidgets import Session
 from alwidgets.background import BackgroundWork
 from alwidgets.segmentation import DenseDecoder, make_shapes
 from alwidgets.segmentation.features import DenseFeatures
+from test_segmentation_session import masks_for, shapes  # noqa: F401 (the fixture)
 
 
 def small_model(**kw):
     return DenseDecoder(4, 4, n_components=None, width=16, fine=8, min_steps=12, max_steps=12, random_state=0, **kw)
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    data = make_shapes(n_images=16, size=(32, 32), random_state=0)
-    return data, DenseFeatures.from_pixels(data.pool)
-
-
-def masks_for(data, batch):
-    return {k: data.masks[data.pool.index_of(k)] for k in batch}
 
 
 def session(shapes, **kw):
