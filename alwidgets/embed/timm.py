@@ -278,7 +278,8 @@ class TimmEmbedder(Embedder):
                 workers = 0  # one batch: starting a worker process costs more than it saves
             loader = DataLoader(_Images(pool, rt.tf, rt.size, skip, draft=rt.decode == "pil"), batch_sampler=batches,
                                 num_workers=workers, pin_memory=device.type == "cuda",
-                                prefetch_factor=4 if workers else None, persistent_workers=False)
+                                prefetch_factor=4 if workers else None, persistent_workers=False,
+                                worker_init_fn=_decode_behind_the_model if device.type == "cpu" else None)
         threads = torch.get_num_threads()
         if device.type == "cpu":
             torch.set_num_threads(_cores())
@@ -454,6 +455,15 @@ class _TimmLogCatcher(logging.Filter):
         self._logger.removeFilter(self)
         self._logger.setLevel(self._level)
         return False
+
+
+def _decode_behind_the_model(_worker_id: int) -> None:
+    """A CPU decoding worker yields to the model's threads: on a machine with few cores the forward
+    pass, not the decoding, sets the pace, and the decoder fills the time the forward's threads leave."""
+    try:
+        os.nice(5)
+    except OSError:  # not allowed here: decode at the same priority
+        pass
 
 
 def _is_oom(e: BaseException) -> bool:
