@@ -374,7 +374,7 @@ class MaskSessionView:
         self._status = clip(status or "", 300)
         self._push()
 
-    def _on_fit(self, fitted) -> None:
+    def _on_fit(self, model) -> None:
         """A refit landed (in the background while the labeller paints): the shown image's prediction
         (what ``p`` pre-fills) is now the new model's; the labeller's mask is untouched."""
         if self._held or self._current is None or self._img is None:
