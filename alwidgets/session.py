@@ -544,10 +544,8 @@ class Session:
             self._use_fit(fitted, job["version"])
             return
         self.metrics_ = value[1]
-        rnd = job["round"]
-        if rnd is not None:
-            timings = {**rnd["timings"], "fit_s": job.get("fit_s")}
-            self.store.finish_round(rnd["id"], self._round_metrics(rnd["n_added"]), timings)
+        if job["round"] is not None:
+            self._record_round(job["round"], job.get("fit_s"))
         n = int(np.count_nonzero(self.task.is_labelled(job["labels"])))
         self._emit("change", f"refitted on {n} label{'s' * (n != 1)} · " + self._metrics_text() + self._lift_note())
 
@@ -781,11 +779,8 @@ class Session:
     def _after_change(self, n_added: int, labels, round_done: bool = True) -> str:
         saved = f"saved {n_added} label{'s' * (n_added != 1)} · "
         if self._background():
-            rnd = None
-            if self._round is not None and round_done:   # recorded once the refit has scored it
-                rnd = {"id": self._round["id"], "n_added": n_added,
-                       "timings": {**self._round["timings"], "label_s": time.perf_counter() - self._round["shown"]}}
-                self._round = None
+            # the round is recorded once the refit has scored it
+            rnd = self._detach_round(n_added) if self._round is not None and round_done else None
             self._work.request({"labels": labels, "version": self._labels_version, "round": rnd})
             return saved + "refitting in the background"
         self.wait()
@@ -817,12 +812,18 @@ class Session:
         n = int(np.count_nonzero(self.task.is_labelled(labels)))
         if n_added or self.metrics_ is None or self.metrics_["n_labels"] != n:
             self.metrics_ = self._evaluate(labels)  # an abandoned batch changes nothing: keep the metrics
-        timings = dict(self._round["timings"])
-        timings["label_s"] = time.perf_counter() - self._round["shown"]
-        if fit_s is not None:
-            timings["fit_s"] = fit_s
-        self.store.finish_round(self._round["id"], self._round_metrics(n_added), timings)
-        self._round = None
+        self._record_round(self._detach_round(n_added), fit_s)
+
+    def _detach_round(self, n_added) -> dict:
+        """End the open round's labelling time; it is no longer open (recorded by :meth:`_record_round`)."""
+        rnd, self._round = self._round, None
+        return {"id": rnd["id"], "n_added": n_added,
+                "timings": {**rnd["timings"], "label_s": time.perf_counter() - rnd["shown"]}}
+
+    def _record_round(self, rnd: dict, fit_s=None) -> None:
+        """Write a detached round with the current metrics (and the fit's time) to the store."""
+        timings = rnd["timings"] if fit_s is None else {**rnd["timings"], "fit_s": fit_s}
+        self.store.finish_round(rnd["id"], self._round_metrics(rnd["n_added"]), timings)
 
     def undo(self) -> str:
         """Retract the last label *this session* saved (the store keeps the history). Emits ``"change"``."""

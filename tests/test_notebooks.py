@@ -55,6 +55,12 @@ def stored_labels(path: Path):
         return store.labels_df(history=True)
 
 
+def shows_widget(nb) -> bool:
+    """A widget view (the grid, the painter, the plots) is among the notebook's outputs."""
+    return any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in nb.cells for o in c.get("outputs", []))
+
+
 def only_simulated(nb, n: int) -> bool:
     """The notebook's last cell shows ``labels_df()["source"].value_counts()``: ``n`` labels, all simulated."""
     last = nb.cells[-1]
@@ -82,8 +88,7 @@ def test_01_quickstart(tmp_path, monkeypatch):
     history = [c for c in nb.cells if c.source.strip() == "session.history"][0]
     assert "80" in history.outputs[0]["data"]["text/plain"]
     # widgets were displayed (grid + plots)
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for c in nb.cells for o in c.get("outputs", []))
+    assert shows_widget(nb)
 
 
 @pytest.mark.slow  # ~25 s
@@ -92,8 +97,7 @@ def test_01_quickstart_labels_nothing_by_itself(tmp_path, monkeypatch):
     nb = run_notebook("01_quickstart.ipynb", tmp_path, monkeypatch, simulate=False)
     assert "saved" not in outputs(nb)
     assert len(stored_labels(tmp_path / "alwidgets-digits.db")) == 0
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for c in nb.cells for o in c.get("outputs", []))
+    assert shows_widget(nb)
 
 
 @pytest.mark.slow  # ~20 s
@@ -136,8 +140,7 @@ def test_04_segmentation(tmp_path, monkeypatch):
     names = [[t.get("name") for t in f["data"]] for f in figs]
     assert "random (simulated)" in names[0] and "session" in names[0]
     assert names[1] == ["IoU", "weakest", "no data"] and names[2] == ["pixels"]
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for c in nb.cells for o in c.get("outputs", []))
+    assert shows_widget(nb)
 
 
 @pytest.mark.slow  # ~30 s
