@@ -12,7 +12,7 @@ from PIL import Image
 from alwidgets import Pool
 from alwidgets.embed import TimmEmbedder
 from alwidgets.embed.device import DeviceBatches, device_decodable
-from alwidgets.embed.preprocess import decode_target, read_image, resize_crop, split_transform
+from alwidgets.embed.preprocess import decode_target, pil_resize_crop, read_image, read_resized, resize_crop, split_transform
 from alwidgets.pool import ImageReadError
 
 CUDA = torch.cuda.is_available()
@@ -65,6 +65,21 @@ def test_decode_target_is_what_the_resize_step_makes(mode):
     for w, h in [(2000, 1500), (1500, 2000), (500, 375), (33, 70)]:
         im = Image.new("RGB", (w, h))
         assert decode_target(tf, (w, h)) == tf.transforms[0](im).size
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("mode", ["center", "squash", "border"])
+def test_resampling_only_the_cropped_region_equals_resize_then_crop(interp, mode):
+    """One resize of the region the crop keeps gives the pixels of resize-then-crop (float rounding
+    at most): PIL's taps reach beyond the box, as they do in the full resize."""
+    tf, _, _ = split_transform(dict(cfg(interp, mode, crop_pct=1.0 if mode == "border" else 0.875),
+                                    input_size=(3, 224, 200)))
+    for k, (w, h) in enumerate([(500, 375), (375, 500), (2000, 1500), (341, 256), (224, 200), (30, 40)]):
+        im = smooth(h, w, seed=k)
+        ref, got = np.asarray(tf(im)).astype(int), np.asarray(pil_resize_crop(tf, im)).astype(int)
+        assert got.shape == ref.shape == (224, 200, 3), (w, h, got.shape)
+        d = np.abs(got - ref)
+        assert d.mean() < 0.05 and d.max() <= 2, (w, h, d.mean(), d.max())
 
 
 def jpeg_bytes(im, **kw):
@@ -186,7 +201,7 @@ def test_decoder_refusal_falls_back_per_image(mixed, monkeypatch):
     ((x, rows, msgs),) = list(src)
     assert src.fallbacks == 1 and not msgs[pool.index_of("j1.jpg")]
     i = pool.index_of("j1.jpg")
-    ref = np.asarray(tf(read_image(pool, i, tf))).astype(int)
+    ref = np.asarray(read_resized(pool, i, tf)).astype(int)
     assert np.array_equal(x[i].numpy().astype(int), ref)  # exactly the CPU path
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .preprocess import decode_target, read_image, resize_crop, to_uint8_hwc
+from .preprocess import decode_target, read_resized, resize_crop, to_uint8_hwc
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _END = object()
@@ -147,7 +147,7 @@ class DeviceBatches:
         from ..pool import ImageReadError
 
         try:
-            im = self.tf(read_image(self.pool, i, self.tf))
+            im = read_resized(self.pool, i, self.tf)
         except ImageReadError as e:
             return "error", e.reason
         try:

@@ -5,6 +5,8 @@
 - :func:`read_image` decodes a pool item; a JPEG is decoded at the smallest 1/2, 1/4 or 1/8
   scale (libjpeg's DCT scaling, PIL's ``Image.draft``) that still covers what the resize step
   needs (:func:`decode_target`), which makes decoding photo-sized JPEGs several times faster.
+- :func:`read_resized` decodes and resizes/crops a pool item with PIL; the usual resize + centre
+  crop is one resampling of the pixels the crop keeps (:func:`pil_resize_crop`).
 - :func:`resize_crop` runs the same resize/crop steps on uint8 ``(3, H, W)`` tensors on any
   device (torchvision's tensor kernels, antialiased like PIL's), for images decoded on the GPU.
 """
@@ -93,6 +95,56 @@ def read_image(pool, i: int, tf=None):
             return _normalise_mode(im).convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(pool.ids[i], path, _reason(e)) from None
+
+
+def read_resized(pool, i: int, tf, reduced: bool = True):
+    """Item ``i`` of ``pool`` through the resize/crop steps ``tf``, as a PIL image.
+
+    ``reduced``: decode JPEGs at a reduced DCT scale (:func:`read_image`) and resample only
+    what the crop keeps (:func:`pil_resize_crop`); otherwise the plain recipe, ``tf`` on the
+    full-size image.
+    """
+    if not reduced:
+        return tf(read_image(pool, i))
+    return pil_resize_crop(tf, read_image(pool, i, tf))
+
+
+def pil_resize_crop(tf, im):
+    """``tf(im)`` for a PIL image, where ``tf`` is a resize then a centre crop: one resampling of
+    the source region the crop keeps (PIL's ``resize(box=...)``), not of the whole image.
+
+    The filter's scale and support are those of the full resize, and PIL reads its taps beyond the
+    box, so the pixels equal ``tf(im)``'s up to float rounding (measured on 2000x1500 photos decoded
+    at 1/4 scale: mean difference 0.0002 grey levels, at most 2; resampling 500x375 -> 224x224
+    takes 1.9 ms instead of 3.1 ms). Other transforms, and crops larger than the resized image
+    (which pad), run ``tf`` itself.
+
+    >>> from PIL import Image
+    >>> from torchvision import transforms as T
+    >>> tf = T.Compose([T.Resize(256), T.CenterCrop(224)])
+    >>> im = Image.radial_gradient("L").convert("RGB").resize((400, 300))
+    >>> import numpy as np
+    >>> int(np.abs(np.asarray(pil_resize_crop(tf, im), int) - np.asarray(tf(im), int)).max()) <= 2
+    True
+    """
+    from torchvision import transforms as T
+    from torchvision.transforms.functional import pil_modes_mapping
+
+    steps = tf.transforms if isinstance(tf, T.Compose) else [tf]
+    if len(steps) != 2 or type(steps[0]) is not T.Resize or type(steps[1]) is not T.CenterCrop:
+        return tf(im)
+    resize, crop = steps
+    w, h = im.size
+    target = decode_target(resize, (w, h))
+    resample = pil_modes_mapping.get(resize.interpolation)
+    if target is None or resample is None or target == (w, h):
+        return tf(im)
+    (tw, th), (ch, cw) = target, crop.size
+    if cw > tw or ch > th:
+        return tf(im)
+    left, top = int(round((tw - cw) / 2.0)), int(round((th - ch) / 2.0))
+    sx, sy = w / tw, h / th
+    return im.resize((cw, ch), resample, box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy))
 
 
 def resize_crop(tf, images, out_size: tuple[int, int]):

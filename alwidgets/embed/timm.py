@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import Embedder
 from .cache import DEFAULT_CHUNK, file_sha256
-from .preprocess import read_image, split_transform, to_uint8_hwc
+from .preprocess import read_resized, split_transform, to_uint8_hwc
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("auto", "pil", "pil-full", "device")
@@ -393,7 +393,8 @@ class _RowLoader:
 class _Images:
     """Dataset of (uint8 HWC tensor, row, error message) after the resize/crop.
 
-    ``draft``: decode JPEGs at a reduced DCT scale that still covers the resize target.
+    ``draft``: decode JPEGs at a reduced DCT scale that still covers the resize target, and
+    resample only what the crop keeps (:func:`~alwidgets.embed.preprocess.read_resized`).
     """
 
     def __init__(self, pool, tf, size, skip, draft: bool):
@@ -410,7 +411,7 @@ class _Images:
         if i in self.skip:
             return torch.zeros((*self.size, 3), dtype=torch.uint8), i, self.pool.errors.get(self.pool.ids[i], "skipped")
         try:
-            im = self.tf(read_image(self.pool, i, self.tf if self.draft else None))
+            im = read_resized(self.pool, i, self.tf, reduced=self.draft)
         except ImageReadError as e:
             return torch.zeros((*self.size, 3), dtype=torch.uint8), i, e.reason
         try:
