@@ -151,6 +151,7 @@ def main(argv=None):
                     help="seconds after which no new job starts (what finished is reported)")
     ap.add_argument("--jobs", default=None,
                     help="only these curves, as STRATEGY:SPLIT,... (no reference fits): to finish a stopped run")
+    ap.add_argument("--decoder-kwargs", default="{}", help='JSON of DenseDecoder parameters, e.g. \'{"warm_start": false}\'')
     ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
     args = ap.parse_args(argv)
     if args.report_from:
@@ -364,7 +365,7 @@ def _run_job(job):
     rows = _pool_rows(split, len(train), args.pool_fraction)
     sub = ptr.subset(rows)
     masks = [train.masks[i] for i in rows]
-    model = DenseDecoder(11, 11, n_components=None, device=args.device)
+    model = DenseDecoder(11, 11, n_components=None, device=args.device, **json.loads(args.decoder_kwargs))
     if name == "ref":
         m = model.set_params(random_state=split).fit(sub, masks)
         sc = m.score(pte, test.masks, scale=args.score_scale)

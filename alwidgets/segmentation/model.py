@@ -511,7 +511,7 @@ class DenseDecoder(_DenseModel):
     def __init__(self, n_classes: int, ignore_index: int | None = None, n_components=(48, 64, 64),
                  width: int = 64, fine: int = 32, dropout: float = 0.1, class_weight="sqrt_median_frequency",
                  lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 8, crop: int | None = 32,
-                 min_steps: int = 100, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
+                 min_steps: int = 300, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
                  warm_fraction: float = 0.5, steps_per_new_mask: int | None = 20, loss_stride: int = 2,
                  max_seconds: float | None = None, device: str = "cpu", random_state=None):
         self.n_classes = n_classes
