@@ -218,11 +218,19 @@ def cell(page, i: int):
 
 
 def open_notebook(page, server: JupyterServer, ui: str, name: str) -> None:
-    """Open ``name`` and wait until its first cell is shown and its kernel is idle."""
+    """Open ``name`` and wait until all its cells are on the page and its kernel is idle.
+
+    JupyterLab attaches a long notebook's cells a few at a time after the first is
+    shown, so the cells are counted against the file, not taken from the page early.
+    """
     page.goto(server.url(ui, name))
     # a code cell shows its editor, a markdown cell (rendered on open) its text
     cell(page, 0).locator(".cm-content:visible, .jp-RenderedMarkdown:visible").first.wait_for(
         state="visible", timeout=SLOW)
+    n_cells = len(json.loads((server.root / name).read_text())["cells"])
+    from playwright.sync_api import expect
+
+    expect(page.locator(".jp-Notebook .jp-Cell")).to_have_count(n_cells, timeout=SLOW)
     wait_kernel_idle(page, server, name)
 
 
