@@ -130,6 +130,26 @@ def test_folder_corrupt_mask_and_orphan_mask(tmp_path):
     assert len(from_segmentation_folder(root2, on_error="skip")) == 3
 
 
+def test_oversized_and_rgb_masks_are_refused_from_a_file_and_from_a_payload(tmp_path, monkeypatch):
+    import alwidgets.segmentation.data as segdata
+
+    root = _folder(tmp_path)
+    big = mask_to_png(np.zeros((16, 20), np.uint8))
+    monkeypatch.setattr(segdata, "MAX_MASK_PIXELS", 16 * 20 - 1)
+    with pytest.raises(MaskError, match=r"shapes-0000.*shapes-0000\.png.*20x16 pixels is larger than the limit"):
+        from_segmentation_folder(root)
+    with pytest.raises(MaskError, match=r"20x16 pixels is larger than the limit"):
+        mask_from_png(big, n_classes=4)
+    monkeypatch.undo()
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 16)).save(buf, format="PNG")
+    (root / "masks" / "shapes-0002.png").write_bytes(buf.getvalue())
+    with pytest.raises(MaskError, match=r"shapes-0002\.png.*8-bit greyscale or palette.*got mode RGB"):
+        from_segmentation_folder(root)
+    with pytest.raises(MaskError, match=r"8-bit greyscale or palette.*got mode RGB"):
+        mask_from_png(buf.getvalue(), n_classes=4)
+
+
 def test_folder_without_classes_file_infers_names(tmp_path):
     root = _folder(tmp_path)
     (root / "classes.txt").unlink()

@@ -124,46 +124,44 @@ def mask_from_png(data: bytes, *, n_classes: int, ignore_index: int | None = Non
     Corrupt bytes, other image modes (RGB colours are not class indices), a size
     other than ``shape`` or values outside the classes raise :class:`MaskError`.
     """
-    from PIL import Image
-
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MaskError(item_id, None, f"mask payload must be PNG bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise MaskError(item_id, None, "mask payload is not a PNG file (bad signature)")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_MASK_PIXELS:
-                raise MaskError(item_id, None, f"mask of {im.width}x{im.height} pixels is larger than the "
-                                               f"limit of {MAX_MASK_PIXELS:,} pixels")
-            if im.mode not in ("L", "P"):
-                raise MaskError(item_id, None, f"mask PNG must be 8-bit greyscale or palette (class indices), "
-                                               f"got mode {im.mode}")
-            im.load()
-            a = np.array(im, dtype=np.uint8)
-    except MaskError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise MaskError(item_id, None, f"corrupt mask PNG: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    a = _decode_index_image(io.BytesIO(data), item_id, None, "corrupt mask PNG")
     return check_mask(a, n_classes=n_classes, ignore_index=ignore_index, shape=shape, item_id=item_id)
 
 
-def _read_mask_file(path: Path, item_id: str, n_classes: int | None, ignore_index, shape):
+def _decode_index_image(source, item_id, path: str | None, failure: str) -> np.ndarray:
+    """Class indices of an 8-bit greyscale or palette image (bytes or a file); ``failure`` prefixes read errors."""
     from PIL import Image
 
     try:
-        if path.stat().st_size == 0:
-            raise MaskError(item_id, str(path), "zero-byte mask file")
-        with Image.open(path) as im:
+        with Image.open(source) as im:
+            if im.width * im.height > MAX_MASK_PIXELS:
+                raise MaskError(item_id, path, f"mask of {im.width}x{im.height} pixels is larger than the "
+                                               f"limit of {MAX_MASK_PIXELS:,} pixels")
             if im.mode not in ("L", "P"):
-                raise MaskError(item_id, str(path), f"mask must be 8-bit greyscale or palette (class indices), "
-                                                    f"got mode {im.mode}")
+                raise MaskError(item_id, path, f"mask must be 8-bit greyscale or palette (class indices), "
+                                               f"got mode {im.mode}")
             im.load()
-            a = np.array(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)
     except MaskError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise MaskError(item_id, str(path), f"cannot read mask: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise MaskError(item_id, path, f"{failure}: {why}") from None
+
+
+def _read_mask_file(path: Path, item_id: str, n_classes: int | None, ignore_index, shape):
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as e:
+        raise MaskError(item_id, str(path), f"cannot read mask: {e.strerror or e}") from None
+    if empty:
+        raise MaskError(item_id, str(path), "zero-byte mask file")
+    a = _decode_index_image(path, item_id, str(path), "cannot read mask")
     if n_classes is None:  # classes not known yet: only the size is checked here
         if shape is not None and a.shape != tuple(shape):
             raise MaskError(item_id, str(path), f"mask is {a.shape[1]}x{a.shape[0]} (WxH) but the image is "
