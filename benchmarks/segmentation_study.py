@@ -157,7 +157,9 @@ def main(argv=None):
     if args.report_from:
         tags = args.report_from.split(",")
         curves = pd.concat([pd.read_csv(OUT / f"segmentation_curves_{t}.csv") for t in tags], ignore_index=True)
-        refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags], ignore_index=True)
+        # a --jobs run fits no reference: its splits' references come from the other tags
+        refs = pd.concat([pd.read_csv(OUT / f"segmentation_reference_{t}.csv") for t in tags
+                          if (OUT / f"segmentation_reference_{t}.csv").is_file()], ignore_index=True)
         refs = refs.drop_duplicates("split")
         tag = f"_{args.tag}" if args.tag else ""
         curves.to_csv(OUT / f"segmentation_curves{tag}.csv", index=False)
@@ -190,6 +192,10 @@ def main(argv=None):
     tag = f"_{args.tag}" if args.tag else ""
     del ptr, pte   # each worker loads the projected cache itself
     run_jobs(args, tag, len(train), t0)
+    if not (OUT / f"segmentation_reference{tag}.csv").is_file():
+        print(f"no full-pool reference for{tag or ' this run'} (--jobs fits none): join it to a run that has them, "
+              f"e.g. --report-from TAG,{args.tag} --tag joined")
+        return
     curves = pd.read_csv(OUT / f"segmentation_curves{tag}.csv")
     refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv").drop_duplicates("split", keep="last")
     report(curves, refs, OUT, tag, args)
