@@ -193,8 +193,8 @@ def main(argv=None):
     del ptr, pte   # each worker loads the projected cache itself
     run_jobs(args, tag, len(train), t0)
     if not (OUT / f"segmentation_reference{tag}.csv").is_file():
-        print(f"no full-pool reference for{tag or ' this run'} (--jobs fits none): join it to a run that has them, "
-              f"e.g. --report-from TAG,{args.tag} --tag joined")
+        print(f"no full-pool reference for this run (--jobs fits none): join it to a run that has them, "
+              f"e.g. --report-from TAG,{args.tag or ''} --tag joined")
         return
     curves = pd.read_csv(OUT / f"segmentation_curves{tag}.csv")
     refs = pd.read_csv(OUT / f"segmentation_reference{tag}.csv").drop_duplicates("split", keep="last")
@@ -229,7 +229,7 @@ def variants():
         "coverage_kmeans": lambda: named("coverage_kmeans", S.CoverageImages("kmeans")),
         "coverage_features": lambda: named("coverage_features", S.CoverageImages("features", cold_start="kmeans")),
         "coverage_strat": lambda: named("coverage_strat", S.CoverageImages("kmeans", pick="random")),
-        "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
+        "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, start=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
         "coverage_central_strat": lambda: named("coverage_central_strat", _CentralThenStratified("kmeans")),
@@ -267,12 +267,17 @@ def variants():
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0, uncertain=True)),
         "ud_predictions": lambda: named("ud_predictions", S.UncertaintyDiversityImages(
             S.ClassWeightedUncertainty(diversity=0.0), space="predictions")),
-        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, coverage=S.CoverageImages(cold_start=None), then=S.ClassTargeted(
+        "auto_fcb": lambda: named("auto_fcb", S.AutoImages(switch_at=1, start=S.CoverageImages(cold_start=None), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
+        "auto_cb": lambda: named("auto_cb", S.AutoImages(switch_at=1, start=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
-        "auto_cov5_targeted": lambda: named("auto_cov5_targeted", S.AutoImages(switch_at=1, then=S.ClassTargeted())),
-        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, coverage=S.CoverageImages("kmeans"), then=S.ClassTargeted(
+        "auto_cov5_targeted": lambda: named("auto_cov5_targeted", S.AutoImages(switch_at=1, start="coverage")),
+        # `auto` until 27 Nov 2026 (the steps300 study's "auto" rows)
+        "auto_cov20_weighted": lambda: named("auto_cov20_weighted", S.AutoImages(
+            switch_at=20, start="coverage", then=S.ClassWeightedUncertainty())),
+        "auto_strat5_targeted": lambda: named("auto_strat5_targeted", S.AutoImages(
+            switch_at=1, start=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted())),
+        "auto_ct": lambda: named("auto_ct", S.AutoImages(switch_at=1, start=S.CoverageImages("kmeans"), then=S.ClassTargeted(
             n_weak=11, power=1.0, saturation=100.0, diversity=1.0))),
         "oracle_classes": lambda: named("oracle_classes", OracleClasses()),
         "oracle_rare4": lambda: named("oracle_rare4", OracleClasses([CAMVID_CLASSES.index(c) for c in CAMVID_RARE])),

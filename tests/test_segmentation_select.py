@@ -264,15 +264,26 @@ def test_diversity_and_auto_explain_themselves():
     sel = UncertaintyDiversityImages(PixelUncertainty(), factor=4).select(2, labels=labels, embeddings=X, probs=p,
                                                                         random_state=0)
     assert sorted(int(i) // 10 for i in sel.indices) == [1, 2]        # unsure clusters, one pick each
-    auto = AutoImages(switch_at=2)
+    auto = AutoImages(switch_at=2, start="coverage", then=ClassWeightedUncertainty())
+    assert auto.requires == ("embeddings",)
     first = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
     assert first.info["phase"] == "coverage" and "1 masks < switch_at=2" in first.info["reason"]
     labels[10] = np.zeros((h, w), np.uint8)
     later = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
     assert later.info["phase"] == "class_weighted" and "class_weights" in later.info
-    ct = AutoImages(switch_at=2, then=ClassTargeted()).select(2, labels=labels, embeddings=X, probs=p, random_state=0)
+    assert AutoImages(start="coverage").select(2, labels=[None] * 30, embeddings=np.abs(X),
+                                               random_state=0).info["method"] == "kmeans"
+
+    # the default: a random first batch (needs nothing), then class-targeted picks from the first mask on
+    auto = AutoImages()
+    assert auto.requires == ()
+    cold = auto.select(3, labels=[None] * 30, probs=p, random_state=0)
+    assert cold.info["phase"] == "random" and "0 masks < switch_at=1" in cold.info["reason"]
+    assert cold.indices.tolist() == RandomImages().select(3, labels=[None] * 30, random_state=0).indices.tolist()
+    ct = auto.select(2, labels=labels, embeddings=X, probs=p, random_state=0)
     assert ct.info["phase"] == "class_targeted" and "weak_classes" in ct.info
-    assert AutoImages().select(2, labels=[None] * 30, embeddings=np.abs(X), random_state=0).info["method"] == "kmeans"
+    assert ct.info["reason"].startswith("2 masks >= switch_at=1")
+    assert auto.select(2, labels=labels, embeddings=X, random_state=0).info["phase"] == "random"  # no probs yet
 
 
 def test_loop_style_inputs_int_labels_with_masks_and_bool_candidates():

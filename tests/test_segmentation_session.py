@@ -49,7 +49,7 @@ def test_round_trip_restart_undo_and_metrics(shapes, tmp_path):
     assert isinstance(s.task, SegmentationTask) and s.task.ignore_index == 4 and s.selector.name == "auto"
     assert s.predicted_mask(data.ids[0]) is None                      # nothing labelled yet
     b = s.next_batch(3)
-    assert len(b) == 3 and b.info["phase"] == "coverage" and b.suggestions == [None] * 3
+    assert len(b) == 3 and b.info["phase"] == "random" and b.suggestions == [None] * 3
     msg = s.submit(masks_for(data, b))
     assert msg == "saved 3 labels · mIoU n/a (cross-validated on 3 labelled items)"
     fit = s.fitted_
