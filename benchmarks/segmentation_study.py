@@ -232,6 +232,8 @@ def variants():
         "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, start=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
+        "coverage_facility": lambda: named("coverage_facility", S.CoverageImages("facility")),
+        "coverage_facility_cold": lambda: named("coverage_facility_cold", S.CoverageImages("facility", cold_start=None)),
         "coverage_central_strat": lambda: named("coverage_central_strat", _CentralThenStratified("kmeans")),
         "entropy_plain": lambda: named("entropy_plain", S.PixelUncertainty(diversity=0.0)),
         "class_weighted_plain": lambda: named("class_weighted_plain", S.ClassWeightedUncertainty(diversity=0.0)),

@@ -150,7 +150,7 @@ def _blobs(n_per=10, k=3, seed=0):
     return np.repeat(centres, n_per, axis=0) + 0.1 * rng.standard_normal((n_per * k, 8))
 
 
-@pytest.mark.parametrize("method", ["features", "kmeans", "typiclust", "kcenter"])
+@pytest.mark.parametrize("method", ["features", "kmeans", "typiclust", "kcenter", "facility"])
 def test_coverage_spreads_over_clusters_and_respects_labelled(method):
     X = np.abs(_blobs())
     sel = CoverageImages(method, cold_start=None).select(3, labels=[None] * 30, embeddings=X, random_state=0)
@@ -179,6 +179,27 @@ def test_feature_coverage_prefers_patterns_the_labelled_images_lack():
         CoverageImages("features", cold_start="features").select(1, labels=[None] * 5, embeddings=X)
     with pytest.raises(ValueError, match="saturation must be > 0"):
         CoverageImages("features", saturation=0).select(1, labels=[None] * 5, embeddings=X)
+
+
+def test_facility_location_takes_big_clusters_first_and_their_central_image():
+    rng = np.random.default_rng(0)
+    sizes = [40, 20, 10, 5]
+    X = np.concatenate([np.eye(8)[c] * 5 + 0.5 + rng.normal(0, 0.3, (k, 8)) for c, k in enumerate(sizes)])
+    blob = np.repeat(np.arange(4), sizes)
+    sel = CoverageImages("facility", cold_start=None).select(4, labels=[None] * 75, embeddings=X, random_state=0)
+    assert blob[sel.indices].tolist() == [0, 1, 2, 3]                   # the most pool images stood for first
+    assert (np.diff(sel.scores) < 0).all() and sel.info["n_clients"] == 75
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = np.maximum(U @ U.T, 0)
+    assert sel.indices[0] == np.argmax(S.sum(0))                        # the direct objective: the pool's medoid
+    second = np.maximum(S - S[:, [sel.indices[0]]], 0).sum(0)           # what each image would add after it
+    assert sel.indices[1] == np.argmax(second) and np.isclose(sel.scores[1], second.max(), atol=1e-6)
+    capped = CoverageImages("facility", cold_start=None, max_clients=30).select(2, labels=[None] * 75, embeddings=X,
+                                                                                 random_state=0)
+    assert capped.info["n_clients"] == 30
+    assert CoverageImages("facility").select(2, labels=[None] * 75, embeddings=X, random_state=0).info["method"] == "kmeans"
+    with pytest.raises(ValueError, match="cold_start must be another method than 'facility'"):
+        CoverageImages("facility", cold_start="facility").select(2, labels=[None] * 75, embeddings=X)
 
 
 def test_coverage_kmeans_picks_central_or_random_members():

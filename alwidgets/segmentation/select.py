@@ -464,6 +464,13 @@ class CoverageImages(SegmentationSelector):
       seldom the ones with the most to learn from.
     * ``"kcenter"`` -- farthest-first traversal: each pick the image farthest
       from every labelled or picked one (pure spread; outliers first).
+    * ``"facility"`` -- facility location (representativeness): greedily the
+      images that most raise ``sum_i max_s sim(i, s)`` over the pool (``s``
+      labelled or picked; ``sim`` the cosine similarity of the embeddings,
+      negative counted 0). Each pick stands for the many images like it that
+      nothing labelled resembles yet, so dense, common scenes come before
+      rare ones. The pool's images are the "clients" (a random
+      ``max_clients`` of them in bigger pools).
     """
 
     strategy_name = "coverage"
@@ -471,7 +478,7 @@ class CoverageImages(SegmentationSelector):
 
     def __init__(self, method: str = "features", cold_start: str | None = "kmeans", pick: str = "central",
                  saturation: float = 1.0, max_clusters: int = 500, min_cluster_size: int = 5, n_neighbors: int = 20,
-                 n_init: int = 3):
+                 n_init: int = 3, max_clients: int = 2000):
         self.method = method
         self.cold_start = cold_start
         self.pick = pick
@@ -480,14 +487,15 @@ class CoverageImages(SegmentationSelector):
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors
         self.n_init = n_init
+        self.max_clients = max_clients
 
     def _select(self, n, *, labelled, embeddings, candidates, rng, **kw):
         method = self.method
         if method == "features" and not self.saturation > 0:
             raise ValueError(f"saturation must be > 0, got {self.saturation!r}")
-        if method == "features" and self.cold_start is not None and not labelled.any():
-            if self.cold_start == "features":
-                raise ValueError("cold_start must be another method than 'features' (or None)")
+        if method in ("features", "facility") and self.cold_start is not None and not labelled.any():
+            if self.cold_start == method:
+                raise ValueError(f"cold_start must be another method than {method!r} (or None)")
             method = self.cold_start
         if method == "typiclust":
             return self._typiclust(n, labelled, embeddings, candidates, rng)
@@ -497,8 +505,11 @@ class CoverageImages(SegmentationSelector):
         lab = np.flatnonzero(labelled)
         if method == "kcenter":
             return self._kcenter(n, X, lab, candidates)
+        if method == "facility":
+            return self._facility(n, X, lab, candidates, rng)
         if method != "kmeans":
-            raise ValueError(f"method must be 'features', 'kmeans', 'typiclust' or 'kcenter', got {method!r}")
+            raise ValueError(f"method must be 'features', 'kmeans', 'typiclust', 'kcenter' or 'facility', "
+                             f"got {method!r}")
         if self.pick not in ("central", "random"):
             raise ValueError(f"pick must be 'central' or 'random', got {self.pick!r}")
         rows = np.concatenate([lab, candidates])
@@ -555,6 +566,33 @@ class CoverageImages(SegmentationSelector):
                          {"method": "features", "saturation": self.saturation, "shifted": shifted,
                           "reason": "the images whose embedding adds the most of what the labelled and already "
                                     "picked images lack (log-saturating coverage of every embedding dimension)"})
+
+    def _facility(self, n, X, lab, candidates, rng):
+        rows = np.concatenate([lab, candidates])
+        if len(rows) > self.max_clients:
+            rows = rng.choice(rows, self.max_clients, replace=False)
+        clients = X[rows]
+        cover = (np.maximum(clients @ X[lab].T, 0).max(axis=1) if len(lab)
+                 else np.zeros(len(rows)))
+        free = np.ones(len(candidates), dtype=bool)
+        tie = rng.random(len(candidates)) * 1e-9
+        picks, gains = [], []
+        chunk = max(1, 2 ** 24 // max(len(rows), 1))   # candidates per block of client x candidate similarities
+        for _ in range(min(n, len(candidates))):
+            g = np.full(len(candidates), -np.inf)
+            for a in range(0, len(candidates), chunk):
+                sim = np.maximum(clients @ X[candidates[a:a + chunk]].T, 0)
+                g[a:a + chunk] = np.maximum(sim - cover[:, None], 0).sum(axis=0) + tie[a:a + chunk]
+            g[~free] = -np.inf
+            j = int(np.argmax(g))
+            picks.append(int(candidates[j]))
+            gains.append(float(g[j]))
+            free[j] = False
+            cover = np.maximum(cover, np.maximum(clients @ X[candidates[j]], 0))
+        return Selection(np.asarray(picks), np.asarray(gains),
+                         {"method": "facility", "n_clients": len(rows),
+                          "reason": "the images that stand for the most pool images no labelled or picked image "
+                                    "resembles yet (facility location on the global embeddings)"})
 
     def _kcenter(self, n, X, lab, candidates):
         Xc = X[candidates]
