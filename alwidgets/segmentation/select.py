@@ -907,7 +907,6 @@ class AutoImages(SegmentationSelector):
     afterwards (-0.7 at 10, -0.8 at 20), and coverage up to 20 masks was
     -1.1 at 10. ``info["phase"]`` and ``info["reason"]`` say which and why.
 
-    >>> import numpy as np
     >>> sel = AutoImages().select(2, labels=[None] * 4, random_state=0)
     >>> sel.info["phase"], sel.info["reason"]
     ('random', '0 masks < switch_at=1: a random first batch')
