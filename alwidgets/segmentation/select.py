@@ -578,17 +578,22 @@ class CoverageImages(SegmentationSelector):
         tie = rng.random(len(candidates)) * 1e-9
         picks, gains = [], []
         chunk = max(1, 2 ** 24 // max(len(rows), 1))   # candidates per block of client x candidate similarities
+
+        def sims(a, b):
+            return np.maximum(clients @ X[candidates[a:b]].T, 0)
+
+        whole = sims(0, len(candidates)) if len(candidates) <= chunk else None   # small pools: computed once
         for _ in range(min(n, len(candidates))):
             g = np.full(len(candidates), -np.inf)
             for a in range(0, len(candidates), chunk):
-                sim = np.maximum(clients @ X[candidates[a:a + chunk]].T, 0)
+                sim = whole if whole is not None else sims(a, a + chunk)
                 g[a:a + chunk] = np.maximum(sim - cover[:, None], 0).sum(axis=0) + tie[a:a + chunk]
             g[~free] = -np.inf
             j = int(np.argmax(g))
             picks.append(int(candidates[j]))
             gains.append(float(g[j]))
             free[j] = False
-            cover = np.maximum(cover, np.maximum(clients @ X[candidates[j]], 0))
+            cover = np.maximum(cover, whole[:, j] if whole is not None else sims(j, j + 1)[:, 0])
         return Selection(np.asarray(picks), np.asarray(gains),
                          {"method": "facility", "n_clients": len(rows),
                           "reason": "the images that stand for the most pool images no labelled or picked image "
