@@ -242,6 +242,45 @@ def test_unreachable_address_is_a_clear_error(ckpt):
     assert not ray.is_initialized()
 
 
+def test_failed_client_connect_leaves_ray_usable(cluster, ckpt, monkeypatch):
+    """A ``ray://`` address that accepts the connection but never answers (a wrong port, a server
+    that hangs): a clear ConnectionError, and this process can connect to a cluster afterwards
+    (a failed Ray Client connect used to leave it in client mode, where every ray.init() failed)."""
+    import socket
+    import threading
+
+    import ray._private.client_mode_hook as client_mode
+    import ray.util.client.worker as client_worker
+
+    from alwidgets.embed.ray import RayExecutor
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setattr(client_worker, "INITIAL_TIMEOUT_SEC", 1)   # Ray's 5 s, 10 s, 20 s tries: 1, 2, 4
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def accept_and_drop():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=accept_and_drop, daemon=True).start()
+    address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with pytest.raises(ConnectionError, match=f"cannot connect to the Ray cluster at '{address}'"):
+            make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=address))
+    finally:
+        server.close()
+    assert not ray.is_initialized() and not client_mode.is_client_mode_enabled
+    X = make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=cluster.address))
+    assert X.shape == (4, 512) and ray.is_initialized()
+
+
 def test_plain_local_ray_init(ckpt, folder, ref, tmp_path, monkeypatch):
     """A plain local ray.init() (no cluster): the executor uses the Ray already initialised."""
     from alwidgets.embed.ray import RayExecutor

@@ -109,11 +109,19 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             _check_reachable(address)
-            try:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                         configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConnectionError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+            for attempt in range(2):
+                try:
+                    ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                             configure_logging=False)
+                    break
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    # a failed ray:// connect leaves this process in Ray Client mode, where every later
+                    # ray.init() fails (AssertionError): undo it, so the user can connect again
+                    ray.shutdown()
+                    # Ray Client answered, but its per-connection server did not start (it does not
+                    # always on a loaded head node): that is worth one more try, nothing else is
+                    if attempt or not isinstance(e, ConnectionAbortedError):
+                        raise ConnectionError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         return ray
 
     def _gpus(self) -> int:
@@ -494,6 +502,8 @@ def local_cluster(nodes=(1, 1), object_store_mb: int = 100, resources=None, fast
                # a dead node is noticed after ~3 s instead of ~15-30 s (what kill_node() tests)
                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
                PYTHONPATH=os.pathsep.join(paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    # Ray Client starts a server per connection: more than Ray's 30 s for it on a loaded machine
+    env.setdefault("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "120")
     cluster = LocalCluster(root, env, object_store_mb)
     resources = resources if isinstance(resources, (list, tuple)) else [resources] * len(nodes)
     before = os.environ.get("RAY_AUTH_MODE")
