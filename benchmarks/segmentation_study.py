@@ -11,6 +11,7 @@ train images; each strategy starts from the same 5-image random batch
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage,entropy,class_weighted,class_targeted,auto \
         --budgets 5,10,20,40,80,160 --splits 4 --first-split 10 --score-scale 2 --threads 1 --workers 2
     # on a GPU machine: --device cuda --workers 14 --score-scale 1
+    # stride-4 features too: --out-indices 1,2,3,4 --components 32,48,64,64 --decoder-kwargs '{"crop": 64}'
     # a variant screen without full-pool fits (names: see variants(); oracle_* read the hidden masks)
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage_typiclust,oracle_classes \
         --budgets 5,10,20 --splits 4 --score-scale 4 --reference '{"miou": 53.0, "n_masks": 294}' --tag screen
@@ -153,6 +154,9 @@ def main(argv=None):
                     help="only these curves, as STRATEGY:SPLIT,... (no reference fits): to finish a stopped run")
     ap.add_argument("--decoder-kwargs", default="{}", help='JSON of DenseDecoder parameters, e.g. \'{"warm_start": false}\'')
     ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
+    ap.add_argument("--out-indices", default="2,3,4",
+                    help="MobileNet stages kept: 2,3,4 = strides 8/16/32; 1,2,3,4 adds stride 4")
+    ap.add_argument("--components", default="48,64,64", help="PCA components per map, finest first")
     args = ap.parse_args(argv)
     if args.report_from:
         tags = args.report_from.split(",")
@@ -173,14 +177,12 @@ def main(argv=None):
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
     args.embed_device = "auto"
     try:
-        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision),
-                             train, test)
+        ptr, pte = projected(embedder(args), train, test, args.components)
     except Exception as e:  # e.g. a GPU decode path that fails: the CPU gives the same features
         print(f"features on the default device failed ({e!r}); computing them on the CPU", flush=True)
         args.embed_device = "cpu"
-        ptr, pte = projected(mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
-                                          device="cpu"), train, test)
-    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision, device=args.embed_device)
+        ptr, pte = projected(embedder(args), train, test, args.components)
+    emb = embedder(args)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         if args.model == "probe":   # the probe reads the raw (unprojected) maps
@@ -347,10 +349,8 @@ def _worker_init(args):
     threads = max(1, args.threads or 2)
     torch.set_num_threads(threads)
     os.environ["ALWIDGETS_NUM_THREADS"] = str(threads)
-    emb = mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
-                       device=getattr(args, "embed_device", "auto"))
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
-    ptr, pte = projected(emb, train, test)
+    ptr, pte = projected(embedder(args), train, test, args.components)
     _W.update(args=args, train=train, test=test, ptr=ptr, pte=pte)
 
 
@@ -443,20 +443,31 @@ def run_jobs(args, tag, n_train, t0):
             write(*out)
 
 
-def projected(emb, train, test):
+def embedder(args):
+    """MobileNet V1 dense features at the stages of ``--out-indices``."""
+    return mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
+                        device=getattr(args, "embed_device", "auto"),
+                        out_indices=tuple(int(i) for i in str(args.out_indices).split(",")))
+
+
+def projected(emb, train, test, components="48,64,64"):
     """Train/test features projected by a PCA fitted on the train pool, cached beside the dense cache
     (the projection of 600 images takes minutes on a busy 2-core machine; every run reuses it)."""
     from alwidgets.segmentation.features import DenseFeatures
 
+    components = tuple(int(c) for c in str(components).split(","))
     ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
-    cache = Path.home() / ".cache" / "alwidgets" / "segmentation_study_pca48-64-64.npz"
+    if len(components) != len(ftr.maps):
+        raise SystemExit(f"--components has {len(components)} entries for {len(ftr.maps)} maps (strides {ftr.strides})")
+    name = "-".join(map(str, components)) + ("" if ftr.strides == (8, 16, 32) else "_s" + "-".join(map(str, ftr.strides)))
+    cache = Path.home() / ".cache" / "alwidgets" / f"segmentation_study_pca{name}.npz"
     if cache.is_file():
         z = np.load(cache)
         n = len(ftr.maps)
         ptr = DenseFeatures([z[f"tr{k}"] for k in range(n)], ftr.strides, ftr.pooled, ftr.image_size, ftr.ids, {})
         pte = DenseFeatures([z[f"te{k}"] for k in range(n)], fte.strides, fte.pooled, fte.image_size, fte.ids, {})
         return ptr, pte
-    proj = PCAProjection(ftr, (48, 64, 64), random_state=0)
+    proj = PCAProjection(ftr, components, random_state=0)
     ptr, pte = proj.transform(ftr), proj.transform(fte)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **{f"tr{k}": m for k, m in enumerate(ptr.maps)}, **{f"te{k}": m for k, m in enumerate(pte.maps)})
@@ -491,7 +502,7 @@ def curve(ptr, pte, train, test, counts, args):
     for seed in range(args.first_split, args.first_split + args.splits):
         order = np.random.default_rng(seed).permutation(len(train))
         model = (DenseLinearProbe(11, 11, random_state=seed) if args.model == "probe"
-                 else DenseDecoder(11, 11, n_components=None, random_state=seed))
+                 else DenseDecoder(11, 11, n_components=None, random_state=seed, **json.loads(args.decoder_kwargs)))
         for n in counts:
             masks = [None] * len(train)
             for i in order[:n]:
