@@ -233,6 +233,7 @@ def variants():
         "coverage_strat": lambda: named("coverage_strat", S.CoverageImages("kmeans", pick="random")),
         "auto_scb": lambda: named("auto_scb", S.AutoImages(switch_at=1, start=S.CoverageImages("kmeans", pick="random"), then=S.ClassTargeted(
             n_weak=11, power=0.0, saturation=100.0, diversity=1.0))),
+        "coverage_strat_features": lambda: named("coverage_strat_features", S.CoverageImages("features", pick="random")),
         "coverage_kcenter": lambda: named("coverage_kcenter", S.CoverageImages("kcenter")),
         "coverage_facility": lambda: named("coverage_facility", S.CoverageImages("facility")),
         "coverage_facility_cold": lambda: named("coverage_facility_cold", S.CoverageImages("facility", cold_start=None)),
