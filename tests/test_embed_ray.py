@@ -281,6 +281,33 @@ def test_failed_client_connect_leaves_ray_usable(cluster, ckpt, monkeypatch):
     assert X.shape == (4, 512) and ray.is_initialized()
 
 
+def test_client_server_start_failure_is_tried_once_more(cluster, ckpt, monkeypatch):
+    """Ray Client's "Initialization failure from server" (its per-connection server did not start on
+    a loaded head) gets one more try; other connection errors none."""
+    from alwidgets.embed.ray import RayExecutor
+
+    if ray.is_initialized():
+        ray.shutdown()
+    real_init, calls = ray.init, []
+
+    def flaky_init(*args, **kwargs):
+        calls.append(kwargs.get("address"))
+        if len(calls) == 1:
+            raise failure
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", flaky_init)
+    failure = ConnectionAbortedError("Initialization failure from server:\n")
+    X = make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=cluster.address))
+    assert X.shape == (4, 512) and calls == [cluster.address] * 2
+    ray.shutdown()
+    calls.clear()
+    failure = ConnectionError("GCS did not answer")
+    with pytest.raises(ConnectionError, match="GCS did not answer"):
+        make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=cluster.address))
+    assert calls == [cluster.address] and not ray.is_initialized()
+
+
 def test_plain_local_ray_init(ckpt, folder, ref, tmp_path, monkeypatch):
     """A plain local ray.init() (no cluster): the executor uses the Ray already initialised."""
     from alwidgets.embed.ray import RayExecutor
