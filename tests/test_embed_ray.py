@@ -298,7 +298,8 @@ def test_client_server_start_failure_is_tried_once_more(cluster, ckpt, monkeypat
 
     monkeypatch.setattr(ray, "init", flaky_init)
     failure = ConnectionAbortedError("Initialization failure from server:\n")
-    X = make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=cluster.address))
+    with pytest.warns(RuntimeWarning, match="did not start a Ray Client server .* trying once more"):
+        X = make(ckpt).embed(Pool.digits().subset(range(4)), executor=RayExecutor(address=cluster.address))
     assert X.shape == (4, 512) and calls == [cluster.address] * 2
     ray.shutdown()
     calls.clear()

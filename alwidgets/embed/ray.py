@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,8 @@ class RayExecutor(Executor):
                     # always on a loaded head node): that is worth one more try, nothing else is
                     if attempt or not isinstance(e, ConnectionAbortedError):
                         raise ConnectionError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+                    warnings.warn(f"the Ray cluster at {address!r} did not start a Ray Client server for this "
+                                  f"connection ({_first_line(e)}); trying once more", RuntimeWarning, stacklevel=2)
         return ray
 
     def _gpus(self) -> int:
