@@ -176,13 +176,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
     args.embed_device = "auto"
+    emb = embedder(args)
     try:
-        ptr, pte = projected(embedder(args), train, test, args.components)
+        ptr, pte = projected(emb, train, test, args.components)
     except Exception as e:  # e.g. a GPU decode path that fails: the CPU gives the same features
         print(f"features on the default device failed ({e!r}); computing them on the CPU", flush=True)
         args.embed_device = "cpu"
-        ptr, pte = projected(embedder(args), train, test, args.components)
-    emb = embedder(args)
+        emb = embedder(args)
+        ptr, pte = projected(emb, train, test, args.components)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         if args.model == "probe":   # the probe reads the raw (unprojected) maps
