@@ -157,6 +157,11 @@ def main(argv=None):
     ap.add_argument("--out-indices", default="2,3,4",
                     help="MobileNet stages kept: 2,3,4 = strides 8/16/32; 1,2,3,4 adds stride 4")
     ap.add_argument("--components", default="48,64,64", help="PCA components per map, finest first")
+    ap.add_argument("--fine-x2", action="store_true",
+                    help="add the stride-8 map of the twice-enlarged image in front (the decoder's fine path, stride 4)")
+    ap.add_argument("--input-scale", type=int, default=1,
+                    help="run the backbone on images enlarged this many times (2: strides 8/16/32 of the "
+                         "enlarged image are strides 4/8/16 of the masks)")
     args = ap.parse_args(argv)
     if args.report_from:
         tags = args.report_from.split(",")
@@ -176,17 +181,16 @@ def main(argv=None):
     t0 = time.perf_counter()
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
     args.embed_device = "auto"
-    emb = embedder(args)
     try:
-        ptr, pte = projected(emb, train, test, args.components)
+        ptr, pte = study_features(args, train, test)
     except Exception as e:  # e.g. a GPU decode path that fails: the CPU gives the same features
         print(f"features on the default device failed ({e!r}); computing them on the CPU", flush=True)
         args.embed_device = "cpu"
-        emb = embedder(args)
-        ptr, pte = projected(emb, train, test, args.components)
+        ptr, pte = study_features(args, train, test)
     print(f"features + projection: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.curve:
         if args.model == "probe":   # the probe reads the raw (unprojected) maps
+            emb = embedder(args)
             ptr, pte = emb.embed(train.pool), emb.embed(test.pool)
         return curve(ptr, pte, train, test, [int(n) for n in args.curve.split(",")], args)
     if args.timing:
@@ -352,7 +356,7 @@ def _worker_init(args):
     torch.set_num_threads(threads)
     os.environ["ALWIDGETS_NUM_THREADS"] = str(threads)
     train, test = camvid(args.data, "train"), camvid(args.data, "test")
-    ptr, pte = projected(embedder(args), train, test, args.components)
+    ptr, pte = study_features(args, train, test)
     _W.update(args=args, train=train, test=test, ptr=ptr, pte=pte)
 
 
@@ -446,10 +450,25 @@ def run_jobs(args, tag, n_train, t0):
 
 
 def embedder(args):
-    """MobileNet V1 dense features at the stages of ``--out-indices``."""
+    """MobileNet V1 dense features at the stages of ``--out-indices`` (of images enlarged ``--input-scale`` times)."""
     return mobilenet_v1(args.weights, progress=False, precision=args.embed_precision,
                         device=getattr(args, "embed_device", "auto"),
-                        out_indices=tuple(int(i) for i in str(args.out_indices).split(",")))
+                        out_indices=tuple(int(i) for i in str(args.out_indices).split(",")),
+                        input_scale=getattr(args, "input_scale", 1))
+
+
+def study_features(args, train, test):
+    """The run's projected train/test features: ``--input-scale``'s maps and, with ``--fine-x2``, in front
+    of them the stride-8 map of the twice-enlarged image (stride 4 of the masks) as the decoder's fine path."""
+    from alwidgets.segmentation.features import DenseFeatures
+
+    ptr, pte = projected(embedder(args), train, test, args.components)
+    if getattr(args, "fine_x2", False):
+        x2 = argparse.Namespace(**{**vars(args), "input_scale": 2})
+        fine_tr, fine_te = projected(embedder(x2), train, test, args.components)
+        ptr, pte = (DenseFeatures([fine.maps[0], *f.maps], (fine.strides[0], *f.strides), f.pooled, f.image_size,
+                                  f.ids, f.errors) for fine, f in ((fine_tr, ptr), (fine_te, pte)))
+    return ptr, pte
 
 
 def projected(emb, train, test, components="48,64,64"):
@@ -462,6 +481,7 @@ def projected(emb, train, test, components="48,64,64"):
     if len(components) != len(ftr.maps):
         raise SystemExit(f"--components has {len(components)} entries for {len(ftr.maps)} maps (strides {ftr.strides})")
     name = "-".join(map(str, components)) + ("" if ftr.strides == (8, 16, 32) else "_s" + "-".join(map(str, ftr.strides)))
+    name += "" if emb.input_scale == 1 else f"_x{emb.input_scale}"
     cache = Path.home() / ".cache" / "alwidgets" / f"segmentation_study_pca{name}.npz"
     if cache.is_file():
         z = np.load(cache)

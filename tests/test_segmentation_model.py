@@ -149,6 +149,34 @@ def test_dense_cache_hits_and_matches(tmp_path):
     assert not np.array_equal(np.asarray(emb.embed(other).maps[0]), np.asarray(a.maps[0]))   # new pool: new entry
 
 
+def test_dense_input_scale_gives_finer_maps_of_the_same_image(tmp_path):
+    """input_scale=2 is the backbone on the twice-enlarged image, described in the image's own pixels."""
+    from alwidgets.segmentation import DenseDecoder, DenseEmbedder
+
+    data = make_shapes(n_images=4, size=(32, 32))
+    kw = dict(pretrained=False, out_indices=(2, 3), cache_dir=tmp_path, progress=False, batch_size=2)
+    x2 = DenseEmbedder("resnet10t", input_scale=2, **kw)
+    f = x2.embed(data.pool)
+    assert f.strides == (4, 8) and f.image_size == (32, 32)
+    assert [m.shape for m in f.maps] == [(4, 128, 8, 8), (4, 256, 4, 4)]
+    assert "input_scale=2" in repr(x2)
+    # the same maps as the plain embedder asked for an enlarged image (one cache entry serves both)
+    big = DenseEmbedder("resnet10t", image_size=(64, 64), **kw)
+    big.model_.load_state_dict(x2.model_.state_dict())
+    g = big.embed(data.pool)
+    assert g.strides == (8, 16) and g.image_size == (64, 64)
+    np.testing.assert_array_equal(np.asarray(g.maps[0]), np.asarray(f.maps[0]))
+    # the finer maps train and predict at the masks' size
+    m = DenseDecoder(4, 4, n_components=None, min_steps=5, max_steps=5, crop=None).fit(f, data.masks)
+    assert m.predict_proba(f, [0]).shape == (1, 4, 8, 8)                 # the finest grid: stride 4
+    assert m.predict_proba(f, [0], size="image").shape == (1, 4, 32, 32)
+    for bad in (3, 0, True, 2.0):
+        with pytest.raises(ValueError, match="input_scale must be 1, 2 or 4"):
+            DenseEmbedder("resnet10t", input_scale=bad, **kw)
+    with pytest.raises(ValueError, match="does not divide the strides"):
+        DenseEmbedder("resnet10t", input_scale=4, pretrained=False, out_indices=(0, 1), cache_dir=False).strides
+
+
 def test_simulation_runs_every_budget_and_summarises(shapes):
     from alwidgets.segmentation.simulate import simulate_segmentation
 

@@ -122,6 +122,14 @@ class DenseEmbedder(TimmEmbedder):
     image_size : (H, W), optional
         Resize every image to this size first (needed when a pool mixes sizes);
         default: the native size, which must then be the same for all images.
+    input_scale : int
+        Run the backbone on images enlarged this many times (1, 2 or 4): finer
+        maps for thin objects (poles, signs, people) at ``input_scale**2`` times
+        the compute and disk. The features stay those of the (resized) images:
+        ``image_size`` is unchanged and the strides are divided, so stride 8 at
+        ``input_scale=2`` is reported as stride 4. On CamVid with MobileNet V1
+        and 5-20 random masks, ``2`` gave +1 to +2 mIoU and +2.5 to +5 IoU on the
+        four rarest classes (docs/segmentation.md).
     batch_size : int
         Images per forward pass (default 8 on CPU, 32 on CUDA).
     cache_dir : path or False, optional
@@ -131,7 +139,7 @@ class DenseEmbedder(TimmEmbedder):
     """
 
     def __init__(self, model_name: str, pretrained: bool = True, checkpoint=None, device: str = "auto",
-                 out_indices=(2, 3, 4), image_size=None, batch_size: int | None = None,
+                 out_indices=(2, 3, 4), image_size=None, input_scale: int = 1, batch_size: int | None = None,
                  precision: str = "auto", cache_dir=None, pretrained_cfg_overlay: dict | None = None,
                  progress: bool = True, **model_kwargs):
         for k in ("features_only", "out_indices"):
@@ -143,6 +151,9 @@ class DenseEmbedder(TimmEmbedder):
                          features_only=True, out_indices=tuple(int(i) for i in out_indices), **model_kwargs)
         self.out_indices = tuple(int(i) for i in out_indices)
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, np.integer)) or input_scale not in (1, 2, 4):
+            raise ValueError(f"input_scale must be 1, 2 or 4, got {input_scale!r}")
+        self.input_scale = int(input_scale)
         self.cache_chunk = DEFAULT_CHUNK
 
     def __repr__(self) -> str:
@@ -155,7 +166,12 @@ class DenseEmbedder(TimmEmbedder):
 
     @property
     def strides(self) -> tuple:
-        return tuple(int(r) for r in self.model_.feature_info.reduction())
+        """Pixels of the (resized, not enlarged) image per cell of each map."""
+        reductions = [int(r) for r in self.model_.feature_info.reduction()]
+        if any(r % self.input_scale for r in reductions):
+            raise ValueError(f"input_scale={self.input_scale} does not divide the strides {tuple(reductions)} of "
+                             f"{self.model_name} at out_indices={self.out_indices}")
+        return tuple(r // self.input_scale for r in reductions)
 
     def _image_size(self, pool) -> tuple:
         if self.image_size is not None:
@@ -194,13 +210,14 @@ class DenseEmbedder(TimmEmbedder):
         precision = self._precision(device)
         model = self.model_
         cfg = self.data_config()
-        size = self._image_size(pool)
+        size = self._image_size(pool)           # what the features describe
         strides = self.strides
+        in_size = (size[0] * self.input_scale, size[1] * self.input_scale)   # what the backbone sees
         entry = None
         if self.cache_dir is not False:
             parts = dict(format=CACHE_FORMAT, model=self.model_name, model_kwargs=self.model_kwargs,
                          overlay={k: v for k, v in (self.pretrained_cfg_overlay or {}).items() if k != "file"},
-                         weights=self._weights_id(), mean=cfg["mean"], std=cfg["std"], size=list(size),
+                         weights=self._weights_id(), mean=cfg["mean"], std=cfg["std"], size=list(in_size),
                          precision=precision, pool=pool.fingerprint(), n=len(pool))
             root = (default_cache_dir().parent / "dense" if self.cache_dir is None
                     else Path(self.cache_dir).expanduser())
@@ -231,9 +248,9 @@ class DenseEmbedder(TimmEmbedder):
                     parts, pooled, errors = [[] for _ in strides], [], {}
                     for k in range(0, len(rows), bs):
                         batch = list(rows[k:k + bs])
-                        x = np.zeros((len(batch), size[0], size[1], 3), np.uint8)
+                        x = np.zeros((len(batch), in_size[0], in_size[1], 3), np.uint8)
                         for j, r in enumerate(batch):
-                            msg = self._load(pool, r, size, x, j)
+                            msg = self._load(pool, r, in_size, x, j)
                             if msg:
                                 pool.report_error(r, msg)  # raises under on_error="raise"
                                 errors[r] = msg
