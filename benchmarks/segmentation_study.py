@@ -11,7 +11,8 @@ train images; each strategy starts from the same 5-image random batch
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage,entropy,class_weighted,class_targeted,auto \
         --budgets 5,10,20,40,80,160 --splits 4 --first-split 10 --score-scale 2 --threads 1 --workers 2
     # on a GPU machine: --device cuda --workers 14 --score-scale 1
-    # stride-4 features too: --out-indices 1,2,3,4 --components 32,48,64,64 --decoder-kwargs '{"crop": 64}'
+    # stride-4 features too: --out-indices 1,2,3,4 --components 32,48,64,64
+    # the backbone on twice-enlarged images (strides 4/8/16 of the masks): --input-scale 2
     # a variant screen without full-pool fits (names: see variants(); oracle_* read the hidden masks)
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage_typiclust,oracle_classes \
         --budgets 5,10,20 --splits 4 --score-scale 4 --reference '{"miou": 53.0, "n_masks": 294}' --tag screen

@@ -98,6 +98,17 @@ def test_bad_inputs_are_named(shapes):
         _decoder(crop=6).fit(ftr, train.masks)
 
 
+def test_decoder_crop_covers_the_same_pixels_at_any_finest_stride():
+    """``crop`` counts stride-8 cells: 8 cells = 64 pixels whether the finest map has stride 4 or 8."""
+    rng = np.random.default_rng(0)
+    dec = _decoder(crop=8)
+    t = np.zeros((1, 64, 64))                                     # targets at loss stride 2: 128 pixels
+    for strides in ((4, 8), (8, 16)):
+        xs = [np.zeros((1, 1, 128 // s, 128 // s)) for s in strides]
+        out, tt = dec._crop(xs, t, strides, 2, rng)
+        assert [o.shape[-1] * s for o, s in zip(out, strides)] == [64, 64] and tt.shape[-1] * 2 == 64
+
+
 def test_median_frequency_weights():
     w = class_weights_from_counts([1000, 100, 10, 0], "median_frequency")
     assert w[3] == 0 and w[0] < w[1] < w[2] and w[1] == pytest.approx(1.0)

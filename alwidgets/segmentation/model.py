@@ -485,7 +485,8 @@ class DenseDecoder(_DenseModel):
     batch_size : int
         Images (crops) per step.
     crop : int or None
-        Side of the random square crop in stride-8 cells (multiple of 4), None for whole maps.
+        Side of the random square crop in stride-8 cells (multiple of 4; 32 = 256 pixels at any finest
+        stride), None for whole maps.
     min_steps, max_steps, steps_per_mask : int
     warm_start : bool
     warm_fraction : float
@@ -663,7 +664,7 @@ class DenseDecoder(_DenseModel):
         if self.crop is None:
             return xs, t
         h0, w0 = xs[0].shape[-2:]
-        c = int(self.crop)
+        c = int(round(self.crop * 8 / strides[0]))   # crop is in stride-8 cells: the same pixels at any finest stride
         if c >= h0 and c >= w0:
             return xs, t
         ch, cw = min(c, h0 - h0 % 4), min(c, w0 - w0 % 4)
