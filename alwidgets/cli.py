@@ -131,7 +131,8 @@ def embed_pool(pool, embedder, executor="local"):
     if executor != "local":  # no Ray, an unreachable cluster, an embedder that cannot run there
         usage += (ImportError, ConnectionError, TypeError)
     try:
-        return embedder.embed(pool, executor=executor)
+        # DenseEmbedder has no executor (its maps are computed here); only a non-local run names one
+        return embedder.embed(pool) if executor == "local" else embedder.embed(pool, executor=executor)
     except usage as e:
         raise UsageError(str(e).splitlines()[0]) from None
     except RuntimeError as e:
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DenseDecoder (keeps learning; default) or DenseLinearProbe (fast baseline)")
     seg.add_argument("--decoder-steps", type=_positive_int, default=None, metavar="N",
                      help="training steps per decoder fit (default: its schedule, 4 per mask within 100-400)")
+    seg.add_argument("--input-scale", type=int, choices=(1, 2, 4), default=None,
+                     help="run the timm backbone on images enlarged this many times: finer maps for thin "
+                          "objects, at input-scale^2 the compute and cache (default 1)")
 
     demo = sub.add_parser("demo", help="copy the quick-start notebook here and open it in JupyterLab")
     demo.add_argument("--dir", default=".", help="folder to copy the notebook into (default: here)")
@@ -403,7 +407,8 @@ def cmd_simulate(args) -> int:
     if args.task == "segmentation":
         return cmd_simulate_segmentation(args)
     seg_only = [opt for opt, v in (("--budgets", args.budgets), ("--ignore-index", args.ignore_index),
-                                   ("--iou-at", args.iou_at), ("--decoder-steps", args.decoder_steps)) if v is not None]
+                                   ("--iou-at", args.iou_at), ("--decoder-steps", args.decoder_steps),
+                                   ("--input-scale", args.input_scale)) if v is not None]
     if seg_only or args.model != "decoder":
         raise UsageError(f"{(seg_only or ['--model'])[0]} is for --task segmentation")
     if args.dataset.lower().startswith("segfolder:"):
@@ -487,6 +492,8 @@ def dense_features(data, args):
     kind, _, arg = args.embedder.partition(":")
     kind = kind.strip().lower()
     if kind == "pixels" and not arg:
+        if args.input_scale not in (None, 1):
+            raise UsageError("--input-scale is for --embedder timm:MODEL_NAME (pixel features have no backbone)")
         try:
             return DenseFeatures.from_pixels(data.pool)
         except ValueError as e:   # images of different sizes cannot be stacked
@@ -500,7 +507,7 @@ def dense_features(data, args):
     overlay = _json_dict(args.pretrained_cfg, "--pretrained-cfg") or None
     cache = None if args.cache_dir is None else Path(args.cache_dir).expanduser() / "dense"
     emb = DenseEmbedder(arg.strip(), checkpoint=ckpt, device=args.device or "auto", pretrained_cfg_overlay=overlay,
-                        progress=not args.no_progress, **({} if cache is None else {"cache_dir": cache}), **model_kwargs)
+                        input_scale=args.input_scale or 1, progress=not args.no_progress, **({} if cache is None else {"cache_dir": cache}), **model_kwargs)
     return embed_pool(data.pool, emb)
 
 

@@ -85,6 +85,17 @@ def test_cli_segmentation_markdown_and_train_test_layout(capsys, tmp_path):
     assert "Per-class IoU (%) at 4 masks:" in out and "| strategy | background | disc | box | triangle |" in out
 
 
+def test_cli_segmentation_timm_backbone_on_enlarged_images(capsys, segfolder, tmp_path):
+    code, out, err = run(capsys, "simulate", "--task", "segmentation", "--dataset", f"segfolder:{segfolder}",
+                         "--embedder", "timm:resnet10t", "--model-kwargs", '{"pretrained": false}',
+                         "--input-scale", "2", "--cache-dir", str(tmp_path), "--strategies", "random",
+                         "--budgets", "2,4", "--json", *FAST)
+    assert code == 0, err
+    assert set(json.loads(out)[0]["miou"]) == {"2", "4"}
+    meta = json.loads(next((tmp_path / "dense").glob("*/meta.json")).read_text())
+    assert meta["size"] == [48, 48]                       # the backbone saw the 24x24 images enlarged twice
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--dataset", "digits"], "needs --dataset segfolder:DIR"),
     (["--dataset", "segfolder:/no/such"], "no such folder"),
@@ -96,6 +107,10 @@ def test_cli_segmentation_markdown_and_train_test_layout(capsys, tmp_path):
     (["--iou-at", "3"], "--iou-at 3: not one of the budgets 5,10,20,40"),
     (["--target-acc", "0.9"], "--target-acc is for classification"),
     (["--embedder", "pca:4"], "takes --embedder pixels or timm:MODEL_NAME"),
+    (["--budgets", "2,4", "--input-scale", "2"], "--input-scale is for --embedder timm:MODEL_NAME"),
+    (["--input-scale", "3"], "argument --input-scale: invalid choice: 3"),
+    (["--budgets", "2,4", "--embedder", "timm:resnet10t", "--input-scale", "4",
+      "--model-kwargs", '{"pretrained": false, "out_indices": [0, 1]}'], "input_scale=4 does not divide the strides"),
 ])
 def test_cli_segmentation_bad_arguments(capsys, segfolder, argv, match):
     argv = ["--dataset", f"segfolder:{segfolder}", *argv] if not argv[0] == "--dataset" else argv
@@ -106,5 +121,7 @@ def test_cli_segmentation_bad_arguments(capsys, segfolder, argv, match):
 def test_cli_segmentation_options_refused_for_classification(capsys, segfolder):
     code, _, err = run(capsys, "simulate", "--budgets", "5,10", "--no-progress")
     assert code == 2 and "--budgets is for --task segmentation" in err
+    code, _, err = run(capsys, "simulate", "--input-scale", "2", "--no-progress")
+    assert code == 2 and "--input-scale is for --task segmentation" in err
     code, _, err = run(capsys, "simulate", "--dataset", f"segfolder:{segfolder}", "--no-progress")
     assert code == 2 and "add --task segmentation" in err
