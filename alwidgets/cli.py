@@ -507,7 +507,8 @@ def dense_features(data, args):
     overlay = _json_dict(args.pretrained_cfg, "--pretrained-cfg") or None
     cache = None if args.cache_dir is None else Path(args.cache_dir).expanduser() / "dense"
     emb = DenseEmbedder(arg.strip(), checkpoint=ckpt, device=args.device or "auto", pretrained_cfg_overlay=overlay,
-                        input_scale=args.input_scale or 1, progress=not args.no_progress, **({} if cache is None else {"cache_dir": cache}), **model_kwargs)
+                        input_scale=args.input_scale or 1, progress=not args.no_progress,
+                        **({} if cache is None else {"cache_dir": cache}), **model_kwargs)
     return embed_pool(data.pool, emb)
 
 

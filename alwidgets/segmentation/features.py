@@ -151,7 +151,8 @@ class DenseEmbedder(TimmEmbedder):
                          features_only=True, out_indices=tuple(int(i) for i in out_indices), **model_kwargs)
         self.out_indices = tuple(int(i) for i in out_indices)
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
-        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, np.integer)) or input_scale not in (1, 2, 4):
+        integer = isinstance(input_scale, (int, np.integer)) and not isinstance(input_scale, bool)
+        if not integer or input_scale not in (1, 2, 4):
             raise ValueError(f"input_scale must be 1, 2 or 4, got {input_scale!r}")
         self.input_scale = int(input_scale)
         self.cache_chunk = DEFAULT_CHUNK
