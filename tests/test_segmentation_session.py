@@ -182,3 +182,21 @@ def test_masks_round_trip_on_both_backends(shapes, store_target):
         i = data.pool.index_of(b.ids[0])
         np.testing.assert_array_equal(labels[i], data.masks[i])
         assert labels[data.pool.index_of(b.ids[1])] is None and set(s2.store.current_payloads()) == {b.ids[0]}
+
+
+def test_session_with_a_backbone_on_enlarged_images():
+    """``DenseEmbedder(input_scale=2)`` feeds a Session unchanged: masks, refits and pre-fill at the image's size."""
+    from alwidgets.segmentation import DenseEmbedder
+
+    data = make_shapes(n_images=10, size=(32, 32), random_state=3)
+    emb = DenseEmbedder("resnet10t", pretrained=False, out_indices=(1, 2), input_scale=2, cache_dir=False,
+                        progress=False)
+    s = Session(data, embedder=emb, model=small_model(), selector="entropy")
+    assert s.embeddings.strides == (2, 4) and s.embeddings.image_size == (32, 32)
+    b = s.next_batch(3)
+    s.submit(masks_for(data, b))
+    b2 = s.next_batch(2)
+    assert b2.info["picked_by"] == "entropy" and not set(b2.ids) & set(b.ids)
+    pred = s.predicted_mask(b2.ids[0])
+    assert pred.shape == (32, 32) and pred.max() < 4
+    s.close()
