@@ -14,7 +14,7 @@ landed (the ``"fit"`` event; the shown image's prediction, what ``p`` pre-fills,
 metrics (the ``"change"`` event), and the decoder's training steps. Between Enters the loop waits for
 the metrics (a labeller needs minutes per mask). Medians are printed; ``--json`` writes them too.
 
-Run:  python benchmarks/refit_latency.py [--masks 99] [--enters 8] [--json out.json]
+Run:  python benchmarks/refit_latency.py [--masks 99] [--enters 8] [--input-scale 2] [--json out.json]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def study():
     return mod
 
 
-def load(n_test: int):
+def load(n_test: int, input_scale: int = 1):
     st = study()
     from alwidgets.segmentation import camvid, mobilenet_v1
 
@@ -50,7 +50,7 @@ def load(n_test: int):
         raise SystemExit(f"needs CamVid at {root}")
     train, test = camvid(root, "train"), camvid(root, "test")
     emb = mobilenet_v1(str(SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors"), progress=False,
-                       precision="fp32")
+                       precision="fp32", input_scale=input_scale)
     ptr, pte = st.projected(emb, train, test)
     return train, ptr, pte.subset(range(n_test)), test.masks[:n_test]
 
@@ -99,9 +99,10 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=40, help="CamVid test images scored after each refit")
     ap.add_argument("--modes", default="now,background")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--input-scale", type=int, default=1, help="the backbone on images enlarged this many times")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    train, ptr, pte, test_masks = load(args.test)
+    train, ptr, pte, test_masks = load(args.test, args.input_scale)
     out = {"cpus": os.cpu_count(), "masks": args.masks, "enters": args.enters, "modes": {}}
     for mode in args.modes.split(","):
         load0 = os.getloadavg()
