@@ -131,8 +131,7 @@ def embed_pool(pool, embedder, executor="local"):
     if executor != "local":  # no Ray, an unreachable cluster, an embedder that cannot run there
         usage += (ImportError, ConnectionError, TypeError)
     try:
-        # DenseEmbedder has no executor (its maps are computed here); only a non-local run names one
-        return embedder.embed(pool) if executor == "local" else embedder.embed(pool, executor=executor)
+        return embedder.embed(pool, executor=executor)
     except usage as e:
         raise UsageError(str(e).splitlines()[0]) from None
     except RuntimeError as e:

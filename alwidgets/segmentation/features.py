@@ -201,10 +201,16 @@ class DenseEmbedder(TimmEmbedder):
         return next(iter(sizes))
 
     # ------------------------------------------------------------------ embed
-    def embed(self, pool) -> DenseFeatures:
-        """Feature maps of every pool item (unreadable items: zero rows, listed in ``errors``)."""
+    def embed(self, pool, executor="local") -> DenseFeatures:
+        """Feature maps of every pool item (unreadable items: zero rows, listed in ``errors``).
+
+        ``executor`` is the embedder protocol's; dense maps are computed in this process only.
+        """
         import torch
 
+        if executor != "local":
+            raise ValueError(f"DenseEmbedder computes its maps in this process; executor={executor!r} is not "
+                             "supported (use executor='local')")
         if len(pool) == 0:
             raise ValueError("the pool is empty")
         device = self._device()
