@@ -10,6 +10,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that start Ray in this process (marked ``ray``) run last, in their own order: Ray's gRPC
+    threads outlive ``ray.shutdown()``, and a child forked after them (the store tests fork) can crash."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ``../shared``; skips the calling test with a reason when absent."""
     p = SHARED.joinpath(*parts)

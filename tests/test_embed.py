@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 
 import numpy as np
@@ -289,3 +290,37 @@ def test_corrupt_files_raise_by_default(bad_folder):
     pool = Pool.from_folder(bad_folder)
     with pytest.raises(ImageReadError, match=r"'truncated.jpg' \(.*truncated.jpg\)"):
         tiny(num_workers=1).embed(pool)
+
+
+@pytest.mark.parametrize("module, decode", [("grpc", "pil"), ("ray._raylet", "pil-full")])
+def test_decoding_runs_in_threads_once_grpc_is_loaded(bad_folder, monkeypatch, module, decode):
+    """A process that has loaded gRPC (a Ray client, or Ray's core for a driver) is not forked: a worker
+    forked while gRPC's threads hold its locks can crash (CI, after the Ray tests: "DataLoader worker
+    ... killed by signal: Segmentation fault").
+    The same PIL decoding then runs in threads: same embeddings, same per-item errors."""
+    import multiprocessing.process
+    import types
+
+    from alwidgets.embed.timm import fork_is_unsafe
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 70, 3), dtype=np.uint8)).save(
+        bad_folder / "big.jpg")  # reduced-scale decoding ("pil") differs from "pil-full" on it
+    pool = Pool.from_folder(bad_folder, on_error="skip")
+    ref = tiny(num_workers=0, batch_size=3, decode=decode).embed(pool)
+    for loaded in ("grpc", "ray._raylet"):  # as in a process that never used Ray
+        monkeypatch.delitem(sys.modules, loaded, raising=False)
+    assert not fork_is_unsafe()
+    monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
+    assert fork_is_unsafe()
+
+    def no_process(self):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_process)
+    X = tiny(num_workers=2, batch_size=3, decode=decode).embed(pool)
+    assert set(pool.errors) == {"empty.jpg", "truncated.jpg"}
+    np.testing.assert_allclose(X, ref, rtol=BATCH_TOL, atol=BATCH_TOL)
+    assert np.all(X[~pool.usable] == 0)
+    (bad_folder / "empty.jpg").unlink()
+    with pytest.raises(ImageReadError, match=r"'truncated.jpg'"):
+        tiny(num_workers=2, batch_size=3, decode=decode).embed(Pool.from_folder(bad_folder))

@@ -108,6 +108,7 @@ def test_bad_out_path(capsys, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
+@pytest.mark.ray
 def test_engine_options_are_one_line_usage_errors(capsys, tmp_path, folder, ckpt):
     """``--engine ray`` (the cluster run itself is in test_embed_ray.py): misuse and an unreachable
     address are one-line usage errors, before anything is embedded."""

@@ -26,6 +26,7 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.slow,  # a cluster takes ~20-30 s to start on 2 cores, each Ray run ~10-20 s
+    pytest.mark.ray,
     pytest.mark.skipif(ray is None and not os.environ.get("CI"),
                        reason='Ray is not installed (pip install "alwidgets[ray]")'),
 ]

@@ -10,7 +10,10 @@ a JPEG without its end marker, or one the decoder rejects) go through the CPU pa
 (PIL in the I/O thread); unreadable files come back as per-item errors and never stop the run.
 
 Everything here is device-agnostic torch code: with ``device="cpu"`` the same pipeline runs on
-the CPU (libjpeg-turbo through torchvision), which is how it is tested without a GPU.
+the CPU (libjpeg-turbo through torchvision), which is how it is tested without a GPU. With
+``decode="pil"`` (or ``"pil-full"``) every image takes the CPU path in the I/O threads: the
+embedder's PIL decoding, in threads instead of forked worker processes, for a process that must
+not fork (see :func:`~alwidgets.embed.timm.fork_is_unsafe`).
 """
 from __future__ import annotations
 
@@ -106,9 +109,17 @@ class DeviceBatches:
         Rows known to be unreadable (``pool.errors``): not read, reported with their reason.
     prefetch : int
         Batches prepared ahead of the consumer.
+    decode : {"device", "pil", "pil-full"}
+        ``"device"``: JPEGs the device decoder takes are decoded there, the rest with PIL.
+        ``"pil"``, ``"pil-full"``: every image with PIL in the I/O threads, as
+        :class:`~alwidgets.embed.timm.TimmEmbedder`'s option of that name does it.
     """
 
-    def __init__(self, pool, tf, size, batches, device, io_workers: int = 4, skip=frozenset(), prefetch: int = 2):
+    def __init__(self, pool, tf, size, batches, device, io_workers: int = 4, skip=frozenset(), prefetch: int = 2,
+                 decode: str = "device"):
+        if decode not in ("device", "pil", "pil-full"):
+            raise ValueError(f"decode must be 'device', 'pil' or 'pil-full', got {decode!r}")
+        self.decode = decode
         self.pool, self.tf, self.size, self.batches = pool, tf, tuple(size), batches
         self.device, self.io_workers, self.skip, self.prefetch = device, max(1, int(io_workers)), skip, max(1, prefetch)
         self.fallbacks = 0  # images that went through the CPU path although the device decoder was tried
@@ -121,7 +132,7 @@ class DeviceBatches:
         pool = self.pool
         if i in self.skip:
             return "error", pool.errors.get(pool.ids[i], "skipped")
-        if pool.paths is not None:
+        if self.decode == "device" and pool.paths is not None:
             try:
                 data = np.fromfile(pool.paths[i], dtype=np.uint8)
             except OSError as e:
@@ -143,11 +154,12 @@ class DeviceBatches:
         return w > size[0] or h > size[1]
 
     def _cpu(self, i):
-        """The CPU path for one item: PIL decode (reduced-scale for JPEGs) and PIL resize/crop."""
+        """The CPU path for one item: PIL decode (reduced-scale for JPEGs but with ``"pil-full"``) and
+        PIL resize/crop."""
         from ..pool import ImageReadError
 
         try:
-            im = read_resized(self.pool, i, self.tf)
+            im = read_resized(self.pool, i, self.tf, reduced=self.decode != "pil-full")
         except ImageReadError as e:
             return "error", e.reason
         try:

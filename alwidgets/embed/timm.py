@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class TimmEmbedder(Embedder):
         DataLoader worker processes that decode and resize images (``decode="pil"``,
         ``"pil-full"``), or the threads that read files (``decode="device"``); default
         ``min(8, cores)`` on CUDA, ``cores - 1`` on CPU (the rest of the cores run the model).
+        In a process that has loaded Ray or gRPC, PIL decodes in that many threads instead: a
+        process forked from it can crash (:func:`fork_is_unsafe`).
     precision : str
         ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` or
         ``"fp16"`` (autocast). fp16 keeps embeddings within a cosine of 0.999 of fp32;
@@ -267,15 +270,17 @@ class TimmEmbedder(Embedder):
         batches = [list(rows[k:k + bs]) for rows in chunks.values() for k in range(0, len(rows), bs)]
         skip = {pool.index_of(i) for i in pool.errors}
         workers = self._num_workers(device)
-        if rt.decode == "device":  # I/O threads + batched decoding and resizing on the device
+        if rt.decode != "device" and self.num_workers is None and len(batches) <= 1:
+            workers = 0  # one batch: starting a worker process costs more than it saves
+        if rt.decode == "device" or (workers and fork_is_unsafe()):
+            # I/O threads + batched decoding and resizing on the device, or PIL in those threads
             from .device import DeviceBatches
 
-            loader = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, workers), skip=skip)
+            loader = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, workers), skip=skip,
+                                   decode=rt.decode)
         else:  # PIL in DataLoader worker processes
             from torch.utils.data import DataLoader
 
-            if self.num_workers is None and len(batches) <= 1:
-                workers = 0  # one batch: starting a worker process costs more than it saves
             loader = DataLoader(_Images(pool, rt.tf, rt.size, skip, draft=rt.decode == "pil"), batch_sampler=batches,
                                 num_workers=workers, pin_memory=device.type == "cuda",
                                 prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -456,6 +461,14 @@ class _TimmLogCatcher(logging.Filter):
         self._logger.removeFilter(self)
         self._logger.setLevel(self._level)
         return False
+
+
+def fork_is_unsafe() -> bool:
+    """Whether a forked worker process could crash: this process has loaded gRPC's core, through the
+    ``grpc`` package (a Ray client) or Ray's own core (a Ray driver). Its threads outlive
+    ``ray.shutdown()`` and may hold gRPC's locks at the fork ("DataLoader worker ... killed by signal:
+    Segmentation fault"). Decoding then runs in threads of this process instead."""
+    return "grpc" in sys.modules or "ray._raylet" in sys.modules
 
 
 def _decode_behind_the_model(_worker_id: int) -> None:
