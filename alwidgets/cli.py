@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the timm backbone on images enlarged this many times: finer maps for thin "
                           "objects, at input-scale^2 the compute and cache (default 1)")
 
-    demo = sub.add_parser("demo", help="copy the quick-start notebook here and open it in JupyterLab")
+    demo = sub.add_parser("demo", help="copy a demo notebook here and open it in JupyterLab")
+    demo.add_argument("notebook", nargs="?", default="quickstart", choices=list(DEMOS),
+                      help="quickstart: label digits (default); segmentation: paint masks, watch mIoU grow")
     demo.add_argument("--dir", default=".", help="folder to copy the notebook into (default: here)")
     demo.add_argument("--no-launch", action="store_true", help="only copy the notebook; print the command")
     emb = sub.add_parser("embed", help="embed a dataset and save the features (.npy + ids, or .npz) for reuse")
@@ -617,13 +619,16 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def quickstart_notebook() -> Path:
-    """The quick-start notebook shipped in the wheel (or the repo's, in a source checkout)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "_notebooks" / "01_quickstart.ipynb", here.parent / "notebooks" / "01_quickstart.ipynb"):
+DEMOS = {"quickstart": "01_quickstart.ipynb", "segmentation": "04_segmentation.ipynb"}
+
+
+def demo_notebook(name: str) -> Path:
+    """The demo notebook ``name`` (a key of ``DEMOS``) shipped in the wheel (or the repo's, in a source checkout)."""
+    here, file = Path(__file__).resolve().parent, DEMOS[name]
+    for cand in (here / "_notebooks" / file, here.parent / "notebooks" / file):
         if cand.is_file():
             return cand
-    raise UsageError("the quick-start notebook is missing from this installation")
+    raise UsageError(f"the {name} notebook is missing from this installation")
 
 
 def cmd_demo(args) -> int:
@@ -633,9 +638,9 @@ def cmd_demo(args) -> int:
     target_dir = Path(args.dir)
     if not target_dir.is_dir():
         raise UsageError(f"--dir {target_dir}: no such folder")
-    target = target_dir / "alwidgets_quickstart.ipynb"
+    target = target_dir / f"alwidgets_{args.notebook}.ipynb"
     if not target.exists():  # never overwrite a notebook the user may have worked in
-        shutil.copyfile(quickstart_notebook(), target)
+        shutil.copyfile(demo_notebook(args.notebook), target)
     # serve the folder and open the notebook itself (a bare path would show the launcher first)
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target_dir.resolve()}",
            f"--LabApp.default_url=/lab/tree/{target.name}"]

@@ -94,6 +94,16 @@ def test_demo_copies_the_quickstart_without_overwriting(capsys, tmp_path):
     assert run(capsys, "demo", "--dir", str(tmp_path / "nope"), "--no-launch")[0] == 2
 
 
+def test_demo_segmentation_copies_the_painter_notebook(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "segmentation", "--dir", str(tmp_path), "--no-launch")
+    assert code == 0, err
+    nb = tmp_path / "alwidgets_segmentation.ipynb"
+    assert "session.label(" in nb.read_text() and f"--LabApp.default_url=/lab/tree/{nb.name}" in out
+    assert not (tmp_path / "alwidgets_quickstart.ipynb").exists()
+    code, _, err = run(capsys, "demo", "painting", "--dir", str(tmp_path), "--no-launch")
+    assert code == 2 and "invalid choice: 'painting'" in err and "segmentation" in err
+
+
 def test_default_target_is_relative_to_the_full_pool(capsys):
     # 60 digits: every label gives well under 0.9, the old absolute default; the run must not be refused
     code, out, err = run(capsys, "simulate", "--max-items", "60", "--strategies", "random,margin", "--repeats", "2",
