@@ -518,7 +518,7 @@ def cmd_simulate_segmentation(args) -> int:
     from ._files import atomic_write
     from .segmentation.select import SELECTORS
     from .segmentation.simulate import simulate_task
-    from .segmentation.task import SegmentationTask, dense_model_for
+    from .segmentation.task import SegmentationTask
 
     if args.target_acc is not None:
         raise UsageError("--target-acc is for classification; segmentation reports the masks needed to reach "
@@ -558,7 +558,7 @@ def cmd_simulate_segmentation(args) -> int:
         model = DenseLinearProbe(task.n_classes, task.ignore_index)
     else:
         steps = {} if args.decoder_steps is None else {"min_steps": args.decoder_steps, "max_steps": args.decoder_steps}
-        model = dense_model_for(feats, task.n_classes, task.ignore_index, **steps)
+        model = task.default_model().set_params(**steps)
     try:
         res = simulate_task(feats, train.masks, task, strategies, budgets=budgets, repeats=repeats,
                             test_features=test_feats, test_masks=None if test is None else test.masks,

@@ -187,7 +187,7 @@ class Session:
                 self.embedder = PixelEmbedder()
             embeddings = self.embedder.embed(pool)
         self.embeddings = task.check_features(embeddings, n_items=len(pool))
-        self.loop = Loop(task, task.model_for(self.embeddings) if model is None else model, selector)
+        self.loop = Loop(task, task.default_model() if model is None else model, selector)
         self.budget = None if budget is None else check_positive_int(budget, "budget")
         self.calibration = bool(calibration)
         self.keymap = keymap

@@ -1,7 +1,8 @@
 """Enter -> refit -> next image in the mask painter, at about 100 masks (issue 15's target: <= 3 s on 2 cores).
 
-A segmentation Session on CamVid train (MobileNet V1 features at strides 8/16/32, the study's cached
-PCA projection, the default :class:`~alwidgets.segmentation.DenseDecoder` schedule), scored on 40 test
+A segmentation Session on CamVid train (MobileNet V1 features at strides 8/16/32, raw as the default
+:class:`~alwidgets.segmentation.DenseDecoder` reads them, or the study's cached PCA projection with
+``--components 48,64,64``; the default schedule), scored on 40 test
 images, starts from ``--masks`` masks. Then the painter (kernel side, :class:`MaskSessionView`) saves a
 batch of 8 masks, one Enter at a time, in each refit mode, inside an asyncio event loop as in a kernel:
 
@@ -41,7 +42,7 @@ def study():
     return mod
 
 
-def load(n_test: int, input_scale: int = 1):
+def load(n_test: int, input_scale: int = 1, components: str = "none"):
     st = study()
     from alwidgets.segmentation import camvid, mobilenet_v1
 
@@ -51,7 +52,7 @@ def load(n_test: int, input_scale: int = 1):
     train, test = camvid(root, "train"), camvid(root, "test")
     emb = mobilenet_v1(str(SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors"), progress=False,
                        precision="fp32", input_scale=input_scale)
-    ptr, pte = st.projected(emb, train, test)
+    ptr, pte = st.projected(emb, train, test, components)
     return train, ptr, pte.subset(range(n_test)), test.masks[:n_test]
 
 
@@ -100,10 +101,13 @@ def main(argv=None):
     ap.add_argument("--modes", default="now,background")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--input-scale", type=int, default=1, help="the backbone on images enlarged this many times")
+    ap.add_argument("--components", default="none",
+                    help="none: the raw maps (the default decoder); 48,64,64: the PCA projection used before 27 Nov")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    train, ptr, pte, test_masks = load(args.test, args.input_scale)
-    out = {"cpus": os.cpu_count(), "masks": args.masks, "enters": args.enters, "modes": {}}
+    train, ptr, pte, test_masks = load(args.test, args.input_scale, args.components)
+    out = {"cpus": os.cpu_count(), "masks": args.masks, "enters": args.enters, "components": args.components,
+           "modes": {}}
     for mode in args.modes.split(","):
         load0 = os.getloadavg()
         start_fit, rows = asyncio.run(run_mode(mode, train, ptr, (pte, test_masks), args.masks, args.enters,

@@ -157,7 +157,8 @@ def main(argv=None):
     ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
     ap.add_argument("--out-indices", default="2,3,4",
                     help="MobileNet stages kept: 2,3,4 = strides 8/16/32; 1,2,3,4 adds stride 4")
-    ap.add_argument("--components", default="48,64,64", help="PCA components per map, finest first")
+    ap.add_argument("--components", default="48,64,64",
+                    help="PCA components per map, finest first; none: the decoder reads the raw maps")
     ap.add_argument("--fine-x2", action="store_true",
                     help="add the stride-8 map of the twice-enlarged image in front (the decoder's fine path, stride 4)")
     ap.add_argument("--input-scale", type=int, default=1,
@@ -313,19 +314,26 @@ class OracleClasses:
                 counts = self.hidden(embeddings)
                 if classes is not None:
                     counts = counts[:, classes]
-                A = counts[labelled].sum(0)
-                picks = []
-                free = np.ones(len(candidates), bool)
-                for _ in range(n):
-                    g = (np.log1p((A + counts[candidates]) / 100.0) - np.log1p(A / 100.0)).sum(1)
-                    g[~free] = -np.inf
-                    j = int(np.argmax(g))
-                    picks.append(candidates[j])
-                    free[j] = False
-                    A = A + counts[candidates[j]]
-                return Selection(np.asarray(picks), np.zeros(n), {"reason": "oracle: hidden masks"})
+                picks = oracle_picks(counts, n, labelled, candidates)
+                return Selection(picks, np.zeros(n), {"reason": "oracle: hidden masks"})
 
         return _Oracle()
+
+
+def oracle_picks(counts, n, labelled, candidates):
+    """Greedily the ``n`` candidates that add the most ``sum_c log(1 + pixels of c / 100)`` to the labelled
+    rows' class pixel ``counts`` (rows x classes)."""
+    A = counts[labelled].sum(0)
+    picks = []
+    free = np.ones(len(candidates), bool)
+    for _ in range(n):
+        g = (np.log1p((A + counts[candidates]) / 100.0) - np.log1p(A / 100.0)).sum(1)
+        g[~free] = -np.inf
+        j = int(np.argmax(g))
+        picks.append(candidates[j])
+        free[j] = False
+        A = A + counts[candidates[j]]
+    return np.asarray(picks)
 
 
 def _central_then_stratified():
@@ -477,8 +485,10 @@ def projected(emb, train, test, components="48,64,64"):
     (the projection of 600 images takes minutes on a busy 2-core machine; every run reuses it)."""
     from alwidgets.segmentation.features import DenseFeatures
 
-    components = tuple(int(c) for c in str(components).split(","))
     ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
+    if str(components).lower() == "none":   # the raw maps (memory-mapped), as DenseDecoder(n_components=None)
+        return ftr, fte
+    components = tuple(int(c) for c in str(components).split(","))
     if len(components) != len(ftr.maps):
         raise SystemExit(f"--components has {len(components)} entries for {len(ftr.maps)} maps (strides {ftr.strides})")
     name = "-".join(map(str, components)) + ("" if ftr.strides == (8, 16, 32) else "_s" + "-".join(map(str, ftr.strides)))

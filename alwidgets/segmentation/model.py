@@ -338,9 +338,10 @@ class PCAProjection:
     """A fixed, whitened per-scale PCA of dense features (fitted on a sample of pool positions, no labels).
 
     Projecting the frozen maps to a few dozen channels first makes every
-    training step and prediction of the decoder several times cheaper; the
-    first trainable layer then works on the projected maps (a low-rank 1x1
-    convolution of the raw maps). :class:`DenseDecoder` fits one itself
+    training step and prediction of the decoder cheaper; the first trainable
+    layer then works on the projected maps (a low-rank 1x1 convolution of the
+    raw maps). Not the default: the whitening gives trailing, noisy components
+    the weight of the leading ones, which cost 3-6 mIoU at 5-40 CamVid masks. :class:`DenseDecoder` fits one itself
     (``n_components=``) and caches the projected maps per feature set; a
     benchmark that fits many models on the same pool projects once with
     :meth:`transform` and passes ``n_components=None``.
@@ -452,9 +453,7 @@ def _build_decoder(channels, n_classes, width, fine, dropout):
 class DenseDecoder(_DenseModel):
     """A small decoder over frozen multi-scale features, trained in torch; keeps learning as masks are added.
 
-    Each frozen map is first projected by a fixed, whitened PCA fitted on the
-    pool (``n_components`` per scale; no labels needed) and cached, which makes
-    training and prediction cheap on a CPU. Then every coarse map (stride 16,
+    The frozen maps are standardised per channel. Every coarse map (stride 16,
     32) goes through a 1x1 convolution to ``width`` channels, they are summed
     at stride 16 and passed through a 3x3 convolution (context); the result is
     upsampled to stride 8 and joined with a 1x1 projection of the stride-8 map
@@ -474,8 +473,10 @@ class DenseDecoder(_DenseModel):
     ----------
     n_classes : int
     ignore_index : int or None
-    n_components : tuple of int
-        PCA components kept per scale (finest first); ``None`` uses the raw maps.
+    n_components : tuple of int or None
+        None (default): the decoder reads the raw maps. A tuple (finest first, e.g. ``(48, 64, 64)``)
+        first projects each map by a fixed, whitened PCA fitted on the pool (:class:`PCAProjection`):
+        a step is cheaper, but on CamVid it cost 3 to 6 mIoU at 5-40 masks (``docs/segmentation.md``).
     width, fine : int
         Channels of the coarse path and of the stride-8 projection.
     dropout : float
@@ -509,8 +510,8 @@ class DenseDecoder(_DenseModel):
     class_weight_ : array, loss_ : float (last 20 steps' mean)
     """
 
-    def __init__(self, n_classes: int, ignore_index: int | None = None, n_components=(48, 64, 64),
-                 width: int = 64, fine: int = 32, dropout: float = 0.1, class_weight="sqrt_median_frequency",
+    def __init__(self, n_classes: int, ignore_index: int | None = None, n_components=None, width: int = 64,
+                 fine: int = 32, dropout: float = 0.1, class_weight="sqrt_median_frequency",
                  lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 8, crop: int | None = 32,
                  min_steps: int = 300, max_steps: int = 400, steps_per_mask: int = 4, warm_start: bool = True,
                  warm_fraction: float = 0.5, steps_per_new_mask: int | None = 20, loss_stride: int = 2,
@@ -592,8 +593,7 @@ class DenseDecoder(_DenseModel):
                                 else PCAProjection(features, self.n_components, rng))
             inputs = self._inputs(features)
             self.norm_ = self._norm_stats(inputs, rng)
-            self.net_ = _build_decoder([m.shape[1] for m in inputs], self.n_classes, self.width, self.fine,
-                                       self.dropout)
+            self.net_ = self._build_net(inputs)
             self.n_features_in_ = tuple(features.channels)
         else:
             torch.manual_seed(seed)
@@ -620,7 +620,7 @@ class DenseDecoder(_DenseModel):
         norm = [(torch.from_numpy(mu).view(1, -1, 1, 1).to(dev), torch.from_numpy(sd).view(1, -1, 1, 1).to(dev))
                 for mu, sd in self.norm_]
         steps = self.n_steps_for(len(labelled), warm, len(labelled) - getattr(self, "n_masks_", 0) if warm else None)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(self._param_groups(net), lr=self.lr, weight_decay=self.weight_decay)
         ramp = max(1, int((0.1 if warm else 0.2) * steps))   # linear warm-up, then cosine decay to 0
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: min(1.0, (i + 1) / ramp) * 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
@@ -658,6 +658,15 @@ class DenseDecoder(_DenseModel):
         self.fit_seconds_ = time.perf_counter() - t0
         self.fit_cpu_seconds_ = time.process_time() - c0
         return self
+
+    def _build_net(self, inputs):
+        """The network a cold fit trains on ``inputs`` (the maps it reads, normalised); a subclass may put
+        trainable backbone layers in front of the decoder."""
+        return _build_decoder([m.shape[1] for m in inputs], self.n_classes, self.width, self.fine, self.dropout)
+
+    def _param_groups(self, net):
+        """What the optimiser trains, as torch parameter groups (one learning rate for the whole decoder)."""
+        return net.parameters()
 
     def _crop(self, xs, t, strides, ls, rng):
         """The same random window on every map and on the targets (whole maps when ``crop`` is None)."""

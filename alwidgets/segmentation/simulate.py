@@ -355,7 +355,7 @@ def simulate_task(features, masks, task, strategies=("random", "coverage", "entr
     sub = features if len(pool_rows) == len(features) else features.subset(pool_rows)
     sub_masks = task._training_masks(sub, [masks[i] for i in pool_rows])
     test_masks = task._training_masks(test_features, list(test_masks))
-    base = task.model_for(sub) if model is None else model
+    base = task.default_model() if model is None else model
     t0 = time.perf_counter()
     ref_model = clone(base).set_params(random_state=0)
     ref_model.fit(sub, sub_masks)

@@ -187,11 +187,6 @@ class SegmentationTask(Task):
 
         return DenseDecoder(self.n_classes, self.ignore_index)
 
-    def model_for(self, X):
-        """:class:`DenseDecoder` sized for ``X``: its PCA projection (48/64/64 components) only for maps
-        wider than that (a backbone's), none for narrow maps (``DenseFeatures.from_pixels``)."""
-        return dense_model_for(X, self.n_classes, self.ignore_index)
-
     def _training_masks(self, X, labels) -> list:
         """The labels at the features' image size (masks of another size are nearest-sampled)."""
         from .model import _mask_grid
@@ -243,8 +238,8 @@ class SegmentationTask(Task):
         return model
 
     def fork_model(self, model):
-        """A shallow copy of ``model`` with its own network weights (a decoder trains in place; the
-        fixed PCA projection and its cached maps stay shared: a fit never changes them)."""
+        """A shallow copy of ``model`` with its own network weights (a decoder trains in place; a fixed
+        PCA projection, when ``n_components`` asks for one, and its cached maps stay shared)."""
         import copy
 
         fork = copy.copy(model)
@@ -344,18 +339,3 @@ def image_shape(pool, index: int) -> tuple[int, int]:
         return _image_shape(path, pool.ids[index])
     w, h = pool.image(index).size
     return int(h), int(w)
-
-
-def dense_model_for(features, n_classes: int, ignore_index=None, **params):
-    """A :class:`~alwidgets.segmentation.DenseDecoder` whose PCA projection fits ``features``: the
-    default components (48/64/64...) where a map is wider, none when every map is at most 64 wide."""
-    from .model import DenseDecoder
-
-    default = DenseDecoder(n_classes, ignore_index).n_components
-    channels = tuple(features.channels)
-    if max(channels) <= 64:
-        comps = None
-    else:
-        comps = tuple(min(c, default[min(k, len(default) - 1)]) for k, c in enumerate(channels))
-    params.setdefault("n_components", comps)
-    return DenseDecoder(n_classes, ignore_index, **params)

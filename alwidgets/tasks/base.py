@@ -134,11 +134,6 @@ class Task(ABC):
     def default_model(self):
         """The model used when none is given."""
 
-    def model_for(self, X):
-        """The default model for features ``X`` (a task whose model depends on the features' shape
-        overrides this). Default: :meth:`default_model`."""
-        return self.default_model()
-
     @abstractmethod
     def fit_predict(self, model, X, labels, X_eval=None):
         """Fit a clone of ``model`` on the labelled items; return ``(fitted, predictions)`` for
