@@ -136,7 +136,7 @@ def main(argv=None):
     test8 = s8[1].subset(np.arange(len(test)))   # in memory: scored once per fit
     modes = args.modes.split(",")
     if "pca" in modes:   # the study's model: DenseDecoder on the cached whitened-PCA projection of all three maps
-        ptr, pte = projected(emb, train, test)
+        ptr, pte = projected(emb, train, test, "48,64,64")
     rare = [CAMVID_CLASSES.index(c) for c in CAMVID_RARE]
     out = OUT.with_name(OUT.stem + (f"_{args.tag}" if args.tag else "") + ".csv")
     full = {int(s) for s in args.full.split(",") if s}

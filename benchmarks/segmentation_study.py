@@ -1,9 +1,10 @@
 """Which images to mask first? Image-level selection strategies on CamVid, scored on its test set.
 
 MobileNet V1 (Coral, ImageNet; ``../shared/weights``) dense features at strides
-8/16/32 are computed once and cached (float16); a whitened PCA fitted on the
-train pool projects them once for every model; a :class:`DenseDecoder` is
-refitted (warm start) after each round. Each split is a random 80 % of the 367
+8/16/32 are computed once and cached (float16); a :class:`DenseDecoder` reads
+them (raw, as the library's default; ``--components 48,64,64`` projects them
+first by a whitened PCA fitted on the train pool, the default until 27 Nov
+2026) and is refitted (warm start) after each round. Each split is a random 80 % of the 367
 train images; each strategy starts from the same 5-image random batch
 (model-based strategies) or picks its own first batch (coverage, auto).
 
@@ -11,7 +12,7 @@ train images; each strategy starts from the same 5-image random batch
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage,entropy,class_weighted,class_targeted,auto \
         --budgets 5,10,20,40,80,160 --splits 4 --first-split 10 --score-scale 2 --threads 1 --workers 2
     # on a GPU machine: --device cuda --workers 14 --score-scale 1
-    # stride-4 features too: --out-indices 1,2,3,4 --components 32,48,64,64
+    # stride-4 features too: --out-indices 1,2,3,4 (with the PCA: --components 32,48,64,64)
     # the backbone on twice-enlarged images (strides 4/8/16 of the masks): --input-scale 2
     # a variant screen without full-pool fits (names: see variants(); oracle_* read the hidden masks)
     nice -n 10 python benchmarks/segmentation_study.py --strategies random,coverage_typiclust,oracle_classes \
@@ -157,8 +158,9 @@ def main(argv=None):
     ap.add_argument("--embed-precision", default="fp32", help="precision of the MobileNet features (fp32 on CPU)")
     ap.add_argument("--out-indices", default="2,3,4",
                     help="MobileNet stages kept: 2,3,4 = strides 8/16/32; 1,2,3,4 adds stride 4")
-    ap.add_argument("--components", default="48,64,64",
-                    help="PCA components per map, finest first; none: the decoder reads the raw maps")
+    ap.add_argument("--components", default="none",
+                    help="none: the decoder reads the raw maps (the default); else PCA components per map, "
+                         "finest first (48,64,64: the projection used until 27 Nov 2026)")
     ap.add_argument("--fine-x2", action="store_true",
                     help="add the stride-8 map of the twice-enlarged image in front (the decoder's fine path, stride 4)")
     ap.add_argument("--input-scale", type=int, default=1,
@@ -480,13 +482,14 @@ def study_features(args, train, test):
     return ptr, pte
 
 
-def projected(emb, train, test, components="48,64,64"):
-    """Train/test features projected by a PCA fitted on the train pool, cached beside the dense cache
-    (the projection of 600 images takes minutes on a busy 2-core machine; every run reuses it)."""
+def projected(emb, train, test, components="none"):
+    """Train/test features: the raw maps (``components="none"``), or projected by a PCA fitted on the train
+    pool, cached beside the dense cache (the projection of 600 images takes minutes on a busy 2-core
+    machine; every run reuses it)."""
     from alwidgets.segmentation.features import DenseFeatures
 
     ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
-    if str(components).lower() == "none":   # the raw maps (memory-mapped), as DenseDecoder(n_components=None)
+    if str(components).lower() == "none":   # memory-mapped
         return ftr, fte
     components = tuple(int(c) for c in str(components).split(","))
     if len(components) != len(ftr.maps):

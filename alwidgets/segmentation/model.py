@@ -341,8 +341,9 @@ class PCAProjection:
     training step and prediction of the decoder cheaper; the first trainable
     layer then works on the projected maps (a low-rank 1x1 convolution of the
     raw maps). Not the default: the whitening gives trailing, noisy components
-    the weight of the leading ones, which cost 3-6 mIoU at 5-40 CamVid masks. :class:`DenseDecoder` fits one itself
-    (``n_components=``) and caches the projected maps per feature set; a
+    the weight of the leading ones, which cost 3-6 mIoU at 5-40 CamVid masks.
+    :class:`DenseDecoder` fits one itself (``n_components=``) and caches the
+    projected maps per feature set; a
     benchmark that fits many models on the same pool projects once with
     :meth:`transform` and passes ``n_components=None``.
 
