@@ -2,17 +2,15 @@
 
 The decoder reads *frozen* MobileNet V1 features; even oracles that pick with the
 hidden masks gained only +3.3 rare-4 IoU over random at 20 masks in the study
-(``segmentation_study.py``), below issue 15's +5. This screen makes the
+(``segmentation_study.py``, with the PCA projection of then), below issue 15's +5. This screen makes the
 backbone's stages after stride 8 (strides 16 and 32, 3.2 of its 4.2 M
 parameters) trainable, reading the cached stride-8 activations, with the same
 decoder and schedule (``DenseDecoder``: crops, flips, class weights, 300 steps
 at 20 masks; ImageNet's BatchNorm statistics kept), and compares on the same
 picks of each split: 20 random masks, the rare-4 oracle's 20 (greedy on the
-hidden masks' Pole/SignSymbol/Pedestrian/Bicyclist pixels: the best any
-selector could pick for that target) and, with ``--full``, all of the split's
-masks (how much room fine-tuning adds). ``--modes`` picks the models: ``frozen``
-(the stages frozen: the raw-map decoder), ``finetune``, ``pca`` (the decoder on
-the study's cached PCA projection, the default until 27 Nov 2026).
+hidden masks' Pole/SignSymbol/Pedestrian/Bicyclist pixels) and, with ``--full``, all of the split's
+masks (how much room fine-tuning adds). ``--modes``: ``frozen`` (the stages
+frozen: the raw-map decoder) and ``finetune``.
 
 Scored on the 233 test images at half resolution (``score(scale=2)``), as the study.
 
@@ -35,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from alwidgets.segmentation import CAMVID_CLASSES, CAMVID_RARE, DenseDecoder, camvid  # noqa: E402
 from alwidgets.segmentation.features import DenseFeatures, mobilenet_v1  # noqa: E402
-from segmentation_study import SHARED, _pool_rows, oracle_picks, projected  # noqa: E402
+from segmentation_study import SHARED, _pool_rows, oracle_picks  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "segmentation_finetune_screen.csv"
 
@@ -120,8 +118,7 @@ def main(argv=None):
     ap.add_argument("--full", default="", help="splits on which every train mask of the split is fitted too")
     ap.add_argument("--n", type=int, default=20, help="masks per pick")
     ap.add_argument("--modes", default="frozen,finetune",
-                    help="pca: the study's DenseDecoder on the PCA-projected frozen maps; frozen: the raw maps; "
-                         "finetune: stages 3-4 trained")
+                    help="frozen: the stages frozen (the raw-map decoder); finetune: stages 3-4 trained")
     ap.add_argument("--trunk-lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
@@ -134,9 +131,6 @@ def main(argv=None):
     ftr, fte = emb.embed(train.pool), emb.embed(test.pool)
     s8 = [DenseFeatures([f.maps[0]], (8,), f.pooled, f.image_size, f.ids, {}) for f in (ftr, fte)]
     test8 = s8[1].subset(np.arange(len(test)))   # in memory: scored once per fit
-    modes = args.modes.split(",")
-    if "pca" in modes:   # the study's model: DenseDecoder on the cached whitened-PCA projection of all three maps
-        ptr, pte = projected(emb, train, test, "48,64,64")
     rare = [CAMVID_CLASSES.index(c) for c in CAMVID_RARE]
     out = OUT.with_name(OUT.stem + (f"_{args.tag}" if args.tag else "") + ".csv")
     full = {int(s) for s in args.full.split(",") if s}
@@ -154,14 +148,10 @@ def main(argv=None):
             fit_masks = [None] * len(rows)
             for i in idx:
                 fit_masks[i] = masks[i]
-            for mode in modes:
-                if mode == "pca":
-                    model = DenseDecoder(11, 11, n_components=None, random_state=split).fit(ptr.subset(rows), fit_masks)
-                    sc = model.score(pte, test.masks, scale=2)
-                else:
-                    model = TrunkDecoder(11, 11, weights=args.weights, finetune=mode == "finetune",
-                                         trunk_lr=args.trunk_lr, random_state=split).fit(sub, fit_masks)
-                    sc = model.score(test8, test.masks, scale=2)
+            for mode in args.modes.split(","):
+                model = TrunkDecoder(11, 11, weights=args.weights, finetune=mode == "finetune",
+                                     trunk_lr=args.trunk_lr, random_state=split).fit(sub, fit_masks)
+                sc = model.score(test8, test.masks, scale=2)
                 rec = {"split": split, "picks": name, "n_masks": len(idx), "mode": mode, "trunk_lr": args.trunk_lr,
                        "miou": 100 * sc.miou, "rare4": 100 * float(np.mean(sc.iou[rare])),
                        "fit_seconds": round(model.fit_seconds_, 1), "steps": model.n_steps_,
