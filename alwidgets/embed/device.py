@@ -1,12 +1,15 @@
 """Decoding on the model's device: the ``decode="device"`` input pipeline of :class:`TimmEmbedder`.
 
-A pool of I/O threads reads file bytes (I/O only); a producer thread decodes each batch's
-JPEGs in one ``torchvision.io.decode_jpeg(list, device=...)`` call (nvJPEG on CUDA), runs the
-model's resize/crop (:func:`~alwidgets.embed.preprocess.resize_crop`) on the device and queues
-the uint8 batch, on its own CUDA stream, while the main thread runs the forward of the batch
-before: decoding of batch k+1 overlaps the forward of batch k, and the reads of batch k+2 overlap
-both. Files the device decoder does not take (PNG, WebP, progressive, CMYK/Adobe or 12-bit JPEG,
-a JPEG without its end marker, or one the decoder rejects) go through the CPU path per image
+A pool of I/O threads reads file bytes; a producer thread decodes each batch's JPEGs in one
+``torchvision.io.decode_jpeg(list, device=...)`` call (nvJPEG on CUDA), runs the model's
+resize/crop (:func:`~alwidgets.embed.preprocess.resize_crop`) on the device and hands the uint8
+batch over with a CUDA event (no host sync), on its own CUDA stream, while the main thread runs
+the forward of the batch before: decoding of batch k+1 overlaps the forward of batch k, and the
+reads of batch k+2 overlap both. ``cpu_share`` of the JPEGs (chosen by a hash of the item id, so
+an image takes the same decoder in every call) are decoded by libjpeg-turbo in the I/O threads
+instead and resized on the device with the rest: the CPU cores add to the device decoder's
+throughput. Files the device decoder does not take (PNG, WebP, progressive, CMYK/Adobe or 12-bit
+JPEG, a JPEG without its end marker, or one the decoder rejects) go through the CPU path per image
 (PIL in the I/O thread); unreadable files come back as per-item errors and never stop the run.
 
 Everything here is device-agnostic torch code: with ``device="cpu"`` the same pipeline runs on
@@ -18,9 +21,11 @@ not fork (see :func:`~alwidgets.embed.timm.fork_is_unsafe`).
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
-from collections import deque
+import zlib
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -104,7 +109,8 @@ class DeviceBatches:
         Batches in the order they are yielded.
     device : torch.device
     io_workers : int
-        Threads that read files (and run the CPU fallback for files the device decoder does not take).
+        Threads that read files (and decode the ``cpu_share`` and the files the device decoder does
+        not take).
     skip : set of rows
         Rows known to be unreadable (``pool.errors``): not read, reported with their reason.
     prefetch : int
@@ -113,20 +119,43 @@ class DeviceBatches:
         ``"device"``: JPEGs the device decoder takes are decoded there, the rest with PIL.
         ``"pil"``, ``"pil-full"``: every image with PIL in the I/O threads, as
         :class:`~alwidgets.embed.timm.TimmEmbedder`'s option of that name does it.
+    cpu_share : float
+        Fraction of the device-decodable JPEGs decoded by libjpeg-turbo in the I/O threads
+        (``torchvision.io.decode_jpeg`` on the CPU, the decoder PIL uses) and resized on the device
+        with the others. Which ones is fixed by a hash of the item id.
+    pinned : bool
+        On CUDA, gather a batch's JPEG bytes in one page-locked buffer before the device decoder
+        reads them.
+
+    Attributes
+    ----------
+    counts : collections.Counter
+        Images per path so far: ``"device"`` (the batched device decoder), ``"cpu"`` (libjpeg-turbo,
+        the ``cpu_share``), ``"pil"`` (the per-image CPU path), ``"error"``.
+    fallbacks : int
+        Images the device decoder refused, decoded by the CPU path instead.
     """
 
     def __init__(self, pool, tf, size, batches, device, io_workers: int = 4, skip=frozenset(), prefetch: int = 2,
-                 decode: str = "device"):
+                 decode: str = "device", cpu_share: float = 0.0, pinned: bool = True):
         if decode not in ("device", "pil", "pil-full"):
             raise ValueError(f"decode must be 'device', 'pil' or 'pil-full', got {decode!r}")
+        if not 0.0 <= cpu_share <= 1.0:
+            raise ValueError(f"cpu_share must be between 0 and 1, got {cpu_share!r}")
         self.decode = decode
         self.pool, self.tf, self.size, self.batches = pool, tf, tuple(size), batches
         self.device, self.io_workers, self.skip, self.prefetch = device, max(1, int(io_workers)), skip, max(1, prefetch)
-        self.fallbacks = 0  # images that went through the CPU path although the device decoder was tried
+        self.cpu_share, self.pinned = float(cpu_share), bool(pinned)
+        self.fallbacks = 0
+        self.counts: Counter = Counter()
 
     # ------------------------------------------------------------- I/O threads
+    def _load_many(self, rows):
+        return [self._load(i) for i in rows]
+
     def _load(self, i):
-        """``("jpeg", uint8 array)``, ``("pixels", uint8 HWC array)`` or ``("error", reason)``."""
+        """``("jpeg", bytes)``, ``("decoded", uint8 (3, H, W) tensor)``, ``("pixels", uint8 HWC array)``
+        or ``("error", reason)``."""
         from ..pool import _reason
 
         pool = self.pool
@@ -134,15 +163,33 @@ class DeviceBatches:
             return "error", pool.errors.get(pool.ids[i], "skipped")
         if self.decode == "device" and pool.paths is not None:
             try:
-                data = np.fromfile(pool.paths[i], dtype=np.uint8)
+                with open(pool.paths[i], "rb", buffering=0) as f:
+                    data = f.read()
             except OSError as e:
                 return "error", _reason(e)
-            if len(data) == 0:
+            if not data:
                 return "error", "zero-byte file"
             size = jpeg_frame_size(data)
             if size is not None and not self._enlarged(size):
-                return "jpeg", data
+                if self.cpu_share and zlib.crc32(str(pool.ids[i]).encode()) < self.cpu_share * 2**32:
+                    x = self._decode_on_cpu(data)
+                    if x is not None:
+                        return "decoded", x
+                else:
+                    return "jpeg", data
         return self._cpu(i)
+
+    def _decode_on_cpu(self, data):
+        """libjpeg-turbo through torchvision (the GIL released while it decodes); ``None`` where it
+        fails (the PIL path then decides, and reports an unreadable file)."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError):
+            return None
+        return x.pin_memory() if self.device.type == "cuda" else x
 
     def _enlarged(self, size) -> bool:
         """Whether the resize step enlarges an image of ``size`` (w, h). Such images go to the CPU path:
@@ -168,12 +215,25 @@ class DeviceBatches:
             raise ValueError(f"item {self.pool.ids[i]!r}: {e}") from None
 
     # ---------------------------------------------------------- producer thread
-    def _decode(self, arrays):
-        """Decode a list of JPEG byte arrays on the device; ``None`` where the decoder refused one."""
+    def _encoded(self, datas):
+        """The JPEG bytes as uint8 CPU tensors, views into one page-locked buffer on CUDA."""
         import torch
+
+        if self.pinned and self.device.type == "cuda":
+            buf = torch.empty(sum(len(d) for d in datas), dtype=torch.uint8, pin_memory=True)
+            a, out, o = buf.numpy(), [], 0
+            for d in datas:
+                a[o:o + len(d)] = np.frombuffer(d, dtype=np.uint8)
+                out.append(buf[o:o + len(d)])
+                o += len(d)
+            return out
+        return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+
+    def _decode(self, datas):
+        """Decode a list of JPEG byte strings on the device; ``None`` where the decoder refused one."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        datas = [torch.from_numpy(a) for a in arrays]
+        datas = self._encoded(datas)
         try:
             return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device))
         except (RuntimeError, ValueError):  # one bad image fails the whole call: find it
@@ -192,24 +252,33 @@ class DeviceBatches:
         x = torch.zeros((n, h, w, 3), dtype=torch.uint8, device=self.device)
         msgs = [""] * n
         jpeg = [k for k, (kind, _) in enumerate(loaded) if kind == "jpeg"]
+        images = {}  # row position -> uint8 (3, H, W) on the device, to resize together
         if jpeg:
-            imgs = self._decode([loaded[k][1] for k in jpeg])
-            ok = [(k, im) for k, im in zip(jpeg, imgs) if im is not None]
-            for k, im in zip(jpeg, imgs):
+            for k, im in zip(jpeg, self._decode([loaded[k][1] for k in jpeg])):
                 if im is None:  # the device decoder refused it: the CPU path decides
                     self.fallbacks += 1
                     loaded[k] = self._cpu(rows[k])
-            if ok:
-                x[[k for k, _ in ok]] = resize_crop(self.tf, [im for _, im in ok], (h, w))
+                else:
+                    images[k] = im
+        if images:
+            self.counts["device"] += len(images)
+        for k, (kind, v) in enumerate(loaded):
+            if kind == "decoded":
+                images[k] = v.to(self.device, non_blocking=True)
+                self.counts["cpu"] += 1
+        if images:
+            x[list(images)] = resize_crop(self.tf, list(images.values()), (h, w))
         host = [k for k, (kind, _) in enumerate(loaded) if kind == "pixels"]
         if host:
             a = torch.from_numpy(np.stack([loaded[k][1] for k in host]))
             if self.device.type == "cuda":
                 a = a.pin_memory()
             x[host] = a.to(self.device, non_blocking=True)
+            self.counts["pil"] += len(host)
         for k, (kind, v) in enumerate(loaded):
             if kind == "error":
                 msgs[k] = v
+                self.counts["error"] += 1
         return x, list(rows), msgs
 
     def _produce(self, out: queue.Queue, stop: threading.Event):
@@ -230,27 +299,30 @@ class DeviceBatches:
             with ThreadPoolExecutor(self.io_workers, thread_name_prefix="alwidgets-io") as io, \
                     torch.inference_mode(), (torch.cuda.stream(stream) if cuda else contextlib.nullcontext()):
                 pending = deque()
-                todo = iter(self.batches)
-                for rows in todo:  # reads of up to two batches in flight
-                    pending.append((rows, [io.submit(self._load, i) for i in rows]))
+                for rows in self.batches:  # reads of up to two batches in flight
+                    step = max(1, math.ceil(len(rows) / (2 * self.io_workers)))  # a few tasks per thread
+                    pending.append((rows, [io.submit(self._load_many, rows[k:k + step])
+                                           for k in range(0, len(rows), step)]))
                     if len(pending) < 2:
                         continue
-                    rows0, futs = pending.popleft()
-                    if stop.is_set() or not self._emit(rows0, futs, stream, put):
+                    if stop.is_set() or not self._emit(*pending.popleft(), stream, put):
                         return
                 while pending:
-                    rows0, futs = pending.popleft()
-                    if stop.is_set() or not self._emit(rows0, futs, stream, put):
+                    if stop.is_set() or not self._emit(*pending.popleft(), stream, put):
                         return
             put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
             put(e)
 
     def _emit(self, rows, futs, stream, put) -> bool:
-        item = self._prepare(rows, [f.result() for f in futs])
-        if stream is not None:
-            stream.synchronize()  # the batch is complete before the consumer sees it
-        return put(item)
+        import torch
+
+        x, rows, msgs = self._prepare(rows, [r for f in futs for r in f.result()])
+        done = None
+        if stream is not None:  # the consumer's stream waits for this event, the host does not
+            done = torch.cuda.Event()
+            done.record(stream)
+        return put((x, rows, msgs, done))
 
     def __iter__(self):
         import torch
@@ -266,10 +338,12 @@ class DeviceBatches:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                x = item[0]
-                if x.is_cuda:  # made on the producer's stream, used on this one: keep the memory until done
-                    x.record_stream(torch.cuda.current_stream(x.device))
-                yield item
+                x, rows, msgs, done = item
+                if done is not None:  # made on the producer's stream, used on this one
+                    current = torch.cuda.current_stream(x.device)
+                    current.wait_event(done)
+                    x.record_stream(current)  # keep its memory until this stream is done with it
+                yield x, rows, msgs
         finally:
             stop.set()
             while worker.is_alive():
@@ -278,4 +352,3 @@ class DeviceBatches:
                 except queue.Empty:
                     pass
             worker.join()
-
