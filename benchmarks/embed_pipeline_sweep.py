@@ -138,7 +138,7 @@ def main(argv=None):
             for k, v in report["stages"].items():
                 print(f"  {k:28s} {v:10,.0f}", flush=True)
         a = bare_forward(rt.model, device, bs, rt.size, len(pool), True, rt.precision)
-        emb.embed(pool.subset(range(bs + 1)))  # warm-up: cuDNN, nvJPEG
+        emb.embed(pool.subset(range(min(len(pool), bs + 1))))  # warm-up: cuDNN, nvJPEG
         rows = []
         batches = [list(range(k, min(k + bs, len(pool)))) for k in range(0, len(pool), bs)]
         for share, workers, pinned in settings:
@@ -161,11 +161,11 @@ def main(argv=None):
         report["models"][m] = dict(a=a, batch=bs, precision=rt.precision, rows=rows, best=best)
         print(f"BEST {m}: share={best['share']} workers={best['workers']} pinned={int(best['pinned'])} "
               f"(b) {best['b']:,.0f} img/s, (a) {a:,.0f}, b/a {best['ba']:.2f}", flush=True)
+        if args.json:  # after each model: a later failure keeps what was measured
+            Path(args.json).write_text(json.dumps(report, indent=1))
         del emb, rt
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
 
 
