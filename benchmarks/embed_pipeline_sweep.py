@@ -1,15 +1,14 @@
-"""Where the ``decode="device"`` input pipeline spends its time, and which settings feed the GPU best.
+"""Where the ``decode="device"`` input pipeline spends its time, and how many I/O threads feed the GPU best.
 
 On one JPEG folder (the 500x375 set of ``benchmarks/gpu_check.sh``), measures each stage alone:
-reading the files (I/O threads), libjpeg-turbo decoding on the CPU (threads),
+reading the files (threads), libjpeg-turbo decoding on the CPU (threads),
 ``torchvision.io.decode_jpeg`` on the device in batches (pageable and page-locked input), the
-batched resize/crop; then, for each setting of (CPU share of the JPEGs, I/O threads, page-locked
-input), (d) the pipeline alone and (b) ``TimmEmbedder.embed`` with the model, against (a) the bare
-forward measured in the same process. Prints one table and the best setting for (b) per model,
-and writes everything to ``--json``.
+batched resize/crop; then, for each number of I/O threads, (d) the pipeline alone and (b)
+``TimmEmbedder.embed`` with the model, against (a) the bare forward measured in the same process.
+Prints the figures and the best thread count for (b) per model, and writes them to ``--json``.
 
     python benchmarks/embed_pipeline_sweep.py --folder /tmp/alwidgets-gpu-check/jpeg500 \\
-        --models resnet50,mobilenetv1_100 --shares 0,0.3,0.5 --workers 8,15
+        --models resnet50,mobilenetv1_100 --workers 8,15
 
 Runs on the CPU too (``--device cpu``), where the "device" decoder is libjpeg-turbo as well.
 """
@@ -104,9 +103,7 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default=None, help="weights for mobilenetv1_100 (else random weights)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--limit", type=int, default=3000)
-    ap.add_argument("--shares", default="0,0.3,0.5")
     ap.add_argument("--workers", default="8,15")
-    ap.add_argument("--pinned", default="1,0")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -119,8 +116,6 @@ def main(argv=None):
     pool = Pool.from_folder(args.folder)
     pool = pool.subset(range(min(args.limit, len(pool))))
     overlay = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=0.875)
-    settings = [(float(s), int(w), bool(int(p))) for s in args.shares.split(",") for w in args.workers.split(",")
-                for p in args.pinned.split(",")]
     report = dict(images=len(pool), cores=_cores(), models={})
     for m in args.models.split(","):
         ckpt = args.checkpoint if m == "mobilenetv1_100" else None
@@ -141,12 +136,11 @@ def main(argv=None):
         emb.embed(pool.subset(range(min(len(pool), bs + 1))))  # warm-up: cuDNN, nvJPEG
         rows = []
         batches = [list(range(k, min(k + bs, len(pool)))) for k in range(0, len(pool), bs)]
-        for share, workers, pinned in settings:
-            emb._share, emb.num_workers, emb._pinned = share, workers, pinned
+        for workers in [int(w) for w in args.workers.split(",")]:
+            emb.num_workers = workers
 
             def pipe():
-                src = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=workers, cpu_share=share,
-                                    pinned=pinned)
+                src = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=workers)
                 for _ in src:
                     pass
                 return src.counts
@@ -154,13 +148,13 @@ def main(argv=None):
             counts = pipe()
             d = _rate(pipe, len(pool), device, args.repeats)
             b = _rate(lambda: emb.embed(pool), len(pool), device, args.repeats)
-            rows.append(dict(share=share, workers=workers, pinned=pinned, d=d, b=b, ba=b / a, counts=dict(counts)))
-            print(f"  {m}: share={share:.2f} workers={workers:2d} pinned={int(pinned)}  (d) {d:8,.0f}  (b) {b:8,.0f}"
-                  f"  b/a {b / a:.2f}  {dict(counts)}", flush=True)
+            rows.append(dict(workers=workers, d=d, b=b, ba=b / a, counts=dict(counts)))
+            print(f"  {m}: workers={workers:2d}  (d) {d:8,.0f}  (b) {b:8,.0f}  b/a {b / a:.2f}  {dict(counts)}",
+                  flush=True)
         best = max(rows, key=lambda r: r["b"])
         report["models"][m] = dict(a=a, batch=bs, precision=rt.precision, rows=rows, best=best)
-        print(f"BEST {m}: share={best['share']} workers={best['workers']} pinned={int(best['pinned'])} "
-              f"(b) {best['b']:,.0f} img/s, (a) {a:,.0f}, b/a {best['ba']:.2f}", flush=True)
+        print(f"BEST {m}: workers={best['workers']} (b) {best['b']:,.0f} img/s, (a) {a:,.0f}, b/a {best['ba']:.2f}",
+              flush=True)
         if args.json:  # after each model: a later failure keeps what was measured
             Path(args.json).write_text(json.dumps(report, indent=1))
         del emb, rt

@@ -73,8 +73,7 @@ def pipeline_only(emb, pool, device):
     _sync(device)
     t = time.perf_counter()
     n = 0
-    for x, rows, _ in DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, emb._num_workers(device)),
-                                    cpu_share=emb._cpu_share(device), pinned=emb._pinned):
+    for x, rows, _ in DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, emb._num_workers(device))):
         n += len(rows)
     _sync(device)
     return n / (time.perf_counter() - t)
@@ -141,9 +140,6 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--decode", default="auto", help="comma-separated TimmEmbedder decode modes for (b)")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--cpu-share", type=float, default=None,
-                    help="decode=device: fraction of JPEGs decoded on the CPU (default: the embedder's)")
-    ap.add_argument("--pageable", action="store_true", help="decode=device: no page-locked buffer for the JPEG bytes")
     ap.add_argument("--upscale", default=None, help="WxH: benchmark photo-sized JPEGs made from --folder")
     ap.add_argument("--jpeg-dir", default=None, help="where --upscale writes (default /tmp/alwidgets-jpeg-WxH)")
     ap.add_argument("--json", default=None, help="also write the figures here")
@@ -172,8 +168,6 @@ def main(argv=None):
                          device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                          precision=args.precision, decode=d, cache_dir=False, progress=False,
                          pretrained_cfg_overlay=overlay, **json.loads(args.model_kwargs)) for d in decodes]
-    for e in embs:
-        e._share, e._pinned = args.cpu_share, not args.pageable
     emb = embs[0]
     for e in embs[1:]:
         e._model = emb.model_  # one model, built once
@@ -189,7 +183,6 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{_cores()}"
     weights = "checkpoint" if args.checkpoint else "random weights (pretrained=False; speed only)"
     print(f"device={device} ({device_name}) precision={precision} batch={bs} workers={emb._num_workers(device)} "
-          f"cpu_share={emb._cpu_share(device)} pinned={emb._pinned} "
           f"threads={torch.get_num_threads()} images={len(pool)} input={size} model={args.model} {weights} "
           f"baseline_workers={args.baseline_workers}", flush=True)
     # one embed call before the rounds, as (a) runs one forward before its clock starts: the process's
@@ -229,7 +222,7 @@ def main(argv=None):
 
         Path(args.json).write_text(json.dumps(dict(
             model=args.model, device=device_name, precision=precision, batch=bs, images=len(pool), weights=weights,
-            workers=emb._num_workers(device), cpu_share=emb._cpu_share(device), pinned=emb._pinned,
+            workers=emb._num_workers(device),
             baseline_workers=args.baseline_workers, a=a, c=c, d=d_, warmup_s=dict(zip(decodes, warm)),
             b={d: b for d, b in zip(decodes, bs_)}), indent=1))
     for k in range(1, len(embs)):

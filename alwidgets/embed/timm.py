@@ -109,8 +109,6 @@ class TimmEmbedder(Embedder):
         self.model_kwargs = model_kwargs
         self.cache_chunk = DEFAULT_CHUNK
         self._model = None
-        self._share = None  # decode="device": fraction of JPEGs decoded on the CPU (None: _cpu_share's default)
-        self._pinned = True
 
     # ------------------------------------------------------------------ settings
     def _device(self, check: bool = True):
@@ -152,14 +150,6 @@ class TimmEmbedder(Embedder):
             return int(self.num_workers)
         cores = _cores()
         return min(8, cores) if device.type == "cuda" else max(0, cores - 1)
-
-    def _cpu_share(self, device) -> float:
-        """``decode="device"``: the fraction of JPEGs libjpeg-turbo decodes in the I/O threads beside the
-        device decoder (:class:`~alwidgets.embed.device.DeviceBatches`); none on the CPU, where the
-        device decoder is libjpeg-turbo already."""
-        if self._share is not None:
-            return self._share
-        return 0.0
 
     # --------------------------------------------------------------------- model
     @property
@@ -287,7 +277,7 @@ class TimmEmbedder(Embedder):
             from .device import DeviceBatches
 
             loader = DeviceBatches(pool, rt.tf, rt.size, batches, device, io_workers=max(1, workers), skip=skip,
-                                   decode=rt.decode, cpu_share=self._cpu_share(device), pinned=self._pinned)
+                                   decode=rt.decode)
         else:  # PIL in DataLoader worker processes
             from torch.utils.data import DataLoader
 
