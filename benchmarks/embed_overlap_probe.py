@@ -30,7 +30,8 @@ def main(argv=None):
     from torchvision.io import ImageReadMode, decode_jpeg
 
     dev = torch.device("cuda")
-    files = sorted(Path(args.folder).rglob("*.jpg"))[: 4 * args.batch]
+    files = sorted(Path(args.folder).rglob("*.jpg"))
+    files = files[:: max(1, len(files) // (4 * args.batch))][: 4 * args.batch]  # spread over the class folders
     datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
     groups = [datas[k:k + args.batch] for k in range(0, len(datas), args.batch)]
     model = timm.create_model(args.model, pretrained=False, num_classes=0).to(dev).eval()

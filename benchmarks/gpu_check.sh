@@ -5,11 +5,12 @@
 #
 # 1. prints the device; 2. makes 3,000 500x375 JPEGs (quality 90) from the CIFAR-10 subset in
 # ../shared; 3. benchmarks/embed_pipeline_sweep.py: each input-pipeline stage alone, then (d) the
-# pipeline and (b) the embedder with 8 and 15 I/O threads, for ResNet-50 and MobileNet V1, and
-# picks the thread count with the best (b) over both; 4. benchmarks/embed_throughput.py with it
-# for mobilenetv1_100 (the ../shared
-# checkpoint), resnet50 and vit_base_patch16_224 (RANDOM weights, pretrained=False: throughput only,
-# no network needed) with 8 baseline workers, decode=device (nvJPEG) and decode=pil side by side;
+# pipeline and (b) the embedder with 8 and 15 I/O threads, for ResNet-50 and MobileNet V1, picking
+# the thread count with the best (b) over both; and benchmarks/embed_overlap_probe.py: does nvJPEG
+# overlap ResNet-50's forward; 4. benchmarks/embed_throughput.py with that thread count for
+# mobilenetv1_100 (the ../shared checkpoint), resnet50 and vit_base_patch16_224 (RANDOM weights,
+# pretrained=False: throughput only, no network needed) with 8 baseline workers, decode=device
+# (nvJPEG) and decode=pil side by side;
 # 5. the precision check (benchmarks/embed_precision.py): fp32/fp16/bf16 and the default on CUDA
 # against CPU fp32 for MobileNet V1; then one table; 6. the whole test suite on CUDA but the
 # browser tests (8 pytest-xdist workers of 2 threads each when xdist is installed; tests whose
@@ -70,6 +71,8 @@ PYEOF
 )
 SETTING=${SETTING:---num-workers 8}
 echo "setting for step 4 (the best geometric mean of (b) over the two models): $SETTING"
+timeout 90 $PY benchmarks/embed_overlap_probe.py --folder "$OUT/jpeg500" --model resnet50 2>&1 | grep -v Warning \
+  || fail "overlap probe"
 
 step "4/6 throughput (3 rounds; decode=device and decode=pil; 8 baseline workers; $SETTING)"
 bench() {  # model json [extra args]
