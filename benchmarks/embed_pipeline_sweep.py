@@ -25,12 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_throughput import bare_forward  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from embed_throughput import _sync, bare_forward  # noqa: E402
 
 
 def _rate(fn, n, device, repeats=2):
