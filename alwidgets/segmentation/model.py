@@ -343,9 +343,9 @@ class PCAProjection:
     raw maps). Not the default: the whitening gives trailing, noisy components
     the weight of the leading ones, which cost 3-6 mIoU at 5-40 CamVid masks.
     :class:`DenseDecoder` fits one itself (``n_components=``) and caches the
-    projected maps per feature set; a
-    benchmark that fits many models on the same pool projects once with
-    :meth:`transform` and passes ``n_components=None``.
+    projected maps per feature set; a benchmark that fits many models on the
+    same pool projects once with :meth:`transform` and passes
+    ``n_components=None``.
 
     >>> from alwidgets.segmentation import make_shapes
     >>> from alwidgets.segmentation.features import DenseFeatures
