@@ -141,7 +141,7 @@ class DeviceBatches:
         return [self._load(i) for i in rows]
 
     def _load(self, i):
-        """``("jpeg", bytes)``, ``("pixels", uint8 HWC array)`` or ``("error", reason)``."""
+        """``("jpeg", bytearray)``, ``("pixels", uint8 HWC array)`` or ``("error", reason)``."""
         from ..pool import _reason
 
         pool = self.pool
@@ -150,7 +150,7 @@ class DeviceBatches:
         if self.decode == "device" and pool.paths is not None:
             try:
                 with open(pool.paths[i], "rb", buffering=0) as f:
-                    data = f.read()
+                    data = bytearray(f.read())  # writable: the producer wraps it without a copy
             except OSError as e:
                 return "error", _reason(e)
             if not data:
@@ -185,11 +185,11 @@ class DeviceBatches:
 
     # ---------------------------------------------------------- producer thread
     def _decode(self, datas):
-        """Decode a list of JPEG byte strings on the device; ``None`` where the decoder refused one."""
+        """Decode a list of JPEG files' contents (bytearrays) on the device; ``None`` where the decoder refused one."""
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        datas = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+        datas = [torch.frombuffer(d, dtype=torch.uint8) for d in datas]
         try:
             return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device))
         except (RuntimeError, ValueError):  # one bad image fails the whole call: find it
