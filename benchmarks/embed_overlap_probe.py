@@ -39,8 +39,11 @@ def main(argv=None):
     x = torch.randn(args.batch, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
     n = args.batches
 
+    def fp16():  # no weight-cast cache: a CUDA graph must not capture casts kept across calls
+        return torch.autocast("cuda", dtype=torch.float16, cache_enabled=False)
+
     fwd_stream = torch.cuda.Stream()
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False), torch.cuda.stream(fwd_stream):
+    with torch.inference_mode(), fp16(), torch.cuda.stream(fwd_stream):
         for _ in range(3):
             model(x)
         torch.cuda.synchronize()
@@ -54,7 +57,7 @@ def main(argv=None):
     torch.cuda.synchronize()
 
     def forward(replay):
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False), torch.cuda.stream(fwd_stream):
+        with torch.inference_mode(), fp16(), torch.cuda.stream(fwd_stream):
             for _ in range(n):
                 graph.replay() if replay else model(x)
                 fwd_stream.synchronize()  # as the embedder does (.cpu() of each batch's features)
