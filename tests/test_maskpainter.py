@@ -303,9 +303,14 @@ def _seg_session(store=":memory:"):
 
 
 def test_session_label_shows_the_painter_and_a_refused_mask_stores_nothing():
+    from alwidgets.widgets.app import MaskApp
+
     s, data = _seg_session()
-    p = s.label(3)
-    assert isinstance(p, MaskPainter) and p.current in data.ids and (p.width, p.height) == (32, 24)
+    app = s.label(3)
+    p = app.painter                                  # the painter above the session's live panels
+    assert isinstance(app, MaskApp) and isinstance(p, MaskPainter) and p.current in data.ids
+    assert (p.width, p.height) == (32, 24) and isinstance(InMemoryMasks(
+        {"a": np.zeros((4, 4, 3), np.uint8)}, ["x", "y"]).label(1), MaskPainter)   # no rounds: the painter alone
     assert p.classes == data.classes and p.ignore_index == data.ignore_index
     assert [it["state"] for it in p.items] == ["todo"] * 3 and p.prediction == b""   # no model yet
     _send(p, [mask_to_png(np.zeros((24, 31), np.uint8))])
@@ -317,7 +322,7 @@ def test_session_label_shows_the_painter_and_a_refused_mask_stores_nothing():
 
 def test_session_stores_each_mask_undoes_after_submit_and_takes_a_correction(tmp_path):
     s, data = _seg_session(tmp_path / "masks.db")
-    p = s.label(3)
+    p = s.label(3).painter
     ids = [it["id"] for it in p.items]
     first = p.current
     m = data.masks[data.pool.index_of(first)]

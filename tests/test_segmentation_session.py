@@ -200,3 +200,49 @@ def test_session_with_a_backbone_on_enlarged_images():
     pred = s.predicted_mask(b2.ids[0])
     assert pred.shape == (32, 32) and pred.max() < 4
     s.close()
+
+
+def test_label_shows_the_painter_above_live_panels_and_calibration_reaches_the_selector(shapes):
+    from alwidgets.widgets.app import MaskApp
+
+    data, feats = shapes
+    test = make_shapes(n_images=4, size=(32, 32), random_state=1)
+    s = Session(data, embeddings=feats, store=":memory:", selector="class_targeted",
+                test=(DenseFeatures.from_pixels(test.pool), test.masks), model=small_model())
+    app = s.label(3)
+    assert isinstance(app, MaskApp) and app.painter.current in s.batch.ids
+    assert [f.layout.title.text for f in app.figures.values()] == [
+        "mIoU vs masks", "IoU per class", "labelled pixels per class", "reliability (pixels)"]
+    assert [a.text for a in app.figures["balance"].layout.annotations] == ["no masks yet"]
+    for _ in range(2):   # two rounds: the second fit calibrates on the masks the first did not see
+        s.submit(masks_for(data, s.batch.ids))
+        s.wait()
+        s.label(3)
+    s.wait()
+    counts = s.label_counts()
+    assert list(app.trace("balance").y) == counts.tolist() and counts.sum() == 6 * 32 * 32 - sum(
+        int((data.masks[data.pool.index_of(k)] == 4).sum()) for k in s.labels_df()["item_id"])
+    assert list(app.trace("session").x) == [3, 6]
+    np.testing.assert_allclose(app.trace("session").y, s.history["miou"])
+    iou = [s.metrics_["iou"][c] for c in data.classes]
+    shown = [w if v is None else v for v, w in zip(app.trace("per_class").y, app.trace("per_class_weak").y)]
+    np.testing.assert_allclose(np.array(shown, float), np.array(iou, float))
+    weak = [k for k, v in enumerate(app.trace("per_class_weak").y) if v is not None]
+    assert weak == [int(np.nanargmin(np.array(iou, float)))]          # 4 classes: the one weakest in red
+    rel = s.metrics_["reliability"]
+    assert list(app.trace("reliability").x) == rel["confidence"] and sum(rel["count"]) == sum(
+        int((m != 4).sum()) for m in test.masks)                      # every scored test pixel, once
+    assert f"ECE {s.metrics_['ece']:.3f}" in app.figures["reliability"].layout.title.text
+    T = s.model.__dict__.get("temperature_")
+    assert T is not None and s.batch.info["temperature"] == pytest.approx(T)
+
+
+def test_the_mask_panels_draw_the_simulated_random_baseline(shapes):
+    data, feats = shapes
+    test = make_shapes(n_images=4, size=(32, 32), random_state=1)
+    s = Session(data, embeddings=feats, store=":memory:", selector="random",
+                test=(DenseFeatures.from_pixels(test.pool), test.masks), model=small_model())
+    app = s.label(3)
+    curves = s.show_baseline(repeats=1, budget=6)
+    base = app.trace("baseline")
+    assert base.visible and list(base.x) == sorted(curves["n_labels"].unique().tolist())

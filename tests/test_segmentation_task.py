@@ -50,3 +50,18 @@ def test_fit_predict_score_and_cross_validate(setup):
     cv = task.cross_validate(model, feats, labels, cv=2)
     assert cv["n_folds"] == 2 and 0 <= cv["score"] <= 1 and "score_std" in cv
     assert task.cross_validate(model, feats, task.empty_labels(12)) is None
+
+
+def test_score_gives_the_pixels_reliability_and_ece_leaving_out_the_ignore_index():
+    task = SegmentationTask(["a", "b"], ignore_index=2)
+    truth = np.array([[0, 0, 1, 2]])                       # one void pixel: not counted anywhere
+    p = np.zeros((2, 1, 4), np.float32)
+    p[:, 0, 0], p[:, 0, 1] = [0.95, 0.05], [0.65, 0.35]    # right at 0.95, right at 0.65
+    p[:, 0, 2], p[:, 0, 3] = [0.62, 0.38], [0.05, 0.95]    # wrong at 0.62; the void pixel at 0.95
+    m = task.score([truth], [p])
+    rel = m["reliability"]
+    assert rel["count"] == [2, 1] and rel["accuracy"] == [0.5, 1.0]
+    np.testing.assert_allclose(rel["confidence"], [(0.65 + 0.62) / 2, 0.95], atol=1e-6)
+    # ECE = sum over bins of |hits - confidence| / pixels
+    assert m["ece"] == pytest.approx((abs(1 - 0.65 - 0.62) + abs(1 - 0.95)) / 3, abs=1e-6)
+    assert "reliability" not in task.score([truth], [np.array([[0, 0, 0, 1]])])   # class maps: no confidences

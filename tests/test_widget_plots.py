@@ -95,3 +95,25 @@ def test_reliability_and_accuracy_text():
     assert accuracy_text({"accuracy": 0.5, "accuracy_std": float("nan")}) == "50%"
     with pytest.raises(KeyError, match="no trace 'nope'"):
         trace(figs[ACCURACY], "nope")
+
+
+def test_segmentation_panels_read_masks_iou_and_pixels():
+    classes = ["road", "sky", "car", "pole", "sign", "bike"]
+    figs = session_panels(classes, segmentation=True)
+    assert RELIABILITY in figs and figs[ACCURACY].layout.xaxis.title.text == "masks"
+    draw_session(figs, classes, _history([]), None, [0] * 6)
+    assert [a.text for a in figs[BALANCE].layout.annotations] == ["no masks yet"]
+    iou = {"road": 0.9, "sky": 0.8, "car": 0.5, "pole": 0.05, "sign": 0.1, "bike": None}
+    draw_session(figs, classes, _history([(1, 5, 0.47, 0.0, "s")]),
+                 {"accuracy": 0.47, "per_class": iou, "ece": 0.031,
+                  "reliability": {"confidence": [0.55, 0.95], "accuracy": [0.4, 0.9], "count": [1200, 90000]}},
+                 [90000, 50000, 8000, 300, 200, 0], session_id="s")
+    assert list(trace(figs[PER_CLASS], "per_class_weak").y) == [None, None, None, 0.05, 0.1, None]  # 6: 2 weakest
+    assert list(trace(figs[PER_CLASS], "per_class").y) == [0.9, 0.8, 0.5, None, None, None]
+    assert "weakest: pole, sign" in figs[PER_CLASS].layout.title.text
+    assert figs[BALANCE].layout.yaxis.type == "log"                   # 90,000 against 200 pixels
+    assert tuple(figs[ACCURACY].layout.xaxis.range) == (0, 10)        # 5 masks: pixels do not stretch the axis
+    assert list(trace(figs[RELIABILITY], "reliability").text) == ["1,200 pixels", "90,000 pixels"]
+    assert figs[RELIABILITY].layout.title.text.endswith("ECE 0.031</sub>")
+    draw_session(figs, classes, _history([(1, 5, 0.47, 0.0, "s")]), None, [900, 500, 80, 30, 20, 10])
+    assert figs[BALANCE].layout.yaxis.type == "linear"

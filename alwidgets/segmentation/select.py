@@ -339,7 +339,10 @@ class SegmentationSelector(BaseEstimator):
             masks = list(extra["masks"])
             if len(masks) != len(labelled):
                 raise ValueError(f"masks has {len(masks)} entries but labels has {len(labelled)}")
+        model = extra.get("model")
         extra = {k: v for k, v in extra.items() if k not in ("masks", "model")}
+        if extra.get("temperature") is None and model is not None and "temperature_" in getattr(model, "__dict__", {}):
+            extra["temperature"] = float(model.temperature_)   # the calibration the probabilities carry
         N = len(labelled)
         for key, val in (("embeddings", embeddings), ("probs", probs)):
             if key in self.requires and val is None:
@@ -799,7 +802,8 @@ class ClassTargeted(SegmentationSelector):
         wt = np.zeros(C)
         wt[weak] = w[weak]
         info = {"weak_classes": weak.tolist(), "class_iou": np.round(iou, 3).tolist(),
-                "class_weights": wt.round(3).tolist(), "iou_source": source, "diversity": self.diversity}
+                "class_weights": wt.round(3).tolist(), "iou_source": source, "diversity": self.diversity,
+                "temperature": extra.get("temperature")}
         ufn = (lambda p: pixel_uncertainty(p, "entropy")) if self.uncertain else None
         areas = class_areas(probs, candidates, ufn, self.area)   # (m, C) grid pixels per class
         if self.saturation is None:

@@ -41,6 +41,8 @@ from ..tasks.base import Task
 from .data import MaskError, check_mask, mask_from_png, mask_to_png
 from .metrics import SegmentationScores, confusion_matrix
 
+RELIABILITY_BINS = 10   # as the classification task's reliability table
+
 MEDIA_TYPE = "image/png"
 
 
@@ -277,11 +279,15 @@ class SegmentationTask(Task):
 
         ``pred`` holds probabilities ``(n, C, h, w)`` (upsampled bilinearly to each mask's size before
         the arg-max) or class maps ``(n, H, W)`` at the masks' size. Items without a mask are skipped.
+        With probabilities, the pixels' reliability (``{"confidence", "accuracy", "count"}`` per
+        non-empty bin of the top probability) and ``ece`` come too: the check that the calibrated
+        probabilities the class-weighted selectors read mean what they say.
         """
         import torch
         import torch.nn.functional as F
 
         cm = np.zeros((self.n_classes, self.n_classes), np.int64)
+        rel = np.zeros((3, RELIABILITY_BINS))   # pixels, sum of confidence, hits per bin
         for t, p in zip(y_true, pred):
             if t is None:
                 continue
@@ -291,12 +297,25 @@ class SegmentationTask(Task):
                 z = torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))[None]
                 if tuple(z.shape[-2:]) != t.shape:
                     z = F.interpolate(z, size=t.shape, mode="bilinear", align_corners=False)
-                p = z[0].argmax(0).numpy()
+                conf, p = (v.numpy() for v in z[0].max(0))
+                keep = (t != self.ignore_index) & (t >= 0) & (t < self.n_classes)
+                conf = conf[keep]
+                b = np.clip(np.ceil(conf * RELIABILITY_BINS).astype(np.int64) - 1, 0, RELIABILITY_BINS - 1)
+                rel += [np.bincount(b, minlength=RELIABILITY_BINS),
+                        np.bincount(b, conf, RELIABILITY_BINS),
+                        np.bincount(b, p[keep] == t[keep], RELIABILITY_BINS)]
             cm += confusion_matrix(t, p, self.n_classes, self.ignore_index)
         s = SegmentationScores.from_confusion(cm)
         iou = {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, s.iou)}
-        return {"score": s.miou, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "iou": iou,
-                "per_class": dict(iou)}
+        out = {"score": s.miou, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "iou": iou,
+               "per_class": dict(iou)}
+        n, conf, hits = rel
+        if n.sum():
+            full = n > 0
+            out["reliability"] = {"confidence": (conf[full] / n[full]).tolist(),
+                                  "accuracy": (hits[full] / n[full]).tolist(), "count": n[full].astype(int).tolist()}
+            out["ece"] = float(np.abs(hits - conf).sum() / n.sum())
+        return out
 
     def cross_validate(self, model, X, labels, *, cv: int = 5, random_state=0) -> dict | None:
         """mIoU of out-of-fold predictions on the labelled masks (seeded K-fold over images), ± its

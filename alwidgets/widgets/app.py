@@ -1,10 +1,11 @@
-"""LabelApp: the label grid above live plotly panels, in one widget.
+"""LabelApp and MaskApp: the label grid (or the mask painter) above live plotly panels, in one widget.
 
 Each panel (accuracy vs labels, per-class accuracy, labels per class, and the
-reliability diagram with calibration) is its own ``FigureWidget`` of a fixed
-width in a wrapping row, so a narrow notebook (700 px) puts them on two rows
-instead of cutting them. The panels are updated in place; what they draw is
-:func:`alwidgets.plots.draw_session`.
+reliability diagram with calibration; for masks: mIoU vs masks, IoU per class with
+the weakest marked, labelled pixels per class, the pixels' reliability) is its own
+``FigureWidget`` of a fixed width in a wrapping row, so a narrow notebook (700 px)
+puts them on two rows instead of cutting them. The panels are updated in place;
+what they draw is :func:`alwidgets.plots.draw_session`.
 """
 from __future__ import annotations
 
@@ -19,44 +20,37 @@ from .. import plots
 log = logging.getLogger(__name__)
 
 
-class LabelApp(ipw.VBox):
-    """Grid above, plots below.
+class _PanelsApp(ipw.VBox):
+    """A widget above the session's live panels (``figures``; with ``defer``, empty until
+    :meth:`build_panels`, so that what is above shows first)."""
 
-    Attributes
-    ----------
-    grid : LabelGrid
-    figures : dict of str -> plotly.graph_objects.FigureWidget
-        ``"accuracy"``, ``"per_class"``, ``"balance"`` (and ``"reliability"``).
-    """
-
-    def __init__(self, grid, classes, *, calibration: bool = False):
-        self.grid = grid
+    def __init__(self, top, classes, *, calibration: bool = False, segmentation: bool = False,
+                 defer: bool = False):
         self.classes = list(classes)
+        self._kinds = dict(calibration=calibration, segmentation=segmentation)
+        self.figures: dict = {}
+        self.panels: list = []
+        self._row = ipw.Box([], layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        super().__init__([top, self._row])
+        if not defer:
+            self.build_panels()
+
+    def build_panels(self) -> None:
+        """Make the panels (once) and put them in the row."""
+        if self.figures:
+            return
         self.figures = {name: _live(fig) for name, fig in
-                        plots.session_panels(self.classes, calibration=calibration).items()}
+                        plots.session_panels(self.classes, **self._kinds).items()}
         self.panels = list(self.figures)
         # each panel sits in a box of its own fixed size: the row wraps by these boxes, and a
         # plot that lost its layout to plotly's render race is autosized to its box, not to the page
-        panels = []
+        boxes = []
         for fig in self.figures.values():
             box = ipw.Box([fig], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
                                                    height=f"{fig.layout.height + 8}px", overflow="hidden"))
             box.add_class("alw-panel")
-            panels.append(box)
-        self._row = ipw.Box(panels, layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
-        super().__init__([grid, self._row])
-
-    def _repr_mimebundle_(self, **kwargs):
-        # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
-        from ..report import snapshot_html
-
-        data = super()._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):
-            try:
-                data["text/html"] = snapshot_html(self)
-            except Exception:  # the live widget must show even if its static copy cannot be made
-                log.warning("LabelApp: no static snapshot", exc_info=True)
-        return data
+            boxes.append(box)
+        self._row.children = boxes
 
     def trace(self, name: str):
         """The plotly trace called ``name`` (``"session"``, ``"earlier"``, ``"per_class"``, ``"balance"``, ...)."""
@@ -69,6 +63,8 @@ class LabelApp(ipw.VBox):
 
     def update(self, history, metrics: dict | None, counts, *, session_id=None) -> None:
         """Redraw from the session's history, latest metrics and label counts per class."""
+        if not self.figures:
+            return
         with ExitStack() as stack:
             for fig in self.figures.values():
                 stack.enter_context(fig.batch_update())
@@ -76,6 +72,8 @@ class LabelApp(ipw.VBox):
 
     def show_baseline(self, n_labels, mean, std) -> None:
         """Draw the simulated random-sampling curve (mean ± std) on the accuracy panel."""
+        if not self.figures:
+            return
         n_labels, mean, std = (np.asarray(a, dtype=float) for a in (n_labels, mean, std))
         fig = self.figures[plots.ACCURACY]
         with fig.batch_update():
@@ -92,6 +90,51 @@ class LabelApp(ipw.VBox):
                 fig.update_layout(showlegend=True)
 
 
+class LabelApp(_PanelsApp):
+    """Grid above, plots below.
+
+    Attributes
+    ----------
+    grid : LabelGrid
+    figures : dict of str -> plotly.graph_objects.FigureWidget
+        ``"accuracy"``, ``"per_class"``, ``"balance"`` (and ``"reliability"``).
+    """
+
+    def __init__(self, grid, classes, *, calibration: bool = False):
+        self.grid = grid
+        super().__init__(grid, classes, calibration=calibration)
+
+    def _repr_mimebundle_(self, **kwargs):
+        # a static snapshot beside the live view: what nbconvert or a widget-less viewer shows
+        from ..report import snapshot_html
+
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):
+            try:
+                data["text/html"] = snapshot_html(self)
+            except Exception:  # the live widget must show even if its static copy cannot be made
+                log.warning("LabelApp: no static snapshot", exc_info=True)
+        return data
+
+
+class MaskApp(_PanelsApp):
+    """The mask painter above the live panels of a segmentation session: mIoU vs masks (with the
+    simulated random curve when asked), IoU per class with the weakest classes in red, labelled
+    pixels per class, and the reliability of the pixels' calibrated probabilities.
+
+    Attributes
+    ----------
+    painter : MaskPainter
+    figures : dict of str -> plotly.graph_objects.FigureWidget
+        ``"accuracy"`` (mIoU), ``"per_class"`` (IoU), ``"balance"`` (pixels), ``"reliability"``
+        (empty with ``defer`` until :meth:`build_panels`: the session's view builds them once the
+        first image is on its way).
+    """
+
+    def __init__(self, painter, classes, *, defer: bool = False):
+        self.painter = painter
+        super().__init__(painter, classes, segmentation=True, defer=defer)
+
 
 def _live(fig):
     """A ``FigureWidget`` showing ``fig``, filled by messages rather than by its initial state.
@@ -101,10 +144,18 @@ def _live(fig):
     default plot for good (its view only follows the add-traces/relayout messages). An
     empty widget that then gets ``add_traces`` and ``update_layout`` is drawn right
     whichever comes first: the view renders what the model has and follows the rest.
+
+    The template is assigned apart: through ``update_layout`` plotly validates it property by
+    property (0.7-4 s for four panels on 2 cores, on the first ``label()``); assigned whole it
+    costs about 10 ms a panel.
     """
     import plotly.graph_objects as go
 
     widget = go.FigureWidget()
     widget.add_traces(list(fig.data))
-    widget.update_layout(fig.layout)
+    layout = fig.layout.to_plotly_json()
+    template = layout.pop("template", None)
+    widget.update_layout(layout)
+    if template is not None:
+        widget.layout.template = fig.layout.template
     return widget

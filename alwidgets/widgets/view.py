@@ -244,7 +244,9 @@ def view_for(session):
 
 
 class MaskSessionView:
-    """The mask painter for a segmentation session; ``show(n)`` picks a batch and returns the painter.
+    """The mask painter for a segmentation session; ``show(n)`` picks a batch and returns the painter
+    above the session's live panels (:class:`~alwidgets.widgets.app.MaskApp`), or the painter alone
+    for a source without rounds (:class:`InMemoryMasks`).
 
     Each Enter in the painter saves one mask (``session.submit``, acknowledged once the store has
     committed it; the session refits) and shows the next image of the batch, pre-filled from the
@@ -265,7 +267,9 @@ class MaskSessionView:
     - the prediction: ``session.predicted_mask(item_id)`` -> ``(H, W)`` class map or None, if it has
       one, else ``session.probs_[i]`` (``(C, h, w)`` probabilities) upsampled and arg-maxed;
     - optional: ``session.painter_keymap`` (changes to the painter's keys), ``session.on/off`` of the
-      ``"batch"`` and ``"change"`` events.
+      ``"batch"``, ``"change"``, ``"fit"`` and ``"baseline"`` events;
+    - for the live panels: ``session.history``, ``session.metrics_``, ``session.label_counts()``
+      (labelled pixels per class), ``session.progress()``.
     """
 
     def __init__(self, session):
@@ -288,13 +292,17 @@ class MaskSessionView:
         self._saved: list[str] = [] # ids saved from this batch, oldest first (undo after a submit)
         self._skipped: list[str] = []  # skipped, not yet told to the session
         self._held = 0
+        self._app = None
+        self._drawn = None          # what the panels show: (rounds, metrics, masks), redrawn when it changes
+        self._baseline = None       # the last "baseline" event's curve, drawn once the panels exist
         if hasattr(session, "on"):
             session.on("batch", self._on_batch)
             session.on("change", self._on_change)
-            try:
-                session.on("fit", self._on_fit)
-            except (KeyError, ValueError):   # a session without the event: predictions as they were
-                pass
+            for event, fn in (("fit", self._on_fit), ("baseline", self._on_baseline)):
+                try:
+                    session.on(event, fn)
+                except (KeyError, ValueError):   # a session without the event: nothing to follow
+                    pass
 
     def close(self) -> None:
         """Stop following the session's events (the widget stays as it is)."""
@@ -302,6 +310,10 @@ class MaskSessionView:
             self.session.off("batch", self._on_batch)
             self.session.off("change", self._on_change)
             self.session.off("fit", self._on_fit)
+            try:
+                self.session.off("baseline", self._on_baseline)
+            except (KeyError, ValueError):
+                pass
 
     @property
     def painter(self):
@@ -316,14 +328,33 @@ class MaskSessionView:
             self._push()
         return self._painter
 
+    @property
+    def app(self):
+        """The :class:`~alwidgets.widgets.app.MaskApp` (painter + live panels), built on first use;
+        None for a source without rounds to plot."""
+        if self._app is None and hasattr(self.session, "history"):
+            from .app import MaskApp
+
+            self._app = MaskApp(self.painter, self.classes, defer=True)
+            self._later(self._build_panels)   # the image first: plotly's panels follow it
+        return self._app
+
+    def _build_panels(self) -> None:
+        self._app.build_panels()
+        self._drawn = None
+        self._draw()
+        if self._baseline is not None:
+            self._on_baseline(self._baseline)
+
     def show(self, n: int = 8, *, continuous: bool = False):
-        """Pick the next ``n`` images (``session.next_batch(n)``), show the first, return the painter."""
-        painter = self.painter
+        """Pick the next ``n`` images (``session.next_batch(n)``), show the first, return the widget:
+        the painter above the live panels (:attr:`app`), or the painter alone without them."""
+        widget = self.app or self.painter
         batch = self.session.next_batch(n)  # validates n; its "batch" event shows it
         self.n, self.continuous = n, bool(continuous)
         if batch is not self._announced:    # a session that did not announce it
             self._on_batch(batch)
-        return painter
+        return widget
 
     # ------------------------------------------------------------------ session events
     def _on_batch(self, batch) -> None:
@@ -373,6 +404,13 @@ class MaskSessionView:
             return  # our own submit: it pushes once at its end
         self._status = clip(status or "", 300)
         self._push()
+        self._draw()
+
+    def _on_baseline(self, stats) -> None:
+        """The simulated random curve (``n_labels``, ``mean``, ``std``), drawn on the mIoU panel."""
+        self._baseline = stats
+        if self._app is not None:
+            self._app.show_baseline(stats["n_labels"], stats["mean"], stats["std"])
 
     def _on_fit(self, model) -> None:
         """A refit landed (in the background while the labeller paints): the shown image's prediction
@@ -396,6 +434,19 @@ class MaskSessionView:
             p.status = self._status
             p.notice = self._notice
             p.error = self._error
+
+    def _draw(self) -> None:
+        """Redraw the live panels when the session's rounds, metrics or masks changed since the last
+        draw (a painter action alone leaves them as they are)."""
+        if self._app is None or self._held:
+            return
+        s = self.session
+        history = s.history
+        key = (len(history), id(s.metrics_), s.progress().get("pool_labelled"))
+        if key == self._drawn:
+            return
+        self._drawn = key
+        self._app.update(history, s.metrics_, s.label_counts(), session_id=getattr(s, "session_id", None))
 
     # ------------------------------------------------------------------ painter callbacks
     def _submit(self, item_id: str, mask, seconds=None) -> None:
@@ -422,6 +473,7 @@ class MaskSessionView:
         finally:
             self._held -= 1
             self._push()
+            self._draw()   # after the next image is on its way
 
     def _skip(self, item_id: str) -> None:
         self._held += 1
@@ -463,6 +515,7 @@ class MaskSessionView:
         finally:
             self._held -= 1
             self._push()
+            self._draw()
 
     # ------------------------------------------------------------------ moving through the batch
     def _state(self, item_id):

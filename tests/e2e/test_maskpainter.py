@@ -33,13 +33,14 @@ data = make_shapes(n_images=6, size=(30, 40), random_state=0)
 data = dataclasses.replace(data, classes=["sky", "road", "<b>car</b>", "tree"])     # ignore index 4
 session = Session(data, embeddings=DenseFeatures.from_pixels(data.pool), store="paint.db", cv=2, selector="random",
                   model=DenseDecoder(4, 4, n_components=None, width=16, fine=8, min_steps=8, max_steps=8))
-painter = session.label(3)
-painter"""
+app = session.label(3)
+painter = app.painter
+app"""
 
 REPORT = """labels, df = session.labels(), session.labels_df()
 print("RESULT:" + json.dumps({"masks": {k: labels[data.pool.index_of(k)].tolist() for k in df["item_id"]},
     "seconds": dict(zip(df["item_id"], df["seconds"])), "error": painter.error, "current": painter.current,
-    "states": [it["state"] for it in painter.items]}))"""
+    "states": [it["state"] for it in painter.items], "pixels": [int(v) for v in app.trace("balance").y]}))"""
 
 BAD_REPORT = """print("RESULT:" + json.dumps({"masks": {k: m.tolist() for k, m in src.masks.items()},
     "seconds": src.seconds, "error": painter.error, "current": painter.current,
@@ -145,6 +146,12 @@ def test_paint_polygon_and_zoomed_brush_then_undo_after_submit(server, page, syn
     assert got["error"] == {} and got["current"] == ids[1] and got["states"] == ["done", "todo", "todo"]
     np.testing.assert_array_equal(np.array(got["masks"][ids[0]], np.uint8), expected)
     assert 0 < got["seconds"][ids[0]] < 600
+    # the live panels below the painter: drawn in the page, the pixel counts those of the saved mask
+    panels = page.locator(".alw-panel")
+    expect(panels).to_have_count(4)
+    for k, title in enumerate(["mIoU vs masks", "IoU per class", "labelled pixels per class", "reliability (pixels)"]):
+        expect(panels.nth(k).locator(".gtitle")).to_contain_text(title)
+    assert got["pixels"] == np.bincount(expected[expected != 4], minlength=4).tolist()
 
     # undo after the submit: z on the fresh image reopens the saved one (retracted), z again undoes the stroke
     page.locator(".alw-painter").focus()
