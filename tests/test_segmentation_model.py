@@ -237,3 +237,20 @@ def test_decoder_device_choice(shapes):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             _decoder(device="cuda").fit(ftr, train.masks)
+
+
+def test_mobilenet_v1_loads_the_offline_checkpoint_with_its_preprocessing():
+    from conftest import SHARED, require
+
+    from alwidgets.segmentation.features import mobilenet_v1
+
+    weights = SHARED / "weights" / "mobilenetv1_100.coral_in1k.safetensors"
+    require(weights.is_file(), f"the MobileNet V1 checkpoint is not at {weights}")
+    data = make_shapes(n_images=2, size=(64, 96), random_state=0)
+    emb = mobilenet_v1(weights, cache_dir=False, progress=False, device="cpu")
+    f = emb.embed(data.pool)
+    assert f.strides == (8, 16, 32) and f.image_size == (64, 96) and f.pooled.shape == (2, 1024)
+    assert [m.shape[2:] for m in f.maps] == [(8, 12), (4, 6), (2, 3)]
+    cfg = emb.data_config()
+    assert list(cfg["mean"]) == list(cfg["std"]) == [0.5, 0.5, 0.5]       # the Coral checkpoint's
+    assert np.isfinite(f.pooled).all() and f.pooled.std() > 0                   # real weights, not zeros

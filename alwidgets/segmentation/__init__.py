@@ -3,7 +3,8 @@
 The pieces, in the order a round uses them::
 
     data = from_segmentation_folder("camvid/train", classes=CAMVID_CLASSES, ignore_index=11)
-    feats = DenseEmbedder("mobilenetv1_100", checkpoint=...).embed(data.pool)   # cached, float16
+    feats = DenseEmbedder("resnet50").embed(data.pool)   # any timm backbone (pretrained); cached, float16
+    #   offline, the project's MobileNet V1 with its preprocessing: mobilenet_v1("....safetensors")
     model = DenseDecoder(n_classes=11, ignore_index=11).fit(feats, masks)       # masks: None = unlabelled
     probs = model.predict_proba(feats)                                          # (C, h, w) per image
     sel = ClassWeightedUncertainty().select(10, labels=masks, probs=probs, embeddings=feats.pooled)
