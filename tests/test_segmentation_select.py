@@ -315,3 +315,58 @@ def test_loop_style_inputs_int_labels_with_masks_and_bool_candidates():
     assert sel.indices.tolist() == [2]
     with pytest.raises(ValueError, match="masks has 2 entries"):
         ClassWeightedUncertainty().select(1, labels=flags, probs=_maps(), masks=masks[:2])
+
+
+def test_class_balance_goes_after_the_class_the_masks_lack():
+    from alwidgets.segmentation.select import ClassBalance
+
+    p = np.concatenate([_sure(0), _sure(1), _sure(2)])
+    masks = [None, None, None, np.zeros((h, w), np.uint8), np.ones((h, w), np.uint8)]   # classes 0, 1 labelled
+    probs = np.concatenate([p, _sure(0), _sure(1)])
+    sel = ClassBalance(diversity=0.0).select(1, labels=masks, probs=probs, class_iou=[0.5, 0.5, 0.5])
+    assert sel.indices.tolist() == [2] and sel.info["strategy"] == "class_balance"   # every class counts, equally
+    assert isinstance(make_selector("class_balance"), ClassBalance)
+
+
+def test_class_targeted_uncertain_and_argmax_areas():
+    # images 1 and 2 both predict weak class 2 on half the image: 1 unsure (0.5), 2 sure (1.0)
+    p = np.concatenate([_sure(0)] * 3)
+    p[1, :, :4] = 0.25
+    p[1, 2, :4] = 0.5
+    p[2, :, :4] = 0.0
+    p[2, 2, :4] = 1.0
+    kw = dict(n_weak=1, saturation=None, diversity=0.0)
+    iou = [0.9, 0.9, 0.1]
+    assert ClassTargeted(**kw).select(1, labels=[None] * 3, probs=p, class_iou=iou).indices.tolist() == [2]
+    # counted by uncertainty, the sure image adds nothing the model does not know
+    assert ClassTargeted(uncertain=True, **kw).select(1, labels=[None] * 3, probs=p,
+                                                      class_iou=iou).indices.tolist() == [1]
+    # on the arg-max maps both hold the same weak area: the tie goes by the other rule (the random tie-break)
+    got = ClassTargeted(area="argmax", **kw).select(2, labels=[None] * 3, probs=p, class_iou=iou)
+    assert sorted(got.indices.tolist()) == [1, 2]
+    with pytest.raises(ValueError, match="area must be"):
+        ClassTargeted(area="max", **kw).select(1, labels=[None] * 3, probs=p, class_iou=iou)
+
+
+def test_uncertainty_diversity_in_prediction_space_spreads_over_layouts():
+    # six unsure images: three alike (unsure on the left), three alike (unsure on the right)
+    p = np.concatenate([_sure(0)] * 6)
+    for i in range(3):
+        p[i, :, :, :4] = 1 / C
+        p[3 + i, :, :, 4:] = 1 / C
+    emb = np.ones((6, 2))
+    sel = UncertaintyDiversityImages(PixelUncertainty(diversity=0.0), space="predictions").select(
+        2, labels=[None] * 6, probs=p, embeddings=emb, random_state=0)
+    assert {int(i) // 3 for i in sel.indices} == {0, 1} and sel.info["space"] == "predictions"
+    default = UncertaintyDiversityImages().select(2, labels=[None] * 6, probs=p, embeddings=emb, random_state=0)
+    assert default.info["base"] == "class_weighted" and len(default.indices) == 2
+    with pytest.raises(ValueError, match="space must be"):
+        UncertaintyDiversityImages(space="pixels").select(2, labels=[None] * 6, probs=p, embeddings=emb)
+
+
+@pytest.mark.parametrize("name,reduction", [("entropy_topk", "topk"), ("entropy_regions", "regions")])
+def test_named_reductions(name, reduction):
+    sel = make_selector(name)
+    assert isinstance(sel, PixelUncertainty) and sel.reduction == reduction
+    got = sel.select(1, labels=[None] * 3, probs=_maps(), random_state=0)
+    assert got.indices.tolist() == [1] and got.info["reduction"] == reduction

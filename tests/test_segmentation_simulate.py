@@ -125,3 +125,21 @@ def test_cli_segmentation_options_refused_for_classification(capsys, segfolder):
     assert code == 2 and "--input-scale is for --task segmentation" in err
     code, _, err = run(capsys, "simulate", "--dataset", f"segfolder:{segfolder}", "--no-progress")
     assert code == 2 and "add --task segmentation" in err
+
+
+def test_cli_segmentation_ignore_index_given_on_the_command_line(capsys, tmp_path):
+    import dataclasses
+
+    data = make_shapes(n_images=9, size=(24, 24), random_state=4)
+    masks = [np.where(m == 4, 255, m).astype(np.uint8) for m in data.masks]    # void painted as 255
+    root = tmp_path / "void255"
+    save_segmentation_folder(dataclasses.replace(data, masks=masks, ignore_index=None), root)
+    assert not (root / "classes.txt").read_text().startswith("#")            # the folder does not say it
+    code, _, err = run(capsys, "simulate", "--task", "segmentation", "--dataset", f"segfolder:{root}",
+                       "--strategies", "random", "--budgets", "2,4", "--model", "probe", "--no-progress")
+    assert code == 2 and "255" in err                                         # out of range without the flag
+    code, out, err = run(capsys, "simulate", "--task", "segmentation", "--dataset", f"segfolder:{root}",
+                         "--ignore-index", "255", "--strategies", "random", "--budgets", "2,4", "--model", "probe",
+                         "--json", "--no-progress", "--repeats", "1")
+    assert code == 0, err
+    assert "ignore index 255" in err and set(json.loads(out)[0]["miou"]) == {"2", "4"}
