@@ -349,7 +349,8 @@ class MaskSessionView:
     def show(self, n: int = 8, *, continuous: bool = False):
         """Pick the next ``n`` images (``session.next_batch(n)``), show the first, return the widget:
         the painter above the live panels (:attr:`app`), or the painter alone without them."""
-        widget = self.app or self.painter
+        app = self.app
+        widget = app if app is not None else self.painter
         batch = self.session.next_batch(n)  # validates n; its "batch" event shows it
         self.n, self.continuous = n, bool(continuous)
         if batch is not self._announced:    # a session that did not announce it
@@ -441,8 +442,8 @@ class MaskSessionView:
         if self._app is None or self._held:
             return
         s = self.session
-        history = s.history
-        key = (len(history), id(s.metrics_), s.progress().get("pool_labelled"))
+        history, m = s.history, s.metrics_ or {}
+        key = (len(history), s.progress().get("pool_labelled"), m.get("n_labels"), m.get("accuracy"), m.get("ece"))
         if key == self._drawn:
             return
         self._drawn = key
