@@ -217,6 +217,11 @@ def test_coverage_kmeans_takes_the_central_image_not_an_outlier():
     central = [int(np.argmin(((U[b:b + 10] - U[b:b + 10].mean(0)) ** 2).sum(1))) + b for b in (0, 10)]
     sel = CoverageImages("kmeans", pick="central").select(2, labels=[None] * 20, embeddings=X, random_state=0)
     assert sorted(sel.indices.tolist()) == central and 7 not in central
+    # the default `coverage` is this, also once masks exist: the cluster without one gets the next pick
+    labels = [None] * 20
+    labels[central[0]] = np.zeros((h, w), np.uint8)
+    nxt = make_selector("coverage").select(1, labels=labels, embeddings=X, random_state=0)
+    assert nxt.indices.tolist() == [central[1]] and nxt.info["method"] == "kmeans"
     with pytest.raises(ValueError, match="method must be"):
         CoverageImages("dense").select(1, labels=[None] * 20, embeddings=X)
 

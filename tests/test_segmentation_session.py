@@ -191,7 +191,7 @@ def test_session_with_a_backbone_on_enlarged_images():
     data = make_shapes(n_images=10, size=(32, 32), random_state=3)
     emb = DenseEmbedder("resnet10t", pretrained=False, out_indices=(1, 2), input_scale=2, cache_dir=False,
                         progress=False)
-    s = Session(data, embedder=emb, model=small_model(), selector="entropy")
+    s = Session(data, embedder=emb, model=small_model(), selector="entropy", store=":memory:")
     assert s.embeddings.strides == (2, 4) and s.embeddings.image_size == (32, 32)
     b = s.next_batch(3)
     s.submit(masks_for(data, b))
