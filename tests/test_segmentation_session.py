@@ -202,13 +202,18 @@ def test_session_with_a_backbone_on_enlarged_images():
     s.close()
 
 
+def _tested_session(shapes, selector):
+    data, feats = shapes
+    test = make_shapes(n_images=4, size=(32, 32), random_state=1)
+    s = Session(data, embeddings=feats, store=":memory:", selector=selector,
+                test=(DenseFeatures.from_pixels(test.pool), test.masks), model=small_model())
+    return s, data, test
+
+
 def test_label_shows_the_painter_above_live_panels_and_calibration_reaches_the_selector(shapes):
     from alwidgets.widgets.app import MaskApp
 
-    data, feats = shapes
-    test = make_shapes(n_images=4, size=(32, 32), random_state=1)
-    s = Session(data, embeddings=feats, store=":memory:", selector="class_targeted",
-                test=(DenseFeatures.from_pixels(test.pool), test.masks), model=small_model())
+    s, data, test = _tested_session(shapes, "class_targeted")
     app = s.label(3)
     assert isinstance(app, MaskApp) and app.painter.current in s.batch.ids
     assert [f.layout.title.text for f in app.figures.values()] == [
@@ -238,10 +243,7 @@ def test_label_shows_the_painter_above_live_panels_and_calibration_reaches_the_s
 
 
 def test_the_mask_panels_draw_the_simulated_random_baseline(shapes):
-    data, feats = shapes
-    test = make_shapes(n_images=4, size=(32, 32), random_state=1)
-    s = Session(data, embeddings=feats, store=":memory:", selector="random",
-                test=(DenseFeatures.from_pixels(test.pool), test.masks), model=small_model())
+    s, _, _ = _tested_session(shapes, "random")
     app = s.label(3)
     curves = s.show_baseline(repeats=1, budget=6)
     base = app.trace("baseline")
