@@ -205,7 +205,7 @@ def browser_side(repeats: int, session: bool = False) -> dict:
             page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
             open_notebook(page, server, "lab", "bench.ipynb")
             run_cell(page, 0)
-            shown, kernel, rendered = [], [], []
+            shown, kernel, rendered, panels = [], [], [], []
             for i in range(1, repeats + 2):
                 c = run_cell(page, i)
                 painter = c.locator(".alw-painter[data-shown-at]")
@@ -216,6 +216,9 @@ def browser_side(repeats: int, session: bool = False) -> dict:
                 t = json.loads(out.split("T0:", 1)[1].strip().splitlines()[0])
                 shown.append(at - t["t0"] * 1000)
                 kernel.append(t["label_s"] * 1000)
+                if session:   # the session's four plotly panels, which follow the image
+                    c.locator(".alw-panel .main-svg").nth(7).wait_for(timeout=SLOW)
+                    panels.append(page.evaluate("Date.now()") - t["t0"] * 1000)
                 cell(page, i).locator(".jp-OutputArea").evaluate("e => e.scrollIntoView()")
             browser.close()
     finally:
@@ -223,8 +226,11 @@ def browser_side(repeats: int, session: bool = False) -> dict:
         proc.terminate()
         proc.wait(timeout=20)
     med = statistics.median
-    return {"browser_first_ms": shown[0], "browser_shown_ms": med(shown[1:]), "browser_shown_all_ms": shown[1:],
-            "browser_label_ms": med(kernel[1:]), "browser_render_to_shown_ms": med(rendered[1:])}
+    out = {"browser_first_ms": shown[0], "browser_shown_ms": med(shown[1:]), "browser_shown_all_ms": shown[1:],
+           "browser_label_ms": med(kernel[1:]), "browser_render_to_shown_ms": med(rendered[1:])}
+    if panels:
+        out["browser_panels_ms"] = med(panels[1:])
+    return out
 
 
 def main(argv=None):
@@ -257,6 +263,9 @@ def main(argv=None):
               f"{', '.join(f'{v:.0f}' for v in out['browser_shown_all_ms'])})")
         print(f"  of which: label() in that kernel {out['browser_label_ms']:.0f} ms, the painter's render -> image "
               f"shown {out['browser_render_to_shown_ms']:.0f} ms, the rest comms and JupyterLab's output")
+        if "browser_panels_ms" in out:
+            print(f"label(8) -> the session's 4 plots drawn (browser): {out['browser_panels_ms']:7.1f} ms "
+                  "(they follow the image)")
 
 
 if __name__ == "__main__":

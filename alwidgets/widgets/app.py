@@ -30,6 +30,7 @@ class _PanelsApp(ipw.VBox):
         self._kinds = dict(calibration=calibration, segmentation=segmentation)
         self.figures: dict = {}
         self.panels: list = []
+        self._boxes: list = []
         self._row = ipw.Box([], layout=ipw.Layout(display="flex", flex_flow="row wrap", width="100%"))
         super().__init__([top, self._row])
         if not defer:
@@ -37,20 +38,27 @@ class _PanelsApp(ipw.VBox):
 
     def build_panels(self) -> None:
         """Make the panels (once) and put them in the row."""
-        if self.figures:
-            return
-        self.figures = {name: _live(fig) for name, fig in
-                        plots.session_panels(self.classes, **self._kinds).items()}
-        self.panels = list(self.figures)
-        # each panel sits in a box of its own fixed size: the row wraps by these boxes, and a
-        # plot that lost its layout to plotly's render race is autosized to its box, not to the page
-        boxes = []
-        for fig in self.figures.values():
-            box = ipw.Box([fig], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
-                                                   height=f"{fig.layout.height + 8}px", overflow="hidden"))
-            box.add_class("alw-panel")
-            boxes.append(box)
-        self._row.children = boxes
+        if not self.figures:
+            self.figures = {name: _live(fig) for name, fig in
+                            plots.session_panels(self.classes, **self._kinds).items()}
+            self.panels = list(self.figures)
+            # each panel sits in a box of its own fixed size: the row wraps by these boxes, and a
+            # plot that lost its layout to plotly's render race is autosized to its box, not to the page
+            self._boxes = []
+            for fig in self.figures.values():
+                box = ipw.Box([fig], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
+                                                       height=f"{fig.layout.height + 8}px", overflow="hidden"))
+                box.add_class("alw-panel")
+                self._boxes.append(box)
+        self._row.children = self._boxes
+
+    def hide_panels(self) -> None:
+        """Take the panels out of the row (they keep their state; :meth:`build_panels` puts them back)."""
+        self._row.children = ()
+
+    @property
+    def panels_shown(self) -> bool:
+        return bool(self._row.children)
 
     def trace(self, name: str):
         """The plotly trace called ``name`` (``"session"``, ``"earlier"``, ``"per_class"``, ``"balance"``, ...)."""

@@ -170,6 +170,9 @@ class MaskPainter(anywidget.AnyWidget):
         ``on_skip(item_id)``, ``on_open(item_id)``: an item of the shown batch.
     on_undo : callable, optional
         ``on_undo()``: the browser has nothing left to undo on the shown image (undo after a submit).
+    on_shown : callable, optional
+        ``on_shown()``: a view has shown its first image (what should not compete with it for the
+        browser, such as a session's plots, can follow now).
     """
 
     _esm = _STATIC / "maskpainter.js"
@@ -193,7 +196,7 @@ class MaskPainter(anywidget.AnyWidget):
     ack = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, classes=(), *, ignore_index: int = 255, keymap=None, on_submit=None, on_skip=None,
-                 on_open=None, on_undo=None, **kwargs):
+                 on_open=None, on_undo=None, on_shown=None, **kwargs):
         classes = [str(c) for c in classes]
         if not classes:
             raise ValueError("MaskPainter needs at least one class name")
@@ -202,6 +205,7 @@ class MaskPainter(anywidget.AnyWidget):
         super().__init__(classes=classes, ignore_index=int(ignore_index),
                          keymap=build_painter_keymap(classes, keymap), **kwargs)
         self._on_submit, self._on_skip, self._on_open, self._on_undo = on_submit, on_skip, on_open, on_undo
+        self._on_shown = on_shown
         self.on_msg(self._handle_message)
 
     # ------------------------------------------------------------------ validated traits
@@ -279,6 +283,13 @@ class MaskPainter(anywidget.AnyWidget):
 
     def _handle_message(self, _widget, content, buffers):
         kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "shown":   # a notice, not a request: no acknowledgement, nothing to check
+            if self._on_shown is not None:
+                try:
+                    self._on_shown()
+                except Exception:  # never raise out of a comm handler
+                    log.exception("MaskPainter: on_shown failed")
+            return
         if kind not in ("submit", "skip", "open", "undo"):
             return
         try:

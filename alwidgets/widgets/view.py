@@ -23,6 +23,7 @@ from .labelgrid import clip
 log = logging.getLogger(__name__)
 
 NEXT_HINT = "run session.label() again (or pass continuous=True) for the next batch"
+PANELS_WAIT_S = 5.0   # a segmentation session's plots follow its first image, or come after this long
 
 
 class SessionView:
@@ -324,7 +325,7 @@ class MaskSessionView:
             self._painter = MaskPainter(self.classes, ignore_index=self.ignore_index,
                                         keymap=getattr(self.session, "painter_keymap", None),
                                         on_submit=self._submit, on_skip=self._skip, on_open=self._open,
-                                        on_undo=self._undo)
+                                        on_undo=self._undo, on_shown=self._show_panels)
             self._push()
         return self._painter
 
@@ -336,10 +337,28 @@ class MaskSessionView:
             from .app import MaskApp
 
             self._app = MaskApp(self.painter, self.classes, defer=True)
-            self._later(self._build_panels)   # the image first: plotly's panels follow it
         return self._app
 
-    def _build_panels(self) -> None:
+    @staticmethod
+    def _after_image(fn, wait: float = PANELS_WAIT_S) -> None:
+        """Run ``fn`` ``wait`` seconds after the cell that shows the painter returned, at once without an
+        event loop (a script); the painter's ``on_shown`` (its view has shown the first image) runs the
+        same ``fn`` sooner, and ``fn`` does its work once.
+
+        The browser renders plotly's four panels in one go, seconds on a busy 2-core machine, and an
+        image arriving meanwhile waits for them: 227 ms -> 5.4 s from ``label()`` to the image shown
+        (``benchmarks/painter_latency.py --browser --session``) when the panels came with the painter.
+        """
+        import asyncio
+
+        try:
+            asyncio.get_running_loop().call_later(wait, fn)
+        except RuntimeError:
+            fn()
+
+    def _show_panels(self) -> None:
+        if self._app is None or self._app.panels_shown:
+            return   # shown already (the image came before the fallback's time, or the other way round)
         self._app.build_panels()
         self._drawn = None
         self._draw()
@@ -351,6 +370,9 @@ class MaskSessionView:
         the painter above the live panels (:attr:`app`), or the painter alone without them."""
         app = self.app
         widget = app if app is not None else self.painter
+        if app is not None:   # shown again in a new cell: its panels follow its first image there too
+            app.hide_panels()
+            self._after_image(self._show_panels)
         batch = self.session.next_batch(n)  # validates n; its "batch" event shows it
         self.n, self.continuous = n, bool(continuous)
         if batch is not self._announced:    # a session that did not announce it

@@ -828,10 +828,13 @@ function render({ model, el }) {
     paintTools();
     if (!busy && root.isConnected && mayTakeFocus(document.activeElement)) root.focus({ preventScroll: true });
   }
+  let told = false;
   img.addEventListener("load", () => {
     root.dataset.shown = shown || "";
     root.dataset.shownAt = String(Date.now());     // wall clock: what the latency benchmark compares
     setTimeout(ensurePrediction, 0);              // decoded once the image is up: p is instant later
+    // once per view: Python may now send what waits for the image (a session's plots)
+    if (!told) { told = true; model.send({ type: "shown", batch: model.get("batch"), item: shown }); }
   });
 
   // the prediction PNG is decoded off the image's critical path: after it is shown, or on p
