@@ -352,3 +352,28 @@ def test_session_stores_each_mask_undoes_after_submit_and_takes_a_correction(tmp
     assert [it["state"] for it in p.items] == ["done", "skipped", "done"] and "batch finished" in p.notice
     assert s.batch is not None and len(s.batch) == 0              # the round is over, the skip handed back
     s.close()
+
+
+def test_shown_is_a_notice_that_calls_back_without_an_acknowledgement():
+    seen = []
+    p = MaskPainter(["road", "car"], on_shown=lambda: seen.append("shown"))
+    ack = p.ack
+    p._handle_message(p, {"type": "shown", "batch": 7, "item": "im0"}, [])   # any batch: it asks for nothing
+    assert seen == ["shown"] and p.ack == ack and p.error == {}
+    MaskPainter(["road", "car"])._handle_message(None, {"type": "shown"}, [])   # no callback: nothing happens
+
+
+def test_a_session_shown_again_hides_its_panels_until_the_image_is_up(monkeypatch):
+    from alwidgets.widgets import view as view_mod
+
+    later = []
+    monkeypatch.setattr(view_mod.MaskSessionView, "_after_image", staticmethod(lambda fn, wait=5.0: later.append(fn)))
+    s, data = _seg_session()
+    app = s.label(3)
+    assert not app.panels_shown and len(later) == 1            # the first label(): the plots wait for the image
+    app.painter._handle_message(app.painter, {"type": "shown"}, [])
+    assert app.panels_shown and len(app.figures) == 4
+    assert s.label(3) is app and not app.panels_shown             # shown again in a new cell: hidden again ...
+    later[-1]()                                                   # ... until the image (or the fallback)
+    assert app.panels_shown
+    s.close()
