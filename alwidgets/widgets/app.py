@@ -22,7 +22,17 @@ log = logging.getLogger(__name__)
 
 class _PanelsApp(ipw.VBox):
     """A widget above the session's live panels (``figures``; with ``defer``, empty until
-    :meth:`build_panels`, so that what is above shows first)."""
+    :meth:`build_panels`, so that what is above shows first).
+
+    ``_WIDGETS``: each panel a plotly ``FigureWidget`` (updated in place), or else a plain figure
+    shown in an ``Output`` widget as plotly's JSON, drawn by the front end's plotly renderer
+    (JupyterLab's ``jupyterlab-plotly``, VS Code, Colab) and sent again after each redraw. A
+    ``FigureWidget`` brings plotly's 5 MB widget bundle with it, once per panel: the four panels of
+    a segmentation session took 13 s to appear on a 2-core machine (5 s of it in the kernel), 1-2 s
+    as plotly JSON.
+    """
+
+    _WIDGETS = True
 
     def __init__(self, top, classes, *, calibration: bool = False, segmentation: bool = False,
                  defer: bool = False):
@@ -39,18 +49,31 @@ class _PanelsApp(ipw.VBox):
     def build_panels(self) -> None:
         """Make the panels (once) and put them in the row."""
         if not self.figures:
-            self.figures = {name: _live(fig) for name, fig in
-                            plots.session_panels(self.classes, **self._kinds).items()}
+            figures = plots.session_panels(self.classes, **self._kinds)
+            if self._WIDGETS:
+                self.figures = {name: _live(fig) for name, fig in figures.items()}
+                views = self.figures
+            else:
+                self.figures = figures
+                views = self._outputs = {name: ipw.Output() for name in figures}
             self.panels = list(self.figures)
             # each panel sits in a box of its own fixed size: the row wraps by these boxes, and a
             # plot that lost its layout to plotly's render race is autosized to its box, not to the page
             self._boxes = []
-            for fig in self.figures.values():
-                box = ipw.Box([fig], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
-                                                       height=f"{fig.layout.height + 8}px", overflow="hidden"))
+            for name, fig in self.figures.items():
+                box = ipw.Box([views[name]], layout=ipw.Layout(width=f"{plots.PANEL_WIDTH + 8}px",
+                                                               height=f"{fig.layout.height + 8}px", overflow="hidden"))
                 box.add_class("alw-panel")
                 self._boxes.append(box)
+            self._publish()
         self._row.children = self._boxes
+
+    def _publish(self) -> None:
+        """Send the figures to their ``Output`` panels (``FigureWidget`` panels send their own changes)."""
+        if self._WIDGETS:
+            return
+        for name, fig in self.figures.items():
+            self._outputs[name].outputs = (_plotly_output(fig),)
 
     def hide_panels(self) -> None:
         """Take the panels out of the row (they keep their state; :meth:`build_panels` puts them back)."""
@@ -77,6 +100,7 @@ class _PanelsApp(ipw.VBox):
             for fig in self.figures.values():
                 stack.enter_context(fig.batch_update())
             plots.draw_session(self.figures, self.classes, history, metrics, counts, session_id=session_id)
+        self._publish()
 
     def show_baseline(self, n_labels, mean, std) -> None:
         """Draw the simulated random-sampling curve (mean ± std) on the accuracy panel."""
@@ -96,6 +120,7 @@ class _PanelsApp(ipw.VBox):
                 fig.update_layout(showlegend=True, xaxis=dict(range=[0, top], **plots.integer_axis(top)))
             else:
                 fig.update_layout(showlegend=True)
+        self._publish()
 
 
 class LabelApp(_PanelsApp):
@@ -139,9 +164,24 @@ class MaskApp(_PanelsApp):
         first image is on its way).
     """
 
+    _WIDGETS = False   # plotly JSON in Output widgets: the painter's page stays light
+
     def __init__(self, painter, classes, *, defer: bool = False):
         self.painter = painter
         super().__init__(painter, classes, segmentation=True, defer=defer)
+
+
+def _plotly_output(fig) -> dict:
+    """``fig`` as one output of an ``Output`` widget: plotly's JSON (what its renderers draw) and a line of text."""
+    import json
+
+    import plotly.io as pio
+
+    spec = json.loads(pio.to_json(fig, validate=False))
+    spec["config"] = {"displaylogo": False, "responsive": False}
+    title = str(fig.layout.title.text or "plot").split("<br>")[0]
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"application/vnd.plotly.v1+json": spec, "text/plain": f"<plot: {title}>"}}
 
 
 def _live(fig):
