@@ -219,7 +219,7 @@ def browser_side(repeats: int, session: bool = False) -> dict:
                 if session:   # the session's four plotly panels, which follow the image
                     c.locator(".alw-panel .main-svg").nth(7).wait_for(timeout=SLOW)
                     panels.append(page.evaluate("Date.now()") - t["t0"] * 1000)
-                cell(page, i).locator(".jp-OutputArea").evaluate("e => e.scrollIntoView()")
+                cell(page, i).locator(".jp-OutputArea").first.evaluate("e => e.scrollIntoView()")
             browser.close()
     finally:
         server.stop_kernels()
