@@ -28,7 +28,7 @@ class _PanelsApp(ipw.VBox):
     shown in an ``Output`` widget as plotly's JSON, drawn by the front end's plotly renderer
     (JupyterLab's ``jupyterlab-plotly``, VS Code, Colab) and sent again after each redraw. A
     ``FigureWidget`` brings plotly's 5 MB widget bundle with it, once per panel: the four panels of
-    a segmentation session took 13 s to appear on a 2-core machine (5 s of it in the kernel), 1-2 s
+    a segmentation session took 13 s to appear on a 2-core machine (5 s of it in the kernel), 2.2 s
     as plotly JSON.
     """
 
