@@ -2,10 +2,10 @@
 
 Each panel (accuracy vs labels, per-class accuracy, labels per class, and the
 reliability diagram with calibration; for masks: mIoU vs masks, IoU per class with
-the weakest marked, labelled pixels per class, the pixels' reliability) is its own
-``FigureWidget`` of a fixed width in a wrapping row, so a narrow notebook (700 px)
-puts them on two rows instead of cutting them. The panels are updated in place;
-what they draw is :func:`alwidgets.plots.draw_session`.
+the weakest marked, labelled pixels per class, the pixels' reliability) has a fixed
+width in a wrapping row, so a narrow notebook (700 px) puts them on two rows instead
+of cutting them: a ``FigureWidget`` updated in place beside the grid, plotly's JSON in
+an ``Output`` widget below the painter. What they draw is :func:`alwidgets.plots.draw_session`.
 """
 from __future__ import annotations
 
