@@ -72,7 +72,7 @@ async def run_mode(mode, train, ptr, test, n_start, enters, seed):
     s.on("fit", lambda f: fits.append(time.perf_counter()))
     s.on("change", lambda m: changes.append((time.perf_counter(), m)))
     view = MaskSessionView(s)
-    painter = view.show(enters)
+    painter = view.show(enters).painter   # a Session: the painter above its live panels
     rows = []
     done = "refitted" if mode == "background" else "saved"   # the status line of the scored refit
     for _ in range(enters):

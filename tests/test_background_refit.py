@@ -182,7 +182,7 @@ def test_the_painter_moves_on_at_once_and_its_prediction_follows_the_refit(shape
     s.submit(masks_for(data, s.next_batch(3)))
     s.wait()
     view = MaskSessionView(s)
-    painter = view.show(3)
+    painter = view.show(3).painter
     first, second = s.batch.ids[0], s.batch.ids[1]
     assert painter.current == first
     gate = Gate(s)
