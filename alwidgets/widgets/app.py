@@ -68,12 +68,13 @@ class _PanelsApp(ipw.VBox):
             self._publish()
         self._row.children = self._boxes
 
-    def _publish(self) -> None:
-        """Send the figures to their ``Output`` panels (``FigureWidget`` panels send their own changes)."""
+    def _publish(self, names=None) -> None:
+        """Send the figures (``names``, default all) to their ``Output`` panels (``FigureWidget`` panels
+        send their own changes)."""
         if self._WIDGETS:
             return
-        for name, fig in self.figures.items():
-            self._outputs[name].outputs = (_plotly_output(fig),)
+        for name in self.figures if names is None else names:
+            self._outputs[name].outputs = (_plotly_output(self.figures[name]),)
 
     def hide_panels(self) -> None:
         """Take the panels out of the row (they keep their state; :meth:`build_panels` puts them back)."""
@@ -120,7 +121,7 @@ class _PanelsApp(ipw.VBox):
                 fig.update_layout(showlegend=True, xaxis=dict(range=[0, top], **plots.integer_axis(top)))
             else:
                 fig.update_layout(showlegend=True)
-        self._publish()
+        self._publish([plots.ACCURACY])
 
 
 class LabelApp(_PanelsApp):

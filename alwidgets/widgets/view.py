@@ -349,12 +349,7 @@ class MaskSessionView:
         image arriving meanwhile waits for them: 227 ms -> 5.4 s from ``label()`` to the image shown
         (``benchmarks/painter_latency.py --browser --session``) when the panels came with the painter.
         """
-        import asyncio
-
-        try:
-            asyncio.get_running_loop().call_later(wait, fn)
-        except RuntimeError:
-            fn()
+        MaskSessionView._later(fn, delay=wait)
 
     def _show_panels(self) -> None:
         if self._app is None or self._app.panels_shown:
@@ -393,15 +388,16 @@ class MaskSessionView:
         self._later(self._fill_thumbs, self._batch_no)
 
     @staticmethod
-    def _later(fn, *args) -> None:
-        """Run ``fn`` once the cell that showed the painter has returned (in a kernel), else now.
+    def _later(fn, *args, delay: float = 0.0) -> None:
+        """Run ``fn`` once the cell that showed the painter has returned (in a kernel; ``delay`` seconds
+        after), else now.
 
         The first image is what the labeller waits for: the strip's thumbnails follow it.
         """
         import asyncio
 
         try:
-            asyncio.get_running_loop().call_soon(fn, *args)
+            asyncio.get_running_loop().call_later(delay, fn, *args)
         except RuntimeError:  # no event loop running (a script, a test): now
             fn(*args)
 
